@@ -1,0 +1,135 @@
+"""The ``evlog`` command: a thin typer layer over the library, and its error boundary.
+
+Start-up time is part of the product (``evlog append`` runs once per event in
+shell loops), so subcommands are loaded lazily: the top-level group knows
+only their names and imports a command's module when it is invoked (or when
+help lists them). rich is never imported unless something is drawn.
+
+:func:`main` is the one place where exceptions become exit codes: library
+errors carry theirs (:mod:`evlog.errors`), usage errors exit 2, Ctrl-C 130,
+and a closed stdout ends the command quietly. ``--debug`` (or
+``EVLOG_DEBUG=1``) lets the traceback through instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import typer
+from typer._click import exceptions as click_exceptions
+from typer.core import TyperGroup
+
+from ..errors import EvlogError
+
+# command name -> (module, one-line help shown in `evlog --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "append": ("evlog.cli.append", "Append events: one from arguments, or many as NDJSON/msgpack on stdin."),
+    "replay": ("evlog.cli.replay", "Print events in seq order, selected by position, stream and type."),
+    "info": ("evlog.cli.info", "Describe the log: counts, first and last event, types, head hash."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A command group that imports a subcommand's module only when it is used."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(entry[0])
+        command = typer.main.get_command(module.app)
+        command.name = cmd_name
+        return command
+
+
+app = typer.Typer(
+    cls=LazyGroup,
+    name="evlog",
+    help=(
+        "An append-only event log for one machine and for shell pipelines.\n\n"
+        "The log is an LMDB directory chosen by --log, else $EVLOG_PATH, else ./events.lmdb."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"evlog {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """An append-only event log for one machine and for shell pipelines."""
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line and exit with the code of its outcome."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("EVLOG_DEBUG", "") not in ("", "0")
+    command = typer.main.get_command(app)
+    code = 0
+    try:
+        result = command.main(args=args, prog_name="evlog", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+        sys.stdout.flush()
+    except EvlogError as exc:
+        if debug:
+            raise
+        _flush_quietly()
+        print(f"evlog: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except click_exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        code = 0
+    except click_exceptions.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        if debug:
+            raise
+        _flush_quietly()
+        print("evlog: interrupted", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        if debug:
+            raise
+        _quiet_stdout()
+        code = 0
+    sys.exit(code)
+
+
+def _flush_quietly() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    except (OSError, ValueError):
+        pass

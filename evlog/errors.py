@@ -1,0 +1,95 @@
+"""Every error evlog raises, each with the process exit code it stands for.
+
+The library raises these; the command line has one boundary that prints the
+message and exits with ``exit_code``. Keeping the code on the exception keeps
+that mapping in one place and lets library users branch on the class.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .event import AppendSummary
+
+
+class EvlogError(Exception):
+    """Base class of every evlog error; ``exit_code`` is the CLI's exit status."""
+
+    exit_code = 1
+
+
+class UsageError(EvlogError):
+    """An option or argument has a value evlog cannot use."""
+
+    exit_code = 2
+
+
+class PositionError(UsageError):
+    """A ``--from``/``--until``/``--at`` position cannot be parsed or resolved."""
+
+
+class ConflictError(EvlogError):
+    """A stream was not at the version an append expected (``--expect``)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, stream: str, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class BadInputError(EvlogError):
+    """Input data is malformed; ``line`` (1-based) or ``offset`` says where."""
+
+    exit_code = 65
+
+    def __init__(
+        self, reason: str, *, line: int | None = None, offset: int | None = None
+    ) -> None:
+        self.reason = reason
+        self.line = line
+        self.offset = offset
+        super().__init__(self._where() + reason)
+
+    def _where(self) -> str:
+        if self.line is not None:
+            return f"line {self.line}: "
+        if self.offset is not None:
+            return f"byte offset {self.offset}: "
+        return ""
+
+
+class LogNotFoundError(EvlogError):
+    """The log a read command was pointed at does not exist."""
+
+    exit_code = 66
+
+
+class NotALogError(EvlogError):
+    """The path exists but is not an evlog log, or one of a newer format."""
+
+    exit_code = 74
+
+
+class StorageError(EvlogError):
+    """LMDB or the file system failed (disk full, permissions, corruption)."""
+
+    exit_code = 74
+
+
+class AppendStopped(EvlogError):
+    """A bulk append stopped at a bad event after committing what preceded it.
+
+    ``cause`` is the error of the event that stopped the run (its exit code is
+    the one the CLI uses) and ``summary`` says what was written before it.
+    """
+
+    def __init__(self, cause: EvlogError, summary: AppendSummary, written_note: str) -> None:
+        self.cause = cause
+        self.summary = summary
+        self.exit_code = cause.exit_code
+        super().__init__(f"{cause}\n{written_note}")
+

@@ -1,0 +1,119 @@
+"""The event as the library hands it out, and the summary of an append.
+
+An :class:`Event` keeps its payload as the msgpack bytes it was stored as and
+decodes them only when ``data`` is first read: filters on type, stream and
+time, and msgpack output, never pay for payloads they do not look at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .timefmt import format_ts
+
+_UNSET: Any = object()
+
+
+class Event:
+    """One stored event. ``ts`` is integer nanoseconds since the epoch (UTC)."""
+
+    __slots__ = ("seq", "ts", "type", "stream", "version", "id", "meta", "data_bytes", "_data")
+
+    def __init__(
+        self,
+        seq: int,
+        ts: int,
+        type: str,
+        stream: str | None,
+        version: int | None,
+        id: str | None,
+        meta: dict[str, Any] | None,
+        data_bytes: bytes,
+    ) -> None:
+        self.seq = seq
+        self.ts = ts
+        self.type = type
+        self.stream = stream
+        self.version = version
+        self.id = id
+        self.meta: dict[str, Any] = meta if meta is not None else {}
+        self.data_bytes = data_bytes
+        self._data: Any = _UNSET
+
+    @property
+    def data(self) -> Any:
+        """The payload, decoded from msgpack on first access."""
+        if self._data is _UNSET:
+            self._data = msgpack.unpackb(self.data_bytes)
+        return self._data
+
+    @property
+    def ts_text(self) -> str:
+        """``ts`` as RFC 3339 UTC with nine fractional digits."""
+        return format_ts(self.ts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as the JSON object that ``evlog replay`` prints."""
+        return {
+            "seq": self.seq,
+            "ts": format_ts(self.ts),
+            "type": self.type,
+            "stream": self.stream,
+            "version": self.version,
+            "id": self.id,
+            "data": self.data,
+            "meta": self.meta,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(seq={self.seq}, ts={format_ts(self.ts)!r}, type={self.type!r}, "
+            f"stream={self.stream!r}, version={self.version!r}, id={self.id!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (
+            self.seq == other.seq
+            and self.ts == other.ts
+            and self.type == other.type
+            and self.stream == other.stream
+            and self.version == other.version
+            and self.id == other.id
+            and self.meta == other.meta
+            and self.data_bytes == other.data_bytes
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass
+class AppendSummary:
+    """What a (bulk) append did: the seqs written, duplicates and rejects."""
+
+    appended: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    duplicates: int = 0
+    skipped: int = 0
+    events: list[Event] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """``appended 1233 events (seq 5001-6233)`` and what else happened."""
+        noun = "event" if self.appended == 1 else "events"
+        text = f"appended {self.appended} {noun}"
+        if self.appended:
+            text += (
+                f" (seq {self.first_seq})"
+                if self.first_seq == self.last_seq
+                else f" (seq {self.first_seq}-{self.last_seq})"
+            )
+        if self.duplicates:
+            text += f"; {self.duplicates} already present by id, not appended again"
+        if self.skipped:
+            text += f"; skipped {self.skipped} invalid"
+        return text

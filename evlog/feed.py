@@ -1,0 +1,269 @@
+"""Bulk appends from a file descriptor: NDJSON lines or msgpack maps, batched live.
+
+Input is read in large chunks and parsed line by line outside any
+transaction. A batch is committed when it reaches ``batch_size`` events, and
+also once its oldest event has waited ``max_delay`` (about 20 ms): a live
+producer's events then become visible at once, while a file still loads in
+large transactions. While waiting for input no write transaction is open,
+because LMDB has one writer at a time and a waiting writer cannot be
+interrupted.
+
+Stopping is exact: at the first bad input the events before it are
+committed and :class:`~evlog.errors.AppendStopped` says what was written.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+import orjson
+
+from .errors import BadInputError, EvlogError
+from .event import AppendSummary
+from .ingest import Pending, encode_data, from_mapping, pending
+from .log import DEFAULT_BATCH, Log, Reject
+
+READ_SIZE = 1 << 20
+MAX_DELAY = 0.02
+_BOM = b"\xef\xbb\xbf"
+
+
+class _Reader:
+    """Reads a descriptor, waiting at most a given time when asked to."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.can_wait = True
+
+    def read(self, timeout: float | None) -> bytes | None:
+        """Bytes read, ``b""`` at end of input, None when ``timeout`` passed first."""
+        if timeout is not None and self.can_wait:
+            try:
+                ready, _, _ = select.select([self.fd], [], [], max(timeout, 0.0))
+            except (OSError, ValueError):
+                self.can_wait = False  # not selectable: read blocking, commit by size
+            else:
+                if not ready:
+                    return None
+        return os.read(self.fd, READ_SIZE)
+
+
+class Feeder:
+    """Appends what a descriptor delivers to a log, in live batches.
+
+    ``parse`` turns each input item into a :class:`Pending`; the NDJSON and
+    msgpack front ends below supply the items and their line numbers.
+    """
+
+    def __init__(
+        self,
+        log: Log,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        atomic: bool = False,
+        on_reject: Reject | None = None,
+        keep_events: bool = False,
+        max_delay: float = MAX_DELAY,
+        on_commit: Callable[[AppendSummary], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.batch_size = max(1, batch_size)
+        self.atomic = atomic
+        self.on_reject = on_reject
+        self.keep_events = keep_events
+        self.max_delay = max_delay
+        self.on_commit = on_commit
+        self.summary = AppendSummary()
+        self.batch: list[Pending] = []
+        self.deadline: float | None = None
+
+    def add(self, event: Pending) -> None:
+        self.batch.append(event)
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.max_delay
+        if not self.atomic and len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def reject(self, error: BadInputError, raw: bytes | None) -> None:
+        """An item failed validation: skip it, or commit what came before and stop."""
+        if self.on_reject is not None:
+            self.summary.skipped += 1
+            self.on_reject(error.line, error, raw)
+            return
+        if not self.atomic:
+            self.flush()
+        raise Log.stopped(error, self.summary, atomic=self.atomic)
+
+    def flush(self, *, final: bool = False) -> None:
+        if self.atomic and not final:
+            return
+        batch, self.batch, self.deadline = self.batch, [], None
+        if batch:
+            already = len(self.summary.events)
+            self.log.commit(
+                batch, self.summary, atomic=self.atomic, on_reject=self.on_reject, keep_events=self.keep_events
+            )
+            if self.on_commit is not None:
+                self.on_commit(self.summary)
+            if not self.keep_events:
+                del self.summary.events[already:]
+
+    def timeout(self) -> float | None:
+        """How long the next read may wait before the pending batch is due."""
+        if self.atomic or self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def chunks(self, fd: int) -> Iterator[bytes]:
+        """Input chunks; commits the pending batch whenever it falls due."""
+        reader = _Reader(fd)
+        while True:
+            timeout = self.timeout()
+            if timeout is not None and timeout <= 0:
+                self.flush()
+                timeout = None
+            data = reader.read(timeout)
+            if data is None:
+                self.flush()
+                continue
+            if not data:
+                return
+            yield data
+
+
+def feed_ndjson(
+    feeder: Feeder,
+    fd: int,
+    *,
+    data_type: str | None = None,
+    default_stream: str | None = None,
+    default_meta: dict[str, Any] | None = None,
+) -> AppendSummary:
+    """Append NDJSON lines read from ``fd``; with ``data_type`` each line is the data of one event.
+
+    Blank lines, a UTF-8 byte-order mark and CRLF line ends are accepted.
+    """
+    loads = orjson.loads
+    keep_raw = feeder.on_reject is not None
+    number = 0
+    rest = b""
+
+    def handle(raw: bytes) -> None:
+        try:
+            value = loads(raw)
+        except orjson.JSONDecodeError as exc:
+            feeder.reject(BadInputError(f"not valid JSON ({exc})", line=number), raw)
+            return
+        try:
+            if data_type is None:
+                event = from_mapping(
+                    value, number, default_stream=default_stream, default_meta=default_meta,
+                    raw=raw if keep_raw else None,
+                )
+            else:
+                event = pending(
+                    data_type, default_stream, encode_data(value, number), default_meta, None, None, None,
+                    number, raw if keep_raw else None,
+                )
+        except BadInputError as exc:
+            feeder.reject(exc, raw)
+            return
+        feeder.add(event)
+
+    for chunk in feeder.chunks(fd):
+        if number == 0 and not rest and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
+        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+        rest = lines.pop()
+        for raw in lines:
+            number += 1
+            if raw.strip():
+                handle(raw)
+    if rest.strip():
+        number += 1
+        handle(rest)
+    feeder.flush(final=True)
+    return feeder.summary
+
+
+def feed_msgpack(
+    feeder: Feeder,
+    fd: int,
+    *,
+    data_type: str | None = None,
+    default_stream: str | None = None,
+    default_meta: dict[str, Any] | None = None,
+) -> AppendSummary:
+    """Append a stream of msgpack maps read from ``fd`` (errors name the byte offset)."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
+    fed = 0
+    number = 0
+
+    def fail(reason: str, offset: int) -> None:
+        feeder.reject(BadInputError(f"{reason} (event {number + 1})", offset=offset), None)
+
+    for chunk in feeder.chunks(fd):
+        unpacker.feed(chunk)
+        fed += len(chunk)
+        while True:
+            offset = unpacker.tell()
+            try:
+                value = unpacker.unpack()
+            except msgpack.OutOfData:
+                break
+            except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
+                # A msgpack stream cannot be resynchronised after a bad item:
+                # stop even when invalid input is being skipped.
+                feeder.on_reject = None
+                fail(f"not valid msgpack ({exc})", offset)
+            number += 1
+            try:
+                _check_json_compatible(value, number)
+                if data_type is None:
+                    event = from_mapping(value, number, default_stream=default_stream, default_meta=default_meta)
+                else:
+                    event = pending(
+                        data_type, default_stream, encode_data(value, number), default_meta, None, None, None, number
+                    )
+            except BadInputError as exc:
+                feeder.reject(BadInputError(f"{exc.reason} (event {number})", offset=offset), None)
+                continue
+            feeder.add(event)
+    if unpacker.tell() < fed:
+        fail("truncated msgpack: the input ends inside an item", unpacker.tell())
+    feeder.flush(final=True)
+    return feeder.summary
+
+
+def _check_json_compatible(value: Any, number: int) -> None:
+    """msgpack can carry what JSON cannot (bytes, non-text keys); such input is refused."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise BadInputError(f"holds a value JSON cannot represent ({exc})", line=number) from None
+
+
+def reject_printer(write: Callable[[str], Any]) -> Reject:
+    """An ``on_reject`` that writes ``line N: reason`` lines through ``write``."""
+
+    def on_reject(line: int | None, error: EvlogError, raw: bytes | None) -> None:
+        write(f"evlog: skipped: {error}\n")
+
+    return on_reject
+
+
+def reject_recorder(out: Any) -> Reject:
+    """An ``on_reject`` that writes each rejected input as NDJSON to a binary file."""
+
+    def on_reject(line: int | None, error: EvlogError, raw: bytes | None) -> None:
+        reason = getattr(error, "reason", str(error))
+        text = raw.decode("utf-8", "replace") if raw is not None else None
+        out.write(orjson.dumps({"line": line, "reason": reason, "input": text}, option=orjson.OPT_APPEND_NEWLINE))
+
+    return on_reject
+

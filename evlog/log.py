@@ -1,0 +1,471 @@
+"""The :class:`Log`: append events, read them back, resolve positions, describe.
+
+Appending is two steps. First every event is validated and its payload
+encoded (:mod:`evlog.ingest`), outside any transaction. Then one write
+transaction per batch reads the head, assigns seq (last + 1), time
+(max(now, last ts)) and stream versions, checks ``expect`` and ids, and
+writes the records with LMDB's append fast path. Seqs are assigned inside
+the transaction, so concurrent appending processes produce a gapless log.
+
+When an event in a batch cannot be written (an ``expect`` conflict, a time
+before the log's last one), the events before it are committed and the run
+stops with :class:`~evlog.errors.AppendStopped`, which says what was
+written; with ``atomic=True`` nothing is.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+
+from . import scan
+from .errors import AppendStopped, BadInputError, ConflictError, EvlogError, PositionError, StorageError
+from .event import AppendSummary, Event
+from .ingest import LINE, Pending, from_mapping, prepare
+from .record import (
+    GENESIS_HASH,
+    HASH_SIZE,
+    HEAD_NO_VERSION,
+    HEAD_VERSION,
+    RECORD_FORMAT,
+    blake2b,
+    decode_body,
+    key_seq,
+    record_hash,
+    seq_key,
+)
+from .store import U64, Store, default_log_path
+from .timefmt import format_ts
+
+DEFAULT_BATCH = 10_000
+
+Reject = Callable[[int | None, EvlogError, "bytes | None"], None]
+"""Called with the input line number, the reason and the raw input of each skipped event."""
+
+
+@dataclass
+class BatchOutcome:
+    """What one write transaction did with a batch of pending events."""
+
+    first_seq: int | None = None
+    last_seq: int | None = None
+    count: int = 0
+    head_seq: int = 0
+    heads: dict[str, int] = field(default_factory=dict)
+    written: list[Event] = field(default_factory=list)
+    rejected: int = 0
+    duplicates: list[tuple[Pending, int]] = field(default_factory=list)
+    stop: tuple[Pending, EvlogError] | None = None
+
+
+class Log:
+    """An evlog log (an LMDB environment directory).
+
+    Use it as a context manager. Nothing is opened until first use; reading
+    a log that does not exist raises :class:`~evlog.errors.LogNotFoundError`
+    and creates nothing, appending creates it. Do not open the same log
+    twice in one process, and do not carry an open log across ``fork()``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = os.fspath(path) if path is not None else default_log_path()
+        self._store: Store | None = None
+        self._heads: dict[str, int] = {}
+        self._heads_seq = -1
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _open(self, *, create: bool) -> Store:
+        """The store, opened read-only for reading and writable (creating) for appends."""
+        if self._store is not None and create and not self._store.writable:
+            self.close()
+        if self._store is None:
+            self._store = Store(self.path, create=create)
+        return self._store
+
+    # -- appending ---------------------------------------------------------
+
+    def append(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        stream: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        id: str | None = None,
+        expect: int | None = None,
+    ) -> Event:
+        """Append one event and return it as stored.
+
+        ``data`` defaults to an empty object. If ``id`` names an event that is
+        already in the log, nothing is appended and that event is returned
+        (the append is idempotent). ``expect`` is the version the stream must
+        be at (0: the stream must not exist yet), else :class:`ConflictError`.
+        """
+        event = prepare(type, data, stream=stream, meta=dict(meta) if meta else None, id=id, expect=expect)
+        outcome = self.write_batch([event], keep_events=True)
+        if outcome.stop is not None:
+            raise outcome.stop[1]
+        if outcome.duplicates:
+            existing = self.get(outcome.duplicates[0][1])
+            assert existing is not None
+            return existing
+        return outcome.written[0]
+
+    def append_many(
+        self,
+        events: Iterable[Mapping[str, Any]],
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        atomic: bool = False,
+        on_reject: Reject | None = None,
+    ) -> AppendSummary:
+        """Append events given as mappings (the NDJSON input form) in batches.
+
+        Each mapping has ``type`` and optionally ``stream``, ``data``,
+        ``meta``, ``id``, ``expect``, ``ts``. An invalid event stops the run
+        after committing the batches before it (:class:`AppendStopped`); with
+        ``atomic=True`` everything is one transaction and nothing is written;
+        with ``on_reject`` invalid events are passed to it and skipped.
+        """
+        summary = AppendSummary()
+        batch: list[Pending] = []
+        size = max(1, batch_size) if not atomic else 0
+        for number, item in enumerate(events, 1):
+            try:
+                event = from_mapping(dict(item), number)
+            except BadInputError as exc:
+                if on_reject is not None:
+                    summary.skipped += 1
+                    on_reject(number, exc, None)
+                    continue
+                if not atomic:
+                    self.commit(batch, summary, on_reject=on_reject)
+                    batch = []
+                raise self.stopped(exc, summary, atomic=atomic) from None
+            batch.append(event)
+            if size and len(batch) >= size:
+                self.commit(batch, summary, on_reject=on_reject)
+                batch = []
+        self.commit(batch, summary, atomic=atomic, on_reject=on_reject)
+        return summary
+
+    def commit(
+        self,
+        batch: Sequence[Pending],
+        summary: AppendSummary,
+        *,
+        atomic: bool = False,
+        on_reject: Reject | None = None,
+        keep_events: bool = False,
+    ) -> BatchOutcome:
+        """Write ``batch`` in one transaction and add the result to ``summary``.
+
+        Raises :class:`AppendStopped` (after committing the events before the
+        bad one unless ``atomic``) when an event cannot be written.
+        """
+        if not batch:
+            return BatchOutcome()
+        outcome = self.write_batch(batch, atomic=atomic, on_reject=on_reject, keep_events=keep_events)
+        if outcome.count:
+            if summary.first_seq is None:
+                summary.first_seq = outcome.first_seq
+            summary.last_seq = outcome.last_seq
+            summary.appended += outcome.count
+            summary.events.extend(outcome.written)
+        summary.duplicates += len(outcome.duplicates)
+        summary.skipped += outcome.rejected
+        if outcome.stop is not None:
+            raise self.stopped(outcome.stop[1], summary, atomic=atomic, line=outcome.stop[0][LINE])
+        return outcome
+
+    @staticmethod
+    def stopped(
+        cause: EvlogError, summary: AppendSummary, *, atomic: bool, line: int | None = None
+    ) -> AppendStopped:
+        """The error that ends a bulk append, saying what was written before it."""
+        where = line if line is not None else getattr(cause, "line", None)
+        place = f"line {where}" if where is not None else "that event"
+        if atomic:
+            note = f"stopped at {place}; --atomic: nothing was written"
+        else:
+            note = f"{summary.describe()}; stopped at {place}, nothing after it was written"
+        return AppendStopped(cause, summary, note)
+
+    def write_batch(
+        self,
+        batch: Sequence[Pending],
+        *,
+        atomic: bool = False,
+        on_reject: Reject | None = None,
+        keep_events: bool = False,
+    ) -> BatchOutcome:
+        """One write transaction for ``batch`` (already validated).
+
+        ``keep_events`` returns the stored events in ``written`` (costly for
+        bulk appends, so off unless asked for).
+        """
+        store = self._open(create=True)
+        outcome = store.write(lambda txn: self._write(txn, store, batch, atomic, on_reject, keep_events))
+        # Committed: the stream heads seen are valid until another writer appends.
+        self._heads, self._heads_seq = outcome.heads, outcome.head_seq
+        outcome.heads = {}
+        return outcome
+
+    def _write(
+        self,
+        txn: lmdb.Transaction,
+        store: Store,
+        batch: Sequence[Pending],
+        atomic: bool,
+        on_reject: Reject | None,
+        keep_events: bool,
+    ) -> BatchOutcome:
+        """The body of an append transaction; runs again from scratch on a retry."""
+        dbs = store.dbs
+        events_db, streams_db, ids_db = dbs[b"events"], dbs[b"streams"], dbs[b"ids"]
+        outcome = BatchOutcome()
+        cursor = txn.cursor(db=events_db)
+        if cursor.last():
+            last_seq = key_seq(cursor.key())
+            last_ts = decode_body(cursor.value(), last_seq)[1]
+            previous = record_hash(cursor.value())
+        else:
+            last_seq, last_ts, previous = 0, 0, GENESIS_HASH
+        # Stream heads from our previous batch stay valid only if no other
+        # process appended since; then they save an index look-up per event.
+        heads = dict(self._heads) if last_seq == self._heads_seq and len(self._heads) < 1_000_000 else {}
+        now = time.time_ns()
+        rows: list[tuple[bytes, bytes]] = []
+        index_rows: list[tuple[bytes, bytes]] = []
+        new_ids: dict[bytes, bytes] = {}
+        type_counts: dict[str, int] = {}
+        new_streams = 0
+        written = outcome.written
+        # Hot loop of bulk appends: locals only, one tuple unpack per event.
+        add_row, add_index_row, count_get = rows.append, index_rows.append, type_counts.get
+        pack_seq, head_v, head_nov = seq_key, HEAD_VERSION.pack, HEAD_NO_VERSION.pack
+        for item in batch:
+            etype, stream, stream_key, tail, event_id, expect, ts, line, data_bytes, meta, raw = item
+            id_key = None
+            if event_id is not None:
+                id_key = event_id.encode()
+                existing = new_ids.get(id_key) or txn.get(id_key, db=ids_db)
+                if existing is not None:
+                    outcome.duplicates.append((item, key_seq(existing)))
+                    continue
+            problem: EvlogError | None = None
+            version = None
+            if stream_key is not None:
+                head = heads.get(stream_key)
+                if head is None:
+                    head = _stream_head(txn, streams_db, stream_key)
+                if expect is not None and expect != head:
+                    problem = ConflictError(
+                        f"stream {stream!r} is at version {head}, expected {expect}; "
+                        "nothing was written for this event",
+                        stream=stream or "",
+                        expected=expect,
+                        actual=head,
+                    )
+                version = head + 1
+            if ts is None:
+                ts = now if now > last_ts else last_ts
+            elif ts < last_ts and problem is None:
+                problem = BadInputError(
+                    f'"ts" {format_ts(ts)} is before the last event in the log '
+                    f"({format_ts(last_ts)}); times in a log never go backwards",
+                    line=line,
+                )
+            if problem is not None:
+                if on_reject is None:
+                    outcome.stop = (item, problem)
+                    break
+                on_reject(line, problem, raw)
+                outcome.rejected += 1
+                continue
+            last_seq += 1
+            key = pack_seq(last_seq)
+            if version is None:
+                body = head_nov(0x98, RECORD_FORMAT, 0xCF, ts, 0xC0) + tail
+            else:
+                body = head_v(0x98, RECORD_FORMAT, 0xCF, ts, 0xCF, version) + tail
+                heads[stream_key] = version
+                add_index_row((stream_key, key))  # type: ignore[arg-type]
+                if version == 1:
+                    new_streams += 1
+            previous = blake2b(previous + key + body, digest_size=HASH_SIZE).digest()
+            add_row((key, body + previous))
+            if id_key is not None:
+                new_ids[id_key] = key
+            type_counts[etype] = count_get(etype, 0) + 1
+            last_ts = ts
+            if keep_events:
+                written.append(Event(last_seq, ts, etype, stream, version, event_id, meta, data_bytes))
+        if outcome.stop is not None and atomic:
+            raise self.stopped(outcome.stop[1], AppendSummary(), atomic=True, line=outcome.stop[0][LINE])
+        if rows:
+            outcome.count = len(rows)
+            outcome.first_seq = last_seq - len(rows) + 1
+            outcome.last_seq = last_seq
+            added = txn.cursor(db=events_db).putmulti(rows, append=True)[1]
+            if added != len(rows):
+                raise StorageError(
+                    f"{self.path}: the log's head moved during an append ({added} of {len(rows)} "
+                    "records placed); nothing was written, retry"
+                )
+            txn.cursor(db=streams_db).putmulti(index_rows, dupdata=True)
+            for key, value in new_ids.items():
+                txn.put(key, value, db=ids_db)
+            _add_counts(txn, dbs[b"types"], {name.encode(): count for name, count in type_counts.items()})
+            if new_streams:
+                _add_counts(txn, dbs[b"meta"], {b"streams": new_streams})
+        outcome.heads, outcome.head_seq = heads, last_seq
+        return outcome
+
+    # -- reading -----------------------------------------------------------
+
+    def get(self, seq: int) -> Event | None:
+        """The event at ``seq``, or None."""
+        for event in self.read(from_=seq, until=seq):
+            return event
+        return None
+
+    def head(self) -> int:
+        """The last seq (0 for an empty log)."""
+        return scan.head_seq(self._open(create=False))
+
+    def resolve(self, position: str | int | None, *, end: bool = False) -> int:
+        """The seq a position names: the first at/after it, or with ``end`` the last at/before it.
+
+        ``None`` is the start (or with ``end``, the head). The result may lie
+        outside ``1..head`` when no event qualifies (0, or head + 1).
+        """
+        from .positions import parse_position
+
+        store = self._open(create=False)
+        last = scan.head_seq(store)
+        if position is None:
+            return last if end else 1
+        parsed = parse_position(position)
+        if parsed.kind == "seq":
+            return int(parsed.value)
+        if parsed.kind == "from_end":
+            return max(last - int(parsed.value) + 1, 0 if end else 1)
+        if parsed.kind == "id":
+            with store.reading() as txn:
+                found = txn.get(str(parsed.value).encode(), db=store.dbs[b"ids"])
+                if found is None:
+                    raise PositionError(f"no event has id {parsed.value!r}")
+                return key_seq(bytes(found))
+        ns = int(parsed.value)
+        if end:
+            return scan.last_seq_at_or_before(store, ns, last)
+        return scan.first_seq_at_or_after(store, ns, last)
+
+    def rows(
+        self,
+        *,
+        from_: str | int | None = None,
+        until: str | int | None = None,
+        streams: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Iterator[scan.Row]:
+        """Like :meth:`read` but yields ``(seq, envelope)`` tuples: for fast renderers."""
+        store = self._open(create=False)
+        first = self.resolve(from_)
+        last = min(self.resolve(until, end=True), scan.head_seq(store))
+        if first > last:
+            return iter(())
+        type_test = scan.matcher(types, prefix_star=False)
+        if streams and not any(name.endswith("*") for name in streams):
+            seqs = scan.merged_stream_seqs(store, streams, first, last)
+            return scan.rows_by_seq(store, seqs, types=type_test)
+        return scan.scan(store, first, last, types=type_test, streams=scan.matcher(streams, prefix_star=True))
+
+    def read(
+        self,
+        *,
+        from_: str | int | None = None,
+        until: str | int | None = None,
+        streams: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Iterator[Event]:
+        """Events in seq order, lazily and in constant memory.
+
+        ``from_`` and ``until`` are positions (see :mod:`evlog.positions`),
+        both inclusive. ``streams`` are names, a trailing ``*`` matching a
+        prefix; ``types`` are shell globs (``order.*``).
+        """
+        for seq, (_, ts, version, etype, stream, id_, meta, data) in self.rows(
+            from_=from_, until=until, streams=streams, types=types
+        ):
+            yield Event(seq, ts, etype, stream, version, id_, meta, data)
+
+    def info(self) -> dict[str, Any]:
+        """Facts about the log: counts, first and last event, head hash, format."""
+        store = self._open(create=False)
+        dbs = store.dbs
+        with store.reading() as txn:
+            cursor = txn.cursor(db=dbs[b"events"])
+            first = last = None
+            if cursor.first():
+                first = (key_seq(bytes(cursor.key())), decode_body(cursor.value(), 1)[1])
+                cursor.last()
+                last_seq = key_seq(bytes(cursor.key()))
+                last = (last_seq, decode_body(cursor.value(), last_seq)[1], record_hash(cursor.value()))
+            types = {
+                bytes(key).decode(): U64.unpack(bytes(value))[0]
+                for key, value in txn.cursor(db=dbs[b"types"])
+            }
+            streams_raw = store.meta(txn, b"streams")
+            created_raw = store.meta(txn, b"created")
+            log_id = (store.meta(txn, b"log_id") or b"").decode()
+            log_format = int(store.meta(txn, b"format") or b"0")
+        size = sum(
+            os.path.getsize(os.path.join(self.path, name))
+            for name in ("data.mdb", "lock.mdb")
+            if os.path.exists(os.path.join(self.path, name))
+        )
+        return {
+            "path": os.path.abspath(self.path),
+            "size_bytes": size,
+            "events": last[0] if last else 0,
+            "first_seq": first[0] if first else None,
+            "last_seq": last[0] if last else None,
+            "first_ts": format_ts(first[1]) if first else None,
+            "last_ts": format_ts(last[1]) if last else None,
+            "streams": U64.unpack(streams_raw)[0] if streams_raw else 0,
+            "types": dict(sorted(types.items(), key=lambda item: (-item[1], item[0]))),
+            "format": log_format,
+            "log_id": log_id,
+            "created": format_ts(U64.unpack(created_raw)[0]) if created_raw else None,
+            "head_hash": (last[2] if last else GENESIS_HASH).hex(),
+        }
+
+
+def _add_counts(txn: lmdb.Transaction, db: Any, increments: Mapping[bytes, int]) -> None:
+    """Add to the 8-byte big-endian counters stored under each key."""
+    for key, increment in increments.items():
+        old = txn.get(key, db=db)
+        txn.put(key, U64.pack((U64.unpack(old)[0] if old else 0) + increment), db=db)
+
+
+def _stream_head(txn: lmdb.Transaction, streams_db: Any, stream_key: bytes) -> int:
+    """A stream's version: the number of its events in the index (0 when new)."""
+    cursor = txn.cursor(db=streams_db)
+    return int(cursor.count()) if cursor.set_key(stream_key) else 0

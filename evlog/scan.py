@@ -1,0 +1,177 @@
+"""Reading a log: seq ranges, filters, the stream index and time -> seq search.
+
+Reads run in short read transactions of at most :data:`CHUNK` records each:
+the records are decoded inside the transaction, the transaction ends, and
+only then are they handed on. A slow consumer (a pager, a stalled pipe)
+therefore never holds a transaction open, which in LMDB would pin old pages
+and make the file grow under concurrent appends. The log is append-only, so
+chunked reads of a fixed seq range are as consistent as one long read.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import heapq
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from .record import Envelope, decode_body, key_seq, seq_key
+from .store import U64, Store
+
+CHUNK = 1024
+
+Row = tuple[int, Envelope]
+"""A seq with its decoded envelope ``(format, ts, version, type, stream, id, meta, data_bytes)``."""
+
+
+def head_seq(store: Store) -> int:
+    """The last seq in the log (0 when empty)."""
+    with store.reading() as txn:
+        cursor = txn.cursor(db=store.dbs[b"events"])
+        return key_seq(bytes(cursor.key())) if cursor.last() else 0
+
+
+def ts_at(store: Store, seq: int) -> int:
+    with store.reading() as txn:
+        value = txn.get(seq_key(seq), db=store.dbs[b"events"])
+        assert value is not None, f"seq {seq} missing from a gapless log"
+        return decode_body(value, seq)[1]
+
+
+def first_seq_at_or_after(store: Store, ns: int, last: int) -> int:
+    """The first seq whose ts >= ns (``last + 1`` when none): binary search."""
+    lo, hi = 1, last + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ts_at(store, mid) >= ns:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def last_seq_at_or_before(store: Store, ns: int, last: int) -> int:
+    """The last seq whose ts <= ns (0 when none)."""
+    return first_seq_at_or_after(store, ns + 1, last) - 1
+
+
+def matcher(patterns: Sequence[str] | None, *, prefix_star: bool) -> Callable[[str | None], bool] | None:
+    """A cached predicate for stream names or type globs; None matches all.
+
+    Streams use exact names and a trailing ``*`` for a prefix; types use
+    shell globs. Results are cached per name: a log has few types and the
+    cache is cleared before it grows large for streams.
+    """
+    if not patterns:
+        return None
+    if prefix_star:
+        exact = {p for p in patterns if not p.endswith("*")}
+        prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+
+        def test(name: str | None) -> bool:
+            return name is not None and (name in exact or name.startswith(prefixes))
+
+    else:
+        regex = re.compile("|".join(fnmatch.translate(p) for p in patterns))
+
+        def test(name: str | None) -> bool:
+            return name is not None and regex.match(name) is not None
+
+    cache: dict[str | None, bool] = {}
+
+    def cached(name: str | None) -> bool:
+        try:
+            return cache[name]
+        except KeyError:
+            if len(cache) > 100_000:
+                cache.clear()
+            result = cache[name] = test(name)
+            return result
+
+    return cached
+
+
+def scan(
+    store: Store,
+    first: int,
+    last: int,
+    *,
+    types: Callable[[str | None], bool] | None = None,
+    streams: Callable[[str | None], bool] | None = None,
+) -> Iterator[Row]:
+    """Rows with seq in ``[first, last]`` that pass both filters, in seq order."""
+    events = store.dbs[b"events"]
+    next_seq = max(first, 1)
+    while next_seq <= last:
+        rows: list[Row] = []
+        with store.reading() as txn:
+            cursor = txn.cursor(db=events)
+            if not cursor.set_key(seq_key(next_seq)):
+                return
+            seq = next_seq
+            end = min(last, next_seq + CHUNK - 1)
+            for value in cursor.iternext(keys=False, values=True):
+                envelope = decode_body(value, seq)
+                if (types is None or types(envelope[3])) and (
+                    streams is None or streams(envelope[4])
+                ):
+                    rows.append((seq, envelope))
+                if seq >= end:
+                    break
+                seq += 1
+            next_seq = seq + 1
+        yield from rows
+
+
+def stream_seqs(store: Store, stream: str, first: int, last: int) -> Iterator[int]:
+    """Seqs of one stream's events within ``[first, last]``, via the stream index."""
+    stream_key = stream.encode()
+    streams_db = store.dbs[b"streams"]
+    start = seq_key(max(first, 1))
+    while True:
+        seqs: list[int] = []
+        with store.reading() as txn:
+            cursor = txn.cursor(db=streams_db)
+            if not cursor.set_range_dup(stream_key, start):
+                return
+            for value in cursor.iternext_dup(keys=False, values=True):
+                seq = key_seq(bytes(value))
+                if seq > last:
+                    break
+                seqs.append(seq)
+                if len(seqs) >= CHUNK:
+                    break
+        yield from seqs
+        if len(seqs) < CHUNK:
+            return
+        start = seq_key(seqs[-1] + 1)
+
+
+def rows_by_seq(
+    store: Store, seqs: Iterable[int], *, types: Callable[[str | None], bool] | None = None
+) -> Iterator[Row]:
+    """Fetch the rows of the given (increasing) seqs, in chunks."""
+    events = store.dbs[b"events"]
+    iterator = iter(seqs)
+    while True:
+        batch = [seq for _, seq in zip(range(CHUNK), iterator)]
+        if not batch:
+            return
+        rows: list[Row] = []
+        with store.reading() as txn:
+            for seq in batch:
+                value = txn.get(seq_key(seq), db=events)
+                if value is None:
+                    continue
+                envelope = decode_body(value, seq)
+                if types is None or types(envelope[3]):
+                    rows.append((seq, envelope))
+        yield from rows
+
+
+def merged_stream_seqs(store: Store, names: Sequence[str], first: int, last: int) -> Iterator[int]:
+    """Seqs of several streams merged into seq order."""
+    unique = list(dict.fromkeys(names))
+    if len(unique) == 1:
+        return stream_seqs(store, unique[0], first, last)
+    return heapq.merge(*(stream_seqs(store, name, first, last) for name in unique))

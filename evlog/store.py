@@ -1,0 +1,244 @@
+"""The LMDB environment behind a log: opening, sub-databases, keys and growth.
+
+One log is one LMDB environment (a directory holding ``data.mdb`` and
+``lock.mdb``) with named databases:
+
+* ``events``   seq (8-byte big-endian) -> record (see :mod:`evlog.record`)
+* ``streams``  stream -> seqs of its events (8-byte big-endian), as sorted
+  duplicates (``dupsort``/``dupfixed``): the n-th is version n, their number
+  is the stream's version. One key per stream keeps bulk appends from
+  rewriting an index page per event: a key per (stream, version) made
+  appends to 10,000 streams about three times slower (measured).
+* ``ids``      idempotency id -> seq
+* ``types``    event type -> number of events of that type
+* ``meta``     format version, log id, creation time, number of streams
+* ``snapshots``, ``projections``, ``groups``: reserved for folds and followers
+
+Choices that follow from how LMDB behaves (measured, see the design notes):
+the 0.9 engine (``lib_version=0``) so the standard ``mdb_*`` tools read the
+files; never ``writemap``; a large map (1 TiB by default, which costs nothing
+on 64-bit Linux because the file grows with the data) that still grows on
+``MapFullError`` and follows other processes' growth on ``MapResizedError``;
+``reader_check()`` on open so readers killed earlier do not pin pages.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import lmdb
+
+from .errors import EvlogError, LogNotFoundError, NotALogError, StorageError, UsageError
+
+LOG_FORMAT = 1
+DEFAULT_MAP_SIZE = 1 << 40
+_MIN_MAP_SIZE = 1 << 20
+_DATABASES = (b"events", b"streams", b"ids", b"types", b"meta", b"snapshots", b"projections", b"groups")
+
+U64 = struct.Struct(">Q")
+
+T = TypeVar("T")
+
+
+def default_log_path() -> str:
+    """``$EVLOG_PATH``, else ``./events.lmdb``."""
+    return os.environ.get("EVLOG_PATH") or "events.lmdb"
+
+
+def configured_map_size() -> int:
+    """The initial map size: ``$EVLOG_MAP_SIZE`` (bytes, or with K/M/G/T) or 1 TiB."""
+    text = os.environ.get("EVLOG_MAP_SIZE", "").strip()
+    if not text:
+        return DEFAULT_MAP_SIZE
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    factor = units.get(text[-1].upper(), 1)
+    digits = text[:-1] if factor != 1 else text
+    try:
+        size = int(digits) * factor
+    except ValueError:
+        raise UsageError(
+            f"EVLOG_MAP_SIZE={text!r} is not a size; use bytes or a number with K, M, G or T"
+        ) from None
+    return max(size, _MIN_MAP_SIZE)
+
+
+class Store:
+    """An open LMDB environment with evlog's databases.
+
+    ``create=False`` is for readers: the environment is opened read-only, a
+    missing log raises :class:`LogNotFoundError` and nothing is created.
+    """
+
+    def __init__(self, path: str, *, create: bool) -> None:
+        self.path = path
+        self.writable = create
+        self._check_path(create)
+        self.env = self._open_env(create)
+        try:
+            self.env.reader_check()
+            self.dbs = self._open_databases(create)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _check_path(self, create: bool) -> None:
+        path = self.path
+        if os.path.isdir(path):
+            if os.path.exists(os.path.join(path, "data.mdb")):
+                return
+            if not create:
+                raise LogNotFoundError(
+                    f"no log at {path}: the directory holds no data.mdb; "
+                    "append an event to create a log there"
+                )
+            if os.listdir(path):
+                raise NotALogError(
+                    f"{path} is a directory with other files and no log in it; "
+                    "point --log at a new or empty directory"
+                )
+        elif os.path.exists(path):
+            raise NotALogError(f"{path} is a file, not a log; a log is a directory (data.mdb, lock.mdb)")
+        elif not create:
+            raise LogNotFoundError(
+                f"no log at {path}; append an event to create it, or point --log "
+                "(or $EVLOG_PATH) at an existing log"
+            )
+
+    def _open_env(self, create: bool) -> lmdb.Environment:
+        map_size = configured_map_size()
+        while True:
+            try:
+                return lmdb.open(
+                    self.path,
+                    map_size=map_size,
+                    subdir=True,
+                    create=create,
+                    readonly=not create,
+                    max_dbs=len(_DATABASES),
+                    max_readers=512,
+                    lib_version=0,
+                )
+            except MemoryError:
+                # An address-space limit (ulimit -v) refuses the mapping: the
+                # file grows with the data anyway, so a smaller map will do.
+                if map_size <= _MIN_MAP_SIZE:
+                    raise StorageError(f"cannot map {self.path}: not enough address space") from None
+                map_size //= 4
+            except lmdb.Error as exc:
+                raise _storage_error(self.path, exc) from exc
+
+    def _open_databases(self, create: bool) -> dict[bytes, lmdb._Database]:
+        env = self.env
+        foreign = NotALogError(
+            f"{self.path} is an LMDB environment of another program, not an evlog log; "
+            "nothing was written to it"
+        )
+        try:
+            with env.begin() as txn:
+                names = set(env.dbs(txn))
+            if not names:
+                if not create:
+                    raise LogNotFoundError(f"no log at {self.path}: the environment is empty")
+                created = self._create_databases()
+                if created is not None:
+                    return created
+            elif b"meta" not in names:
+                raise foreign
+            # Without a transaction py-lmdb opens handles in a short one that
+            # commits (read-only for readers), so they outlive it.
+            dbs = {name: env.open_db(name, create=False) for name in _DATABASES}
+            with env.begin() as txn:
+                found = txn.get(b"format", db=dbs[b"meta"])
+        except lmdb.NotFoundError:
+            raise foreign from None
+        except lmdb.Error as exc:
+            raise _storage_error(self.path, exc) from exc
+        if found is None or not bytes(found).isdigit():
+            raise NotALogError(f"{self.path} has no evlog format marker; it is not an evlog log")
+        if int(found) > LOG_FORMAT:
+            raise NotALogError(
+                f"{self.path} is a log of format {int(found)}, newer than this evlog "
+                f"(format {LOG_FORMAT}); upgrade evlog to use it"
+            )
+        return dbs
+
+    def _create_databases(self) -> dict[bytes, lmdb._Database] | None:
+        """Create the databases of a new log; None if another process just did."""
+        env = self.env
+        with self.writing() as txn:
+            if set(env.dbs(txn)):
+                return None
+            dbs = {
+                name: env.open_db(name, txn=txn, dupsort=name == b"streams", dupfixed=name == b"streams")
+                for name in _DATABASES
+            }
+            meta = dbs[b"meta"]
+            txn.put(b"format", str(LOG_FORMAT).encode(), db=meta)
+            txn.put(b"log_id", os.urandom(16).hex().encode(), db=meta)
+            txn.put(b"created", U64.pack(time.time_ns()), db=meta)
+            txn.put(b"streams", U64.pack(0), db=meta)
+        return dbs
+
+    def close(self) -> None:
+        self.env.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[lmdb.Transaction]:
+        """A short read transaction; follows another process's map growth."""
+        try:
+            txn = self.env.begin(buffers=True)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)
+            txn = self.env.begin(buffers=True)
+        except lmdb.Error as exc:
+            raise _storage_error(self.path, exc) from exc
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    @contextmanager
+    def writing(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction without growth handling (see :meth:`write`)."""
+        try:
+            with self.env.begin(write=True) as txn:
+                yield txn
+        except (lmdb.MapFullError, lmdb.MapResizedError):
+            raise
+        except lmdb.Error as exc:
+            raise _storage_error(self.path, exc) from exc
+
+    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``work`` in a write transaction and commit, growing the map as needed.
+
+        ``work`` must be safe to run again: after a full or resized map the
+        transaction is aborted and ``work`` runs anew on a fresh one.
+        """
+        while True:
+            try:
+                with self.writing() as txn:
+                    return work(txn)
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+
+    def meta(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
+        value = txn.get(key, db=self.dbs[b"meta"])
+        return None if value is None else bytes(value)
+
+
+def _storage_error(path: str, exc: lmdb.Error) -> EvlogError:
+    text = str(exc)
+    if "No space left" in text or "ENOSPC" in text:
+        return StorageError(f"{path}: the disk is full ({text}); free space and retry")
+    if "Permission denied" in text or "Read-only" in text:
+        return StorageError(f"{path}: {text}; check the permissions of the log directory")
+    if "Invalid argument" in text or "MDB_INVALID" in text or "not an LMDB" in text:
+        return NotALogError(f"{path} is not a readable LMDB environment ({text})")
+    return StorageError(f"{path}: {text}")

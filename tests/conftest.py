@@ -1,0 +1,51 @@
+"""Shared fixtures: every test gets its own log in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evlog import Log
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> str:
+    """A path for a log that does not exist yet."""
+    return str(tmp_path / "events.lmdb")
+
+
+@pytest.fixture
+def log(log_path: str) -> Iterator[Log]:
+    with Log(log_path) as opened:
+        yield opened
+
+
+def run_evlog(
+    *args: str,
+    log: str | None = None,
+    input: bytes | str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the real `evlog` command in a subprocess with real pipes."""
+    command = [sys.executable, "-m", "evlog", *args]
+    if log is not None:
+        command += ["--log", log]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_")}
+    full_env.update(env or {})
+    data = input.encode() if isinstance(input, str) else input
+    return subprocess.run(
+        command, input=data, stdin=None if data is not None else subprocess.DEVNULL,
+        capture_output=True, env=full_env, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def evlog() -> object:
+    """The `run_evlog` helper, as a fixture."""
+    return run_evlog

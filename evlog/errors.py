@@ -80,6 +80,14 @@ class StorageError(EvlogError):
     exit_code = 74
 
 
+class Interrupted(EvlogError):
+    """A signal (Ctrl-C, SIGTERM) ended the command; ``exit_code`` is 128 + its number."""
+
+    def __init__(self, message: str, *, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class AppendStopped(EvlogError):
     """A bulk append stopped at a bad event after committing what preceded it.
 

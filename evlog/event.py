@@ -20,7 +20,7 @@ _UNSET: Any = object()
 class Event:
     """One stored event. ``ts`` is integer nanoseconds since the epoch (UTC)."""
 
-    __slots__ = ("seq", "ts", "type", "stream", "version", "id", "meta", "data_bytes", "_data")
+    __slots__ = ("_data", "data_bytes", "id", "meta", "seq", "stream", "ts", "type", "version")
 
     def __init__(
         self,

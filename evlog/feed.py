@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
@@ -31,6 +33,27 @@ from .log import DEFAULT_BATCH, Log, Reject
 READ_SIZE = 1 << 20
 MAX_DELAY = 0.02
 _BOM = b"\xef\xbb\xbf"
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while a batch is taken and committed.
+
+    A handler that raises (Ctrl-C's KeyboardInterrupt, the command's SIGTERM
+    handler) then runs only after the commit, so an interrupted append has
+    either written a batch whole or kept it pending, to be committed by the
+    caller's clean-up; never lost half-way.
+    """
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    except (AttributeError, ValueError, OSError):  # no sigmask here (not POSIX, or not main thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class _Reader:
@@ -89,6 +112,11 @@ class Feeder:
         if not self.atomic and len(self.batch) >= self.batch_size:
             self.flush()
 
+    def start_clock(self) -> None:
+        """Note that events are pending: they must be committed within ``max_delay``."""
+        if self.deadline is None and self.batch:
+            self.deadline = time.monotonic() + self.max_delay
+
     def reject(self, error: BadInputError, raw: bytes | None) -> None:
         """An item failed validation: skip it, or commit what came before and stop."""
         if self.on_reject is not None:
@@ -100,18 +128,23 @@ class Feeder:
         raise Log.stopped(error, self.summary, atomic=self.atomic)
 
     def flush(self, *, final: bool = False) -> None:
+        """Commit the pending batch (with ``atomic``, only the final one)."""
         if self.atomic and not final:
             return
-        batch, self.batch, self.deadline = self.batch, [], None
-        if batch:
-            already = len(self.summary.events)
-            self.log.commit(
-                batch, self.summary, atomic=self.atomic, on_reject=self.on_reject, keep_events=self.keep_events
-            )
-            if self.on_commit is not None:
-                self.on_commit(self.summary)
-            if not self.keep_events:
-                del self.summary.events[already:]
+        with _signals_deferred():
+            # Taken in place: the NDJSON loop holds a reference to this list.
+            batch = self.batch.copy()
+            self.batch.clear()
+            self.deadline = None
+            if batch:
+                already = len(self.summary.events)
+                self.log.commit(
+                    batch, self.summary, atomic=self.atomic, on_reject=self.on_reject, keep_events=self.keep_events
+                )
+                if self.on_commit is not None:
+                    self.on_commit(self.summary)
+                if not self.keep_events:
+                    del self.summary.events[already:]
 
     def timeout(self) -> float | None:
         """How long the next read may wait before the pending batch is due."""
@@ -148,47 +181,64 @@ def feed_ndjson(
 
     Blank lines, a UTF-8 byte-order mark and CRLF line ends are accepted.
     """
-    loads = orjson.loads
+    convert = _converter(data_type, default_stream, default_meta)
     keep_raw = feeder.on_reject is not None
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    batch = feeder.batch
+    size = feeder.batch_size if not feeder.atomic else 0
     number = 0
     rest = b""
 
-    def handle(raw: bytes) -> None:
+    def lines() -> Iterator[bytes]:
+        nonlocal rest
+        for chunk in feeder.chunks(fd):
+            if not number and not rest and chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+            parts = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+            rest = parts.pop()
+            yield from parts
+            feeder.start_clock()
+        if rest:
+            yield rest
+
+    # The loop below runs once per input line: the common case is inlined.
+    for raw in lines():
+        number += 1
         try:
             value = loads(raw)
-        except orjson.JSONDecodeError as exc:
-            feeder.reject(BadInputError(f"not valid JSON ({exc})", line=number), raw)
-            return
+        except decode_error as exc:
+            if raw.strip():
+                feeder.reject(BadInputError(f"not valid JSON ({exc})", line=number), raw)
+            continue  # blank lines (and CR-only ones) are skipped
         try:
-            if data_type is None:
-                event = from_mapping(
-                    value, number, default_stream=default_stream, default_meta=default_meta,
-                    raw=raw if keep_raw else None,
-                )
-            else:
-                event = pending(
-                    data_type, default_stream, encode_data(value, number), default_meta, None, None, None,
-                    number, raw if keep_raw else None,
-                )
+            event = convert(value, number, raw if keep_raw else None)
         except BadInputError as exc:
             feeder.reject(exc, raw)
-            return
-        feeder.add(event)
-
-    for chunk in feeder.chunks(fd):
-        if number == 0 and not rest and chunk.startswith(_BOM):
-            chunk = chunk[len(_BOM) :]
-        lines = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
-        rest = lines.pop()
-        for raw in lines:
-            number += 1
-            if raw.strip():
-                handle(raw)
-    if rest.strip():
-        number += 1
-        handle(rest)
+            continue
+        batch.append(event)
+        if len(batch) == size:
+            feeder.flush()
     feeder.flush(final=True)
     return feeder.summary
+
+
+def _converter(
+    data_type: str | None, default_stream: str | None, default_meta: dict[str, Any] | None
+) -> Callable[[Any, int, bytes | None], Pending]:
+    """Input value -> Pending: an event object, or with ``data_type`` the data of one."""
+    if data_type is None:
+
+        def event_of(value: Any, number: int, raw: bytes | None) -> Pending:
+            return from_mapping(value, number, default_stream=default_stream, default_meta=default_meta, raw=raw)
+
+        return event_of
+
+    def data_of(value: Any, number: int, raw: bytes | None) -> Pending:
+        return pending(
+            data_type, default_stream, encode_data(value, number), default_meta, None, None, None, number, raw
+        )
+
+    return data_of
 
 
 def feed_msgpack(
@@ -200,6 +250,7 @@ def feed_msgpack(
     default_meta: dict[str, Any] | None = None,
 ) -> AppendSummary:
     """Append a stream of msgpack maps read from ``fd`` (errors name the byte offset)."""
+    convert = _converter(data_type, default_stream, default_meta)
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
     fed = 0
     number = 0
@@ -224,12 +275,7 @@ def feed_msgpack(
             number += 1
             try:
                 _check_json_compatible(value, number)
-                if data_type is None:
-                    event = from_mapping(value, number, default_stream=default_stream, default_meta=default_meta)
-                else:
-                    event = pending(
-                        data_type, default_stream, encode_data(value, number), default_meta, None, None, None, number
-                    )
+                event = convert(value, number, None)
             except BadInputError as exc:
                 feeder.reject(BadInputError(f"{exc.reason} (event {number})", offset=offset), None)
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 
@@ -50,7 +50,7 @@ its key in the ``streams`` index, ``tail`` the record body's pre-packed part (se
 :func:`evlog.record.encode_tail`), ``raw`` the input line when it must be
 reported on rejection. Build them with :func:`pending`.
 """
-LINE = 7  # index of the input line number in a Pending
+LINE: Final = 7  # index of the input line number in a Pending
 
 
 def pending(

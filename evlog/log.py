@@ -24,7 +24,14 @@ from typing import Any
 import lmdb
 
 from . import scan
-from .errors import AppendStopped, BadInputError, ConflictError, EvlogError, PositionError, StorageError
+from .errors import (
+    AppendStopped,
+    BadInputError,
+    ConflictError,
+    EvlogError,
+    PositionError,
+    StorageError,
+)
 from .event import AppendSummary, Event
 from .ingest import LINE, Pending, from_mapping, prepare
 from .record import (
@@ -56,7 +63,7 @@ class BatchOutcome:
     last_seq: int | None = None
     count: int = 0
     head_seq: int = 0
-    heads: dict[str, int] = field(default_factory=dict)
+    heads: dict[bytes, int] = field(default_factory=dict)
     written: list[Event] = field(default_factory=list)
     rejected: int = 0
     duplicates: list[tuple[Pending, int]] = field(default_factory=list)
@@ -75,7 +82,7 @@ class Log:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = os.fspath(path) if path is not None else default_log_path()
         self._store: Store | None = None
-        self._heads: dict[str, int] = {}
+        self._heads: dict[bytes, int] = {}
         self._heads_seq = -1
 
     def __enter__(self) -> Log:
@@ -284,7 +291,7 @@ class Log:
                     )
                 version = head + 1
             if ts is None:
-                ts = now if now > last_ts else last_ts
+                ts = max(last_ts, now)
             elif ts < last_ts and problem is None:
                 problem = BadInputError(
                     f'"ts" {format_ts(ts)} is before the last event in the log '
@@ -303,9 +310,10 @@ class Log:
             if version is None:
                 body = head_nov(0x98, RECORD_FORMAT, 0xCF, ts, 0xC0) + tail
             else:
+                assert stream_key is not None  # a version implies a stream
                 body = head_v(0x98, RECORD_FORMAT, 0xCF, ts, 0xCF, version) + tail
                 heads[stream_key] = version
-                add_index_row((stream_key, key))  # type: ignore[arg-type]
+                add_index_row((stream_key, key))
                 if version == 1:
                     new_streams += 1
             previous = blake2b(previous + key + body, digest_size=HASH_SIZE).digest()

@@ -11,7 +11,7 @@ renderer, and only when a table is drawn.
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 import msgpack
@@ -123,10 +123,10 @@ class _TemplateFormatter(string.Formatter):
             value = ""
         elif isinstance(value, (dict, list, bool)):
             value = orjson.dumps(value).decode()
-        return super().format_field(value, format_spec)
+        return str(super().format_field(value, format_spec))
 
 
-def compile_template(template: str) -> Any:
+def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
     """Check a ``--template`` and return a function event-dict -> line."""
     text = template.replace("\\t", "\t").replace("\\n", "\n")
     formatter = _TemplateFormatter()
@@ -142,7 +142,7 @@ def compile_template(template: str) -> Any:
             )
 
     def render(event: Mapping[str, Any]) -> str:
-        return formatter.vformat(text, (), event)
+        return str(formatter.vformat(text, (), event))
 
     return render
 

@@ -51,7 +51,7 @@ HELP = (
 
 def parse_position(text: str | int, *, now_ns: int | None = None) -> Position:
     """Parse a position; raises :class:`PositionError` naming the accepted forms."""
-    if isinstance(text, int) and not isinstance(text, bool):
+    if isinstance(text, int):
         return _seq_or_from_end(text, str(text))
     raw = text.strip()
     if raw.startswith("id:"):

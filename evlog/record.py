@@ -24,15 +24,16 @@ and upcast by its reader.
 from __future__ import annotations
 
 import struct
-try:
-    # The module behind hashlib.blake2b, imported directly: hashlib itself
-    # loads OpenSSL first, which costs milliseconds on every `evlog append`.
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - Pythons built without it
-    from hashlib import blake2b
 from typing import Any
 
 import msgpack
+
+try:
+    # The module behind hashlib.blake2b, imported directly: hashlib itself
+    # loads OpenSSL first, which costs milliseconds on every `evlog append`.
+    from _blake2 import blake2b as blake2b
+except ImportError:  # pragma: no cover - Pythons built without it
+    from hashlib import blake2b as blake2b
 
 from .errors import NotALogError
 
@@ -44,7 +45,7 @@ _SEQ = struct.Struct(">Q")
 seq_key = _SEQ.pack
 
 
-def key_seq(key: bytes) -> int:
+def key_seq(key: bytes | memoryview) -> int:
     """The seq of an ``events`` key (8-byte big-endian)."""
     return int(_SEQ.unpack(key)[0])
 

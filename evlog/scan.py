@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import fnmatch
 import heapq
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from .record import Envelope, decode_body, key_seq, seq_key
-from .store import U64, Store
+from .store import Store
 
 CHUNK = 1024
 
@@ -154,7 +155,7 @@ def rows_by_seq(
     events = store.dbs[b"events"]
     iterator = iter(seqs)
     while True:
-        batch = [seq for _, seq in zip(range(CHUNK), iterator)]
+        batch = list(itertools.islice(iterator, CHUNK))
         if not batch:
             return
         rows: list[Row] = []

@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
+import lmdb
 import typer
 from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
@@ -32,11 +33,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _PipeClosed(Exception):
+    """The reader of stdout went away."""
+
+
 class LazyGroup(TyperGroup):
     """A command group that imports a subcommand's module only when it is used."""
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)
+
+    def invoke(self, ctx: Any) -> Any:
+        # typer turns a broken pipe into exit status 1; a closed pipe
+        # (`evlog replay | head -1`) is a normal end for a filter, so it is
+        # passed to main() as its own exception to end quietly.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _PipeClosed from None
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         entry = COMMANDS.get(cmd_name)
@@ -72,9 +86,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """An append-only event log for one machine and for shell pipelines."""
 
@@ -104,6 +118,13 @@ def main(argv: list[str] | None = None) -> None:
         _flush_quietly()
         print(f"evlog: {exc}", file=sys.stderr)
         code = exc.exit_code
+    except lmdb.Error as exc:
+        # Storage failures the library did not anticipate: still no traceback.
+        if debug:
+            raise
+        _flush_quietly()
+        print(f"evlog: storage error: {exc}; run with --debug for details", file=sys.stderr)
+        code = 74
     except click_exceptions.NoArgsIsHelpError as exc:
         exc.show()
         code = 0
@@ -118,9 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         _flush_quietly()
         print("evlog: interrupted", file=sys.stderr)
         code = 130
-    except BrokenPipeError:
-        if debug:
-            raise
+    except (BrokenPipeError, _PipeClosed):
         _quiet_stdout()
         code = 0
     sys.exit(code)

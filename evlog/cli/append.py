@@ -4,13 +4,15 @@ This module is on the hot path of shell loops (one process per event), so it
 imports only what appending needs; JSON and rich come in when used.
 """
 
+import contextlib
+import signal
 import sys
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from ..errors import UsageError
+from ..errors import BadInputError, Interrupted, UsageError
 from ._common import DEFAULT_LOG, DebugOption, LogOption, note, stdin_is_terminal
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,28 +96,28 @@ def parse_meta(items: list[str]) -> dict[str, Any] | None:
 )
 def append(
     event_type: Annotated[
-        Optional[str], typer.Argument(metavar="[TYPE]", help="Event type; omit (or -) to read stdin.")
+        str | None, typer.Argument(metavar="[TYPE]", help="Event type; omit (or -) to read stdin.")
     ] = None,
     fields: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Argument(metavar="[FIELD]...", help="key=value (text) or key:=JSON data fields."),
     ] = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="The whole data value as JSON.")] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="The whole data value as JSON.")] = None,
     stream: Annotated[
-        Optional[str], typer.Option("--stream", "-s", help="Stream (entity) of the event(s).")
+        str | None, typer.Option("--stream", "-s", help="Stream (entity) of the event(s).")
     ] = None,
     meta: Annotated[
-        Optional[list[str]], typer.Option("--meta", "-m", help="Metadata key=value (repeatable).")
+        list[str] | None, typer.Option("--meta", "-m", help="Metadata key=value (repeatable).")
     ] = None,
     event_id: Annotated[
-        Optional[str], typer.Option("--id", help="Idempotency key: an id already in the log appends nothing.")
+        str | None, typer.Option("--id", help="Idempotency key: an id already in the log appends nothing.")
     ] = None,
     expect: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--expect", min=0, help="The version the stream must be at (0: it must not exist yet)."),
     ] = None,
     data_type: Annotated[
-        Optional[str], typer.Option("--type", "-t", help="Read stdin lines as the data of events of this type.")
+        str | None, typer.Option("--type", "-t", help="Read stdin lines as the data of events of this type.")
     ] = None,
     input_format: Annotated[
         InputFormat, typer.Option("--input", "-i", help="Format of stdin.")
@@ -130,7 +132,7 @@ def append(
         bool, typer.Option("--skip-invalid", help="Skip invalid input lines (reported on stderr) instead of stopping.")
     ] = False,
     rejects: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--rejects", metavar="FILE", help="With --skip-invalid: write rejected lines here as NDJSON."),
     ] = None,
     output: Annotated[
@@ -162,8 +164,11 @@ def append(
     with Log(log) as opened:
         from ..ingest import prepare
 
-        pending = prepare(event_type, parse_fields(fields or [], data), stream=stream, meta=meta_dict,
-                          id=event_id, expect=expect)
+        try:
+            pending = prepare(event_type, parse_fields(fields or [], data), stream=stream, meta=meta_dict,
+                              id=event_id, expect=expect)
+        except BadInputError as exc:  # arguments, not input data: a usage error
+            raise UsageError(exc.reason.replace('"expect"', "--expect").replace('"stream"', "--stream")) from None
         outcome = opened.write_batch([pending], keep_events=True)
         if outcome.stop is not None:
             raise outcome.stop[1]
@@ -208,11 +213,14 @@ def _append_stdin(
     default_stream = check_stream(stream)
     if data_type is not None:
         check_type(data_type)
-    reject_file = None
     on_reject = None
+    closing = contextlib.ExitStack()
     if skip_invalid:
         if rejects is not None:
-            reject_file = open(rejects, "ab")
+            try:
+                reject_file = closing.enter_context(open(rejects, "ab"))  # noqa: SIM115
+            except OSError as exc:
+                raise UsageError(f"--rejects {rejects}: cannot open for writing ({exc.strerror})") from None
             on_reject = feed.reject_recorder(reject_file)
         else:
             on_reject = feed.reject_printer(sys.stderr.write)
@@ -235,12 +243,29 @@ def _append_stdin(
     feeder = feed.Feeder(
         log, batch_size=batch, atomic=atomic, on_reject=on_reject, keep_events=print_events, on_commit=on_commit
     )
-    try:
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    with closing:
         run = feed.feed_msgpack if input_format is InputFormat.msgpack else feed.feed_ndjson
-        summary = run(feeder, sys.stdin.fileno(), data_type=data_type, default_stream=default_stream,
-                      default_meta=meta)
-    finally:
-        if reject_file is not None:
-            reject_file.close()
+        try:
+            summary = run(feeder, sys.stdin.fileno(), data_type=data_type, default_stream=default_stream,
+                          default_meta=meta)
+        except (KeyboardInterrupt, _Terminated) as exc:
+            signal.signal(signal.SIGTERM, previous_handler)
+            name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("Ctrl-C", 130)
+            if atomic:
+                raise Interrupted(f"interrupted by {name}; --atomic: nothing was written", exit_code=code) from None
+            feeder.flush(final=True)  # what was read and validated is committed, not lost
+            raise Interrupted(
+                f"interrupted by {name}: {feeder.summary.describe()}; input after that was not read",
+                exit_code=code,
+            ) from None
     if summary.skipped or summary.duplicates or sys.stderr.isatty():
         note(summary.describe())
+
+
+class _Terminated(Exception):
+    """Raised by the SIGTERM handler of a bulk append, to commit and stop."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated

@@ -1,7 +1,7 @@
 """``evlog replay``: print events in seq order, selected by position, stream and type."""
 
 import itertools
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -30,24 +30,24 @@ POSITION_HELP = (
 )
 def replay(
     from_: Annotated[
-        Optional[str], typer.Option("--from", metavar="POS", help=f"First position (inclusive): {POSITION_HELP}.")
+        str | None, typer.Option("--from", metavar="POS", help=f"First position (inclusive): {POSITION_HELP}.")
     ] = None,
     until: Annotated[
-        Optional[str], typer.Option("--until", metavar="POS", help="Last position (inclusive), same forms as --from.")
+        str | None, typer.Option("--until", metavar="POS", help="Last position (inclusive), same forms as --from.")
     ] = None,
     stream: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--stream", "-s", help="Only this stream (repeatable; a trailing * matches a prefix)."),
     ] = None,
     event_type: Annotated[
-        Optional[list[str]], typer.Option("--type", "-t", help="Only this type (repeatable; glob like 'order.*').")
+        list[str] | None, typer.Option("--type", "-t", help="Only this type (repeatable; glob like 'order.*').")
     ] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=0, help="At most N events.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most N events.")] = None,
     output: Annotated[
         Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON when piped.")
     ] = Output.auto,
     template: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--template", metavar="FORMAT", help="One line per event, e.g. '{seq} {type} {data[amount]}'."),
     ] = None,
     log: LogOption = DEFAULT_LOG,

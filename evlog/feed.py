@@ -27,7 +27,7 @@ import orjson
 
 from .errors import BadInputError, EvlogError
 from .event import AppendSummary
-from .ingest import Pending, encode_data, from_mapping, pending
+from .ingest import Pending, check_json_value, encode_data, exact_json, from_mapping, may_need_exact_json, pending
 from .log import DEFAULT_BATCH, Log, Reject
 
 READ_SIZE = 1 << 20
@@ -183,7 +183,7 @@ def feed_ndjson(
     """
     convert = _converter(data_type, default_stream, default_meta)
     keep_raw = feeder.on_reject is not None
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    loads, decode_error, long_digits = orjson.loads, orjson.JSONDecodeError, may_need_exact_json
     batch = feeder.batch
     size = feeder.batch_size if not feeder.atomic else 0
     number = 0
@@ -211,6 +211,8 @@ def feed_ndjson(
                 feeder.reject(BadInputError(f"not valid JSON ({exc})", line=number), raw)
             continue  # blank lines (and CR-only ones) are skipped
         try:
+            if long_digits(raw):
+                value = exact_json(raw, number)
             event = convert(value, number, raw if keep_raw else None)
         except BadInputError as exc:
             feeder.reject(exc, raw)
@@ -287,18 +289,18 @@ def feed_msgpack(
 
 
 def _check_json_compatible(value: Any, number: int) -> None:
-    """msgpack can carry what JSON cannot (bytes, non-text keys); such input is refused."""
-    try:
-        orjson.dumps(value)
-    except TypeError as exc:
-        raise BadInputError(f"holds a value JSON cannot represent ({exc})", line=number) from None
+    """msgpack can carry what JSON cannot (bytes, non-text keys, NaN); such input is refused."""
+    check_json_value(value, "the event", number)
 
 
 def reject_printer(write: Callable[[str], Any]) -> Reject:
     """An ``on_reject`` that writes ``line N: reason`` lines through ``write``."""
 
     def on_reject(line: int | None, error: EvlogError, raw: bytes | None) -> None:
-        write(f"evlog: skipped: {error}\n")
+        text = str(error)
+        if line is not None and not text.startswith(f"line {line}:"):
+            text = f"line {line}: {text}"
+        write(f"evlog: skipped: {text}\n")
 
     return on_reject
 

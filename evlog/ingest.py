@@ -32,6 +32,8 @@ _ALLOWED = INPUT_KEYS | IGNORED_KEYS
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 EMPTY_OBJECT = msgpack.packb({})
 
+_MISSING: Any = object()
+
 # Names already validated: bulk input repeats a few types and many streams.
 _valid_types: set[object] = set()
 _stream_keys: dict[object, bytes] = {}
@@ -249,7 +251,7 @@ def from_mapping(
 
 def prepare(
     type: object,
-    data: Any = None,
+    data: Any = _MISSING,
     *,
     stream: object = None,
     meta: object = None,
@@ -257,13 +259,23 @@ def prepare(
     expect: object = None,
     ts: object = None,
     line: int | None = None,
+    from_json: bool = False,
 ) -> Pending:
-    """Validate the parts of one event given separately (library and CLI fields)."""
+    """Validate the parts of one event given separately (library and CLI fields).
+
+    Omitted ``data`` is an empty object. Values that come from Python rather
+    than from parsed JSON (``from_json``) are checked to be what JSON can carry.
+    """
     checked_stream = check_stream(stream, line)
+    if not from_json:
+        if data is not _MISSING:
+            check_json_value(data, '"data"', line)
+        if meta is not None:
+            check_json_value(meta, '"meta"', line)
     return pending(
         check_type(type, line),
         checked_stream,
-        EMPTY_OBJECT if data is None else encode_data(data, line),
+        EMPTY_OBJECT if data is _MISSING else encode_data(data, line),
         check_meta(meta, line),
         check_id(id, line),
         check_expect(expect, checked_stream, line),
@@ -272,8 +284,62 @@ def prepare(
     )
 
 
-_MISSING: Any = object()
 _pack_tail = tail_packer()
+
+
+def check_json_value(value: Any, what: str, line: int | None = None) -> None:
+    """Refuse values that JSON output could not show as they were stored.
+
+    msgpack carries bytes, non-text keys, NaN and integers beyond 64 bits
+    differently or not at all; a log holds only what JSON can represent, so
+    that every event replays, and replays the same.
+    """
+    import orjson  # here, not at the top: `evlog append TYPE` must start fast
+
+    try:
+        orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_DATACLASS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise BadInputError(f"{what} holds a value JSON cannot represent ({exc})", line=line) from None
+    if _has_non_finite(value):
+        raise BadInputError(f"{what} holds NaN or Infinity, which JSON cannot represent", line=line)
+
+
+def _has_non_finite(value: Any) -> bool:
+    if type(value) is float:
+        return value != value or value in (float("inf"), float("-inf"))
+    if type(value) is dict:
+        return any(_has_non_finite(item) for item in value.values())
+    if type(value) in (list, tuple):
+        return any(_has_non_finite(item) for item in value)
+    return False
+
+
+_LONG_DIGITS = re.compile(rb"\d{19,}")
+
+
+def exact_json(raw: bytes, line: int | None) -> Any:
+    """Parse a JSON line that may hold an integer orjson would round to a float.
+
+    orjson reads integers beyond 64 bits as floats, silently; the standard
+    parser keeps them exact, so such integers are found and refused. Only
+    lines with a run of 19 or more digits take this slower path.
+    """
+    import json
+
+    def parse_int(text: str) -> int:
+        number = int(text)
+        if not -(1 << 63) <= number < (1 << 64):
+            raise BadInputError(f"the integer {text} is beyond 64 bits, which a log cannot store exactly", line=line)
+        return number
+
+    try:
+        return json.loads(raw, parse_int=parse_int)
+    except ValueError as exc:
+        raise BadInputError(f"not valid JSON ({exc})", line=line) from None
+
+
+def may_need_exact_json(raw: bytes) -> bool:
+    return _LONG_DIGITS.search(raw) is not None
 
 
 def _check_utf8(value: str, what: str, line: int | None) -> bytes:

@@ -65,7 +65,7 @@ class BatchOutcome:
     head_seq: int = 0
     heads: dict[bytes, int] = field(default_factory=dict)
     written: list[Event] = field(default_factory=list)
-    rejected: int = 0
+    rejections: list[tuple[int | None, EvlogError, bytes | None]] = field(default_factory=list)
     duplicates: list[tuple[Pending, int]] = field(default_factory=list)
     stop: tuple[Pending, EvlogError] | None = None
 
@@ -96,13 +96,18 @@ class Log:
             self._store.close()
             self._store = None
 
-    def _open(self, *, create: bool) -> Store:
-        """The store, opened read-only for reading and writable (creating) for appends."""
-        if self._store is not None and create and not self._store.writable:
+    def _open(self, *, create: bool = False, write: bool = False) -> Store:
+        """The store: read-only for reading, writable for ``write``, created for ``create``."""
+        writable = create or write
+        if self._store is not None and writable and not self._store.writable:
             self.close()
         if self._store is None:
-            self._store = Store(self.path, create=create)
+            self._store = Store(self.path, create=create, writable=writable)
         return self._store
+
+    def store(self, *, write: bool = False) -> Store:
+        """The underlying :class:`~evlog.store.Store` of an existing log (for extensions)."""
+        return self._open(write=write)
 
     # -- appending ---------------------------------------------------------
 
@@ -123,7 +128,9 @@ class Log:
         (the append is idempotent). ``expect`` is the version the stream must
         be at (0: the stream must not exist yet), else :class:`ConflictError`.
         """
-        event = prepare(type, data, stream=stream, meta=dict(meta) if meta else None, id=id, expect=expect)
+        event = prepare(
+            type, {} if data is None else data, stream=stream, meta=dict(meta) if meta else None, id=id, expect=expect
+        )
         outcome = self.write_batch([event], keep_events=True)
         if outcome.stop is not None:
             raise outcome.stop[1]
@@ -195,7 +202,7 @@ class Log:
             summary.appended += outcome.count
             summary.events.extend(outcome.written)
         summary.duplicates += len(outcome.duplicates)
-        summary.skipped += outcome.rejected
+        summary.skipped += len(outcome.rejections)
         if outcome.stop is not None:
             raise self.stopped(outcome.stop[1], summary, atomic=atomic, line=outcome.stop[0][LINE])
         return outcome
@@ -227,7 +234,11 @@ class Log:
         bulk appends, so off unless asked for).
         """
         store = self._open(create=True)
-        outcome = store.write(lambda txn: self._write(txn, store, batch, atomic, on_reject, keep_events))
+        outcome = store.write(lambda txn: self._write(txn, store, batch, atomic, on_reject is not None, keep_events))
+        if on_reject is not None:
+            # Reported after the commit: a retried transaction (map growth) must not report twice.
+            for line, problem, raw in outcome.rejections:
+                on_reject(line, problem, raw)
         # Committed: the stream heads seen are valid until another writer appends.
         self._heads, self._heads_seq = outcome.heads, outcome.head_seq
         outcome.heads = {}
@@ -239,7 +250,7 @@ class Log:
         store: Store,
         batch: Sequence[Pending],
         atomic: bool,
-        on_reject: Reject | None,
+        skip_rejects: bool,
         keep_events: bool,
     ) -> BatchOutcome:
         """The body of an append transaction; runs again from scratch on a retry."""
@@ -299,11 +310,10 @@ class Log:
                     line=line,
                 )
             if problem is not None:
-                if on_reject is None:
+                if not skip_rejects:
                     outcome.stop = (item, problem)
                     break
-                on_reject(line, problem, raw)
-                outcome.rejected += 1
+                outcome.rejections.append((line, problem, raw))
                 continue
             last_seq += 1
             key = pack_seq(last_seq)

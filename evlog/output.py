@@ -154,16 +154,30 @@ def write_template(out: BinaryIO, rows: Iterable[Row], template: str, *, flush_e
     return _write_blocks(out, lines, flush_each)
 
 
+def make_console(**options: Any) -> Any:
+    """A rich Console for stdout that lets a closed pipe end evlog quietly.
+
+    rich answers a broken pipe with exit status 1; evlog treats a reader that
+    went away (``| head``) as a normal end, so the error is passed on.
+    """
+    from rich.console import Console
+
+    class PipeAwareConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return PipeAwareConsole(highlight=False, **options)
+
+
 def write_table(rows: Iterable[Row], *, flush_each: bool = False) -> int:
     """Events as aligned, coloured rows on a terminal, streamed one by one.
 
     Column widths are fixed from the terminal width up front, so nothing is
     buffered: a million-event replay prints like a short one.
     """
-    from rich.console import Console
     from rich.text import Text
 
-    console = Console(highlight=False, soft_wrap=False)
+    console = make_console(soft_wrap=False)
     width = console.width
     seq_w, ts_w, type_w, stream_w, ver_w = 8, 23, 18, 16, 4
     data_w = max(10, width - (seq_w + ts_w + type_w + stream_w + ver_w + 5))

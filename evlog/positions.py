@@ -97,8 +97,8 @@ def _seq_or_from_end(number: int, raw: str) -> Position:
 def _local_ns(match: re.Match[str], raw: str) -> int:
     parts = [int(g) if g else 0 for g in match.groups()[:6]]
     try:
-        moment = datetime(*parts)  # type: ignore[arg-type]
-    except ValueError as exc:
+        seconds = int(datetime(*parts).timestamp())  # type: ignore[arg-type]
+    except (ValueError, OverflowError, OSError) as exc:
         raise PositionError(f"{raw!r} is not a valid date or time ({exc})") from None
     fraction = (match.group(7) or "").ljust(9, "0")
-    return int(moment.timestamp()) * _NS + int(fraction)
+    return seconds * _NS + int(fraction)

@@ -29,7 +29,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 
@@ -74,9 +74,9 @@ class Store:
     missing log raises :class:`LogNotFoundError` and nothing is created.
     """
 
-    def __init__(self, path: str, *, create: bool) -> None:
+    def __init__(self, path: str, *, create: bool, writable: bool | None = None) -> None:
         self.path = path
-        self.writable = create
+        self.writable = create if writable is None else writable or create
         self._check_path(create)
         self.env = self._open_env(create)
         try:
@@ -118,7 +118,7 @@ class Store:
                     map_size=map_size,
                     subdir=True,
                     create=create,
-                    readonly=not create,
+                    readonly=not self.writable,
                     max_dbs=len(_DATABASES),
                     max_readers=512,
                     lib_version=0,
@@ -188,13 +188,16 @@ class Store:
         self.env.close()
 
     @contextmanager
-    def reading(self) -> Iterator[lmdb.Transaction]:
-        """A short read transaction; follows another process's map growth."""
+    def reading(self, *, buffers: bool = True) -> Iterator[Any]:
+        """A short read transaction; follows another process's map growth.
+
+        With ``buffers`` values are views that die with the transaction.
+        """
         try:
-            txn = self.env.begin(buffers=True)
+            txn = self.env.begin(buffers=True) if buffers else self.env.begin()
         except lmdb.MapResizedError:
             self.env.set_mapsize(0)
-            txn = self.env.begin(buffers=True)
+            txn = self.env.begin(buffers=True) if buffers else self.env.begin()
         except lmdb.Error as exc:
             raise _storage_error(self.path, exc) from exc
         try:

@@ -30,6 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "append": ("evlog.cli.append", "Append events: one from arguments, or many as NDJSON/msgpack on stdin."),
     "replay": ("evlog.cli.replay", "Print events in seq order, selected by position, stream and type."),
     "info": ("evlog.cli.info", "Describe the log: counts, first and last event, types, head hash."),
+    "verify": ("evlog.cli.verify", "Check the records, the hash chain and the indexes; list every problem."),
+    "backup": ("evlog.cli.backup", "Copy the log consistently to a new directory while it is in use."),
+    "snapshot": ("evlog.cli.snapshot", "Save, list and drop snapshots of fold states."),
+    "projection": ("evlog.cli.projection", "Named folds (read models): add, list, show at any position, rm."),
 }
 
 
@@ -106,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit with the code of its outcome."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EVLOG_DEBUG", "") not in ("", "0")
+    if "--on" in args:
+        from ._fold_options import join_on_pairs
+
+        args = join_on_pairs(args)
     command = typer.main.get_command(app)
     code = 0
     try:

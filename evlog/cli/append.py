@@ -166,7 +166,7 @@ def append(
 
         try:
             pending = prepare(event_type, parse_fields(fields or [], data), stream=stream, meta=meta_dict,
-                              id=event_id, expect=expect)
+                              id=event_id, expect=expect, from_json=True)
         except BadInputError as exc:  # arguments, not input data: a usage error
             raise UsageError(exc.reason.replace('"expect"', "--expect").replace('"stream"', "--stream")) from None
         outcome = opened.write_batch([pending], keep_events=True)

@@ -19,10 +19,11 @@ def _size(size: int) -> str:
 
 
 def _draw(facts: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from ..output import make_console
+
+    console = make_console()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()

@@ -7,6 +7,19 @@ import typer
 
 from ..errors import UsageError
 from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, stdout_is_terminal
+from ._fold_options import (
+    ByOption,
+    FoldFileOption,
+    FoldOption,
+    InitOption,
+    OnOption,
+    SnapshotEveryOption,
+    StreamOption,
+    TypeOption,
+    WhereOption,
+    print_fold,
+    spec_from_options,
+)
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -18,14 +31,20 @@ POSITION_HELP = (
 
 @app.command(
     help=(
-        "Print events in seq order.\n\n"
+        "Print events in seq order, or fold them into state.\n\n"
         "On a terminal events are shown as a table; piped, as NDJSON "
         '({"seq", "ts", "type", "stream", "version", "id", "data", "meta"} per line), '
         "which evlog append reads back as it is.\n\n"
+        "With --fold/--on (or --fold-file, --projection) the selected events are folded into a "
+        "state, printed as JSON; --by keeps one state per key; --scan prints the state after "
+        "every event. Snapshots of the same fold make the past as cheap to ask about as the present.\n\n"
         "Examples:\n\n"
         "  evlog replay --from -100\n\n"
         "  evlog replay --until 2026-11-01T12:00 -s 'account-*' -t deposit\n\n"
-        "  evlog replay --template '{seq} {type} {data[amount]}'"
+        "  evlog replay --template '{seq} {type} {data[amount]}'\n\n"
+        "  evlog replay --fold 's[e.type] = s.get(e.type, 0) + 1'\n\n"
+        "  evlog replay --by stream --init '{\"balance\": 0}' --on deposit 's.balance += d.amount' "
+        "--on withdraw 's.balance -= d.amount'"
     ),
 )
 def replay(
@@ -35,13 +54,8 @@ def replay(
     until: Annotated[
         str | None, typer.Option("--until", metavar="POS", help="Last position (inclusive), same forms as --from.")
     ] = None,
-    stream: Annotated[
-        list[str] | None,
-        typer.Option("--stream", "-s", help="Only this stream (repeatable; a trailing * matches a prefix)."),
-    ] = None,
-    event_type: Annotated[
-        list[str] | None, typer.Option("--type", "-t", help="Only this type (repeatable; glob like 'order.*').")
-    ] = None,
+    stream: StreamOption = None,
+    event_type: TypeOption = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most N events.")] = None,
     output: Annotated[
         Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON when piped.")
@@ -50,21 +64,63 @@ def replay(
         str | None,
         typer.Option("--template", metavar="FORMAT", help="One line per event, e.g. '{seq} {type} {data[amount]}'."),
     ] = None,
+    fold: FoldOption = None,
+    on: OnOption = None,
+    init: InitOption = None,
+    by: ByOption = None,
+    where: WhereOption = None,
+    fold_file: FoldFileOption = None,
+    projection: Annotated[
+        str | None,
+        typer.Option("--projection", metavar="NAME", help="Fold with a stored projection's definition.",
+                     rich_help_panel="Fold"),
+    ] = None,
+    scan: Annotated[
+        bool, typer.Option("--scan", help="Print the state after every event as NDJSON.", rich_help_panel="Fold")
+    ] = False,
+    no_snapshot: Annotated[
+        bool, typer.Option("--no-snapshot", help="Fold from the start; use no saved snapshot.",
+                           rich_help_panel="Fold")
+    ] = False,
+    snapshot_every: SnapshotEveryOption = 0,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
     from .. import output as render
+    from .._tuning import for_streaming
     from ..log import Log
 
     if template is not None and output is not Output.auto:
         raise UsageError("--template and --output are alternatives: give one")
     if template is not None:
         render.compile_template(template)  # report a bad template before reading
-    from .._tuning import for_streaming
-
-    for_streaming()
     with Log(log) as opened:
+        if projection is not None:
+            if fold or on or init or by or where or fold_file or stream or event_type:
+                raise UsageError("--projection brings its own definition: drop the fold and filter options")
+            from ..snapshots import get_projection
+
+            stored = get_projection(opened.store(), projection)
+            spec, from_ = stored.spec, from_ if from_ is not None else stored.from_
+            snapshot_every = snapshot_every or stored.snapshot_every
+        else:
+            spec = spec_from_options(fold=fold, on=on, init=init, by=by, where=where, fold_file=fold_file,
+                                     streams=stream, types=event_type)
+        for_streaming()
+        if spec.is_fold():
+            if template is not None or limit is not None:
+                raise UsageError("--template and --limit print events; a fold prints its state")
+            print_fold(opened, spec, from_=from_, until=until, output=output, scan=scan,
+                       use_snapshots=not no_snapshot, snapshot_every=snapshot_every)
+            return
+        if scan or snapshot_every:
+            raise UsageError("--scan and --snapshot-every need a fold (--fold, --on or --fold-file)")
         rows = opened.rows(from_=from_, until=until, streams=stream, types=event_type)
+        if where is not None:
+            from ..fold import compile_where
+
+            test = compile_where(where)
+            rows = (row for row in rows if test(*row))
         if limit is not None:
             rows = itertools.islice(rows, limit)
         chosen = output

@@ -1,0 +1,183 @@
+"""The fold options shared by ``replay``, ``snapshot save`` and ``projection add``.
+
+They are declared once here so that every command spells and documents them
+the same way, and turned into one :class:`~evlog.fold.FoldSpec` by
+:func:`spec_from_options`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import UsageError
+from ._common import Output
+
+FoldOption = Annotated[
+    list[str] | None,
+    typer.Option("--fold", "-f", metavar="CODE",
+                 help="Apply CODE to every selected event (repeatable, in order). "
+                      "Names: s (state), e (event), d (its data); d.amount is d['amount'].",
+                 rich_help_panel="Fold"),
+]
+ON_SEPARATOR = "\x1f"
+"""``--on TYPE CODE`` takes two values; typer takes one per option, so main()
+joins the pair with this separator before parsing (see :func:`join_on_pairs`)."""
+
+OnOption = Annotated[
+    list[str] | None,
+    typer.Option("--on", metavar="TYPE CODE",
+                 help="Apply CODE to events of TYPE (a glob like 'order.*'; repeatable).",
+                 rich_help_panel="Fold"),
+]
+InitOption = Annotated[
+    str | None,
+    typer.Option("--init", metavar="JSON", help="The initial state (default {}).", rich_help_panel="Fold"),
+]
+ByOption = Annotated[
+    str | None,
+    typer.Option("--by", metavar="stream|EXPR",
+                 help="One state per key: 'stream', or an expression such as d.customer. "
+                      "Events whose key is null are left out.",
+                 rich_help_panel="Fold"),
+]
+WhereOption = Annotated[
+    str | None,
+    typer.Option("--where", metavar="EXPR",
+                 help="Only events for which EXPR is true, e.g. 'd.amount > 100' (also without a fold).",
+                 rich_help_panel="Fold"),
+]
+FoldFileOption = Annotated[
+    str | None,
+    typer.Option("--fold-file", metavar="FILE",
+                 help="A Python file defining init() (optional) and apply(state, event) or "
+                      "on_<type>(state, event).",
+                 rich_help_panel="Fold"),
+]
+SnapshotEveryOption = Annotated[
+    int,
+    typer.Option("--snapshot-every", metavar="N", min=0,
+                 help="Save a snapshot of the state every N events while folding (0: never).",
+                 rich_help_panel="Fold"),
+]
+StreamOption = Annotated[
+    list[str] | None,
+    typer.Option("--stream", "-s", help="Only this stream (repeatable; a trailing * matches a prefix)."),
+]
+TypeOption = Annotated[
+    list[str] | None,
+    typer.Option("--type", "-t", help="Only this type (repeatable; glob like 'order.*')."),
+]
+
+
+def spec_from_options(
+    *,
+    fold: list[str] | None,
+    on: list[str] | None,
+    init: str | None,
+    by: str | None,
+    where: str | None,
+    fold_file: str | None,
+    streams: list[str] | None,
+    types: list[str] | None,
+) -> Any:
+    """The :class:`~evlog.fold.FoldSpec` the options describe (checked by compiling it)."""
+    from ..fold import CompiledFold, FoldSpec, load_fold_file, parse_init
+
+    pairs = []
+    for joined in on or ():
+        pattern, separator, code = joined.partition(ON_SEPARATOR)
+        if not separator:
+            raise UsageError(f"--on {pattern!r} needs two values: --on TYPE CODE")
+        pairs.append((pattern, code))
+    clauses = tuple((None, code) for code in fold or ()) + tuple(pairs)
+    source = load_fold_file(fold_file) if fold_file is not None else None
+    if source is not None and clauses:
+        raise UsageError("--fold-file is an alternative to --fold and --on: give one or the other")
+    if init is not None and not clauses and source is None:
+        raise UsageError("--init needs a fold: add --fold or --on")
+    if by is not None and not clauses and source is None:
+        raise UsageError("--by needs a fold: add --fold or --on")
+    spec = FoldSpec(
+        init=parse_init(init),
+        clauses=clauses,
+        by=by,
+        where=where,
+        streams=tuple(streams or ()),
+        types=tuple(types or ()),
+        fold_file=source,
+    )
+    if spec.is_fold():
+        CompiledFold(spec)  # report syntax errors before touching the log
+    return spec
+
+
+def print_fold(
+    log: Any,
+    spec: Any,
+    *,
+    from_: str | None,
+    until: str | None,
+    output: Output,
+    scan: bool,
+    use_snapshots: bool,
+    snapshot_every: int,
+) -> None:
+    """Run a fold and print its state (or, with ``scan``, every intermediate state)."""
+    import orjson
+
+    from ..fold import check_serialisable
+    from ..runner import run_fold
+    from ..timefmt import format_ts
+    from ._common import binary_stdout, note, stdout_is_terminal
+
+    result, steps = run_fold(
+        log, spec, from_=from_, until=until, use_snapshots=use_snapshots, snapshot_every=snapshot_every,
+        scan_mode=scan, on_snapshot_error=note,
+    )
+    out = binary_stdout()
+    by = spec.by is not None
+    if steps is not None:
+        option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+        for seq, ts, key, state in steps:
+            record = {"seq": seq, "ts": format_ts(ts), "key": key, "state": state} if by else {
+                "seq": seq, "ts": format_ts(ts), "state": state}
+            try:
+                out.write(orjson.dumps(record, option=option))
+            except TypeError:
+                check_serialisable(state)
+                raise
+            out.flush()
+        return
+    value = result.value(by=by)
+    if value is None and not by:
+        value = spec.init if spec.fold_file is None else None
+    if output is Output.msgpack:
+        import msgpack
+
+        check_serialisable(value)
+        out.write(msgpack.packb(value, use_bin_type=True))
+        return
+    check_serialisable(value)
+    option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+    if output is not Output.ndjson and stdout_is_terminal():
+        option |= orjson.OPT_INDENT_2
+    out.write(orjson.dumps(value, option=option))
+
+
+def join_on_pairs(args: list[str]) -> list[str]:
+    """``--on TYPE CODE`` -> ``--on TYPE<sep>CODE``, so that typer sees one value."""
+    joined: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            return joined + args[index:]
+        if arg == "--on" and index + 2 < len(args) and not args[index + 1].startswith("--"):
+            joined += [arg, args[index + 1] + ON_SEPARATOR + args[index + 2]]
+            index += 3
+            continue
+        joined.append(arg)
+        index += 1
+    return joined

@@ -1,0 +1,155 @@
+"""``evlog projection``: named folds (CQRS read models) whose state can be asked for at any point."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, note, stdout_is_terminal
+from ._fold_options import (
+    ByOption,
+    FoldFileOption,
+    FoldOption,
+    InitOption,
+    OnOption,
+    StreamOption,
+    TypeOption,
+    WhereOption,
+    print_fold,
+    spec_from_options,
+)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Named folds stored in the log (read models): add, list, show at any position, remove.",
+)
+
+
+@app.command(
+    help=(
+        "Store a fold under NAME.\n\n"
+        "Example: evlog projection add balances --by stream --init '{\"balance\": 0}' "
+        "--on deposit 's.balance += d.amount' --on withdraw 's.balance -= d.amount'"
+    ),
+)
+def add(
+    name: Annotated[str, typer.Argument(help="The projection's name.")],
+    fold: FoldOption = None,
+    on: OnOption = None,
+    init: InitOption = None,
+    by: ByOption = None,
+    where: WhereOption = None,
+    fold_file: FoldFileOption = None,
+    stream: StreamOption = None,
+    event_type: TypeOption = None,
+    from_: Annotated[str | None, typer.Option("--from", metavar="POS", help="Where the fold starts.")] = None,
+    snapshot_every: Annotated[
+        int, typer.Option("--snapshot-every", metavar="N", min=1, help="Save a snapshot every N events while folding.")
+    ] = 50_000,
+    replace: Annotated[bool, typer.Option("--replace", help="Redefine an existing projection (drops its snapshots).")]
+    = False,
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    import time
+
+    from .. import snapshots
+    from ..errors import UsageError
+    from ..log import Log
+
+    if not name or any(ord(char) < 32 for char in name):
+        raise UsageError("a projection needs a name without control characters")
+    spec = spec_from_options(fold=fold, on=on, init=init, by=by, where=where, fold_file=fold_file,
+                             streams=stream, types=event_type)
+    if not spec.is_fold():
+        raise UsageError("a projection is a fold: give --fold, --on or --fold-file")
+    with Log(log) as opened:
+        store = opened.store(write=True)
+        projection = snapshots.Projection(name, spec, from_, snapshot_every, time.time_ns())
+        replaced = snapshots.add_projection(store, projection, replace=replace)
+        if replaced is not None:
+            dropped = snapshots.drop_digest(store, replaced.spec.digest(opened.resolve(replaced.from_)))
+            note(f"replaced projection {name!r}; dropped {dropped} snapshots of its old definition")
+
+
+@app.command("list", help="List projections: name, definition, snapshot interval.")
+def list_(
+    output: Annotated[Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON piped.")] = (
+        Output.auto
+    ),
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    import orjson
+
+    from .. import snapshots
+    from ..log import Log
+    from ..timefmt import format_ts
+
+    with Log(log) as opened:
+        found = snapshots.list_projections(opened.store())
+    records = [
+        {"name": item.name, "definition": item.spec.to_record(), "from": item.from_,
+         "snapshot_every": item.snapshot_every, "created": format_ts(item.created)}
+        for item in found
+    ]
+    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
+        from rich.table import Table
+
+        from ..output import make_console
+
+        table = Table("name", "fold", "by", "snapshot every", box=None, header_style="bold")
+        for item in found:
+            clauses = "; ".join(code if pattern is None else f"on {pattern}: {code}"
+                                for pattern, code in item.spec.clauses) or "(fold file)"
+            table.add_row(item.name, clauses, item.spec.by or "", str(item.snapshot_every))
+        make_console().print(table)
+        return
+    out = binary_stdout()
+    for record in records:
+        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+
+@app.command(
+    help=(
+        "The projection's state at --at (default: now).\n\n"
+        "Snapshots are saved as it folds, so the next question at any later point costs only "
+        "the events since the nearest snapshot.\n\n"
+        "Example: evlog projection show balances --at 2026-11-01T12:00"
+    ),
+)
+def show(
+    name: Annotated[str, typer.Argument(help="The projection's name.")],
+    at: Annotated[str | None, typer.Option("--at", metavar="POS", help="The position to ask about.")] = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="auto: pretty JSON on a terminal.")] = Output.auto,
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from .. import snapshots
+    from .._tuning import for_streaming
+    from ..log import Log
+
+    for_streaming()
+    with Log(log) as opened:
+        projection = snapshots.get_projection(opened.store(), name)
+        print_fold(opened, projection.spec, from_=projection.from_, until=at, output=output, scan=False,
+                   use_snapshots=True, snapshot_every=projection.snapshot_every)
+
+
+@app.command(help="Remove a projection and its snapshots.")
+def rm(
+    name: Annotated[str, typer.Argument(help="The projection's name.")],
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from .. import snapshots
+    from ..log import Log
+
+    with Log(log) as opened:
+        store = opened.store(write=True)
+        removed = snapshots.remove_projection(store, name)
+        dropped = snapshots.drop_digest(store, removed.spec.digest(opened.resolve(removed.from_)))
+    note(f"removed projection {name!r} and {dropped} snapshots")

@@ -1,0 +1,125 @@
+"""``evlog snapshot``: save, list and drop saved fold states."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, note, stdout_is_terminal
+from ._fold_options import (
+    ByOption,
+    FoldFileOption,
+    FoldOption,
+    InitOption,
+    OnOption,
+    StreamOption,
+    TypeOption,
+    WhereOption,
+    spec_from_options,
+)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Save, list and drop snapshots: fold states stored at a position, keyed by the fold's definition.",
+)
+
+
+@app.command(
+    help=(
+        "Fold up to --at (default: the last event) and store the state there.\n\n"
+        "A later replay with the same fold options (the same definition) starts from it.\n\n"
+        "Example: evlog snapshot save --at 2026-11-01 --by stream --init '{\"balance\": 0}' "
+        "--on deposit 's.balance += d.amount'"
+    ),
+)
+def save(
+    at: Annotated[str | None, typer.Option("--at", metavar="POS", help="Where to take the snapshot.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", metavar="POS", help="Where the fold starts.")] = None,
+    fold: FoldOption = None,
+    on: OnOption = None,
+    init: InitOption = None,
+    by: ByOption = None,
+    where: WhereOption = None,
+    fold_file: FoldFileOption = None,
+    stream: StreamOption = None,
+    event_type: TypeOption = None,
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from .. import snapshots
+    from ..errors import UsageError
+    from ..log import Log
+    from ..runner import run_fold
+
+    spec = spec_from_options(fold=fold, on=on, init=init, by=by, where=where, fold_file=fold_file,
+                             streams=stream, types=event_type)
+    if not spec.is_fold():
+        raise UsageError("a snapshot is of a fold: give --fold, --on or --fold-file")
+    with Log(log) as opened:
+        result, _ = run_fold(opened, spec, from_=from_, until=at)
+        if result.last < result.first:
+            raise UsageError("there is no event to take a snapshot at (the range is empty)")
+        store = opened.store(write=True)
+        from ..scan import ts_at
+
+        digest = spec.digest(result.first)
+        size = snapshots.save(store, digest, result.last, ts_at(store, result.last), result.states)
+    print(f"{digest.hex()} {result.last}")
+    note(f"saved the state after seq {result.last} ({size} bytes) as snapshot {digest.hex()}")
+
+
+@app.command("list", help="List snapshots: definition hash, seq, time, size and number of states.")
+def list_(
+    output: Annotated[Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON piped.")] = (
+        Output.auto
+    ),
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    import orjson
+
+    from .. import snapshots
+    from ..log import Log
+    from ..timefmt import format_ts
+
+    with Log(log) as opened:
+        found = list(snapshots.listing(opened.store()))
+    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
+        from rich.table import Table
+
+        from ..output import make_console
+
+        table = Table("hash", "seq", "ts (UTC)", "bytes", "keys", box=None, header_style="bold")
+        for item in found:
+            table.add_row(item.digest, str(item.seq), format_ts(item.ts), str(item.size), str(item.keys))
+        make_console().print(table)
+        return
+    out = binary_stdout()
+    for item in found:
+        out.write(orjson.dumps({"hash": item.digest, "seq": item.seq, "ts": format_ts(item.ts), "size": item.size,
+                                "keys": item.keys}, option=orjson.OPT_APPEND_NEWLINE))
+
+
+@app.command(
+    help=(
+        "Delete snapshots: of one definition (HASH, or a prefix of it), before a position, or all.\n\n"
+        "Snapshots are a cache: dropping them never changes an answer, only how fast it comes."
+    ),
+)
+def drop(
+    digest: Annotated[str | None, typer.Argument(metavar="[HASH]", help="The definition hash (see list).")] = None,
+    before: Annotated[str | None, typer.Option("--before", metavar="POS", help="Only snapshots before POS.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every snapshot.")] = False,
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from .. import snapshots
+    from ..log import Log
+
+    with Log(log) as opened:
+        before_seq = opened.resolve(before) if before is not None else None
+        count = snapshots.drop(opened.store(write=True), digest=digest, before=before_seq, everything=everything)
+    note(f"dropped {count} snapshot{'s' if count != 1 else ''}")

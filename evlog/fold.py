@@ -239,6 +239,7 @@ def _parse(option: str, code: str, analysis: _Analysis, *, expression: bool) -> 
         raise FoldSyntaxError(f"{option} {code!r}: {exc.msg} (column {exc.offset})") from None
     rewriter = _Rewriter(option, code)
     tree = rewriter.visit(tree)
+    _check_names(tree, rewriter)
     analysis.event_fields |= rewriter.event_fields
     analysis.whole_event |= rewriter.whole_event
     analysis.uses_data |= rewriter.uses_data or rewriter.whole_event
@@ -249,6 +250,21 @@ def _parse(option: str, code: str, analysis: _Analysis, *, expression: bool) -> 
     if not tree.body:
         raise FoldSyntaxError(f"{option} is empty")
     return tree.body
+
+
+_LOOP_NAMES = {"s", "e", "d", "_e_seq", "_e_ts", "_e_type", "_e_stream", "_e_version", "_e_id", "_e_meta"}
+
+
+def _check_names(tree: ast.AST, rewriter: _Rewriter) -> None:
+    """Every name a clause reads must be one of the fold's, a pure builtin, or its own."""
+    own = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
+    own |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            if node.id not in own and node.id not in _LOOP_NAMES and node.id not in _SAFE_BUILTINS:
+                raise rewriter.refuse(
+                    node, f"the name {node.id!r} (folds have s, e, d and pure builtins such as len, sum, max)"
+                )
 
 
 def _new_state_rule(statements: list[ast.stmt]) -> list[ast.stmt]:
@@ -345,16 +361,18 @@ class CompiledFold:
             code.append("_e_meta = _e_meta or {}")
         for line in code:
             prelude.extend(ast.parse(line).body)
+        # --where, --by and the clauses run inside one try: any failure of the
+        # user's code is reported with the event it failed on.
+        body: list[ast.stmt] = []
         if where is not None:
             test = ast.parse("if not _w: continue").body[0]
             assert isinstance(test, ast.If)
             test.test = ast.UnaryOp(op=ast.Not(), operand=where)
-            prelude.append(test)
+            body.append(test)
         if by is not None:
             pick = ast.parse("_k = None\nif _k is None: continue\ns = _states.get(_k)\nif s is None: s = _init()").body
             pick[0].value = by  # type: ignore[attr-defined]
-            prelude.extend(pick)
-        body: list[ast.stmt] = []
+            body.extend(pick)
         for index, clause in enumerate(clauses):
             statements = _new_state_rule(clause.body)
             if clause.pattern is not None:

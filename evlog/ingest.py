@@ -207,7 +207,9 @@ def from_mapping(
         if etype is None:
             raise BadInputError('missing "type" (every event needs one)', line=line)
         etype = check_type(etype, line)
-    stream = obj.get("stream", default_stream)
+    stream = obj.get("stream")
+    if stream is None:
+        stream = default_stream  # -s applies to lines without a stream (also "stream": null)
     if stream is None:
         stream_key = None
     else:

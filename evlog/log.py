@@ -33,7 +33,7 @@ from .errors import (
     StorageError,
 )
 from .event import AppendSummary, Event
-from .ingest import LINE, Pending, from_mapping, prepare
+from .ingest import LINE, Pending, check_json_value, from_mapping, prepare
 from .record import (
     GENESIS_HASH,
     HASH_SIZE,
@@ -128,6 +128,8 @@ class Log:
         (the append is idempotent). ``expect`` is the version the stream must
         be at (0: the stream must not exist yet), else :class:`ConflictError`.
         """
+        if meta is not None and not isinstance(meta, Mapping):
+            raise BadInputError(f'"meta" must be a mapping, not {type(meta).__name__}')
         event = prepare(
             type, {} if data is None else data, stream=stream, meta=dict(meta) if meta else None, id=id, expect=expect
         )
@@ -161,7 +163,9 @@ class Log:
         size = max(1, batch_size) if not atomic else 0
         for number, item in enumerate(events, 1):
             try:
-                event = from_mapping(dict(item), number)
+                mapping = dict(item)
+                check_json_value(mapping, "the event", number)  # Python values, not parsed JSON
+                event = from_mapping(mapping, number)
             except BadInputError as exc:
                 if on_reject is not None:
                     summary.skipped += 1
@@ -213,7 +217,15 @@ class Log:
     ) -> AppendStopped:
         """The error that ends a bulk append, saying what was written before it."""
         where = line if line is not None else getattr(cause, "line", None)
-        place = f"line {where}" if where is not None else "that event"
+        offset = getattr(cause, "offset", None)
+        if where is not None:
+            place = f"line {where}"
+        elif offset is not None:
+            place = f"byte offset {offset}"
+        else:
+            place = "that event"
+        if where is not None and not str(cause).startswith("line "):
+            cause = _with_line(cause, where)
         if atomic:
             note = f"stopped at {place}; --atomic: nothing was written"
         else:
@@ -302,11 +314,12 @@ class Log:
                     )
                 version = head + 1
             if ts is None:
-                ts = max(last_ts, now)
+                ts = now if now > last_ts else last_ts  # not max(): this runs per event
             elif ts < last_ts and problem is None:
+                previous_event = "the previous event" if rows else "the last event in the log"
                 problem = BadInputError(
-                    f'"ts" {format_ts(ts)} is before the last event in the log '
-                    f"({format_ts(last_ts)}); times in a log never go backwards",
+                    f'"ts" {format_ts(ts)} is before {previous_event} ({format_ts(last_ts)}); '
+                    "times in a log never go backwards",
                     line=line,
                 )
             if problem is not None:
@@ -358,7 +371,9 @@ class Log:
     # -- reading -----------------------------------------------------------
 
     def get(self, seq: int) -> Event | None:
-        """The event at ``seq``, or None."""
+        """The event at ``seq``, or None when the log has none there."""
+        if seq < 1:
+            return None
         for event in self.read(from_=seq, until=seq):
             return event
         return None
@@ -474,6 +489,12 @@ class Log:
             "created": format_ts(U64.unpack(created_raw)[0]) if created_raw else None,
             "head_hash": (last[2] if last else GENESIS_HASH).hex(),
         }
+
+
+def _with_line(cause: EvlogError, line: int) -> EvlogError:
+    """The same error, its message prefixed with the input line it came from."""
+    cause.args = (f"line {line}: {cause}",)
+    return cause
 
 
 def _add_counts(txn: lmdb.Transaction, db: Any, increments: Mapping[bytes, int]) -> None:

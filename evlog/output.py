@@ -109,21 +109,51 @@ def write_msgpack(out: BinaryIO, rows: Iterable[Row], *, flush_each: bool = Fals
     return _write_blocks(out, _msgpack_maps(rows), flush_each)
 
 
+_MISSING: Any = object()
+
+
 class _TemplateFormatter(string.Formatter):
-    """``str.format`` fields over an event; JSON for non-text values, '' for missing keys."""
+    """``str.format`` fields over an event, read like the fold language.
+
+    ``{data[amount]}`` and ``{data.amount}`` both read a key; a missing key
+    prints nothing (whatever its format spec); objects and arrays print as
+    JSON, null as nothing.
+    """
 
     def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        try:
-            return super().get_field(field_name, args, kwargs)
-        except (KeyError, IndexError, TypeError):
-            return "", field_name
+        first, rest = _formatter_field_name_split(field_name)
+        value: Any = kwargs.get(first, _MISSING)
+        for _, key in rest:
+            if value is _MISSING:
+                break
+            if isinstance(value, dict):
+                value = value.get(key, _MISSING)
+            elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+                value = value[key]
+            else:
+                value = _MISSING
+        return value, first
+
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        return value if value is _MISSING else super().convert_field(value, conversion)
 
     def format_field(self, value: Any, format_spec: str) -> str:
-        if value is None:
-            value = ""
-        elif isinstance(value, (dict, list, bool)):
+        if value is _MISSING or value is None:
+            return ""
+        if isinstance(value, (dict, list, bool)):
             value = orjson.dumps(value).decode()
-        return str(super().format_field(value, format_spec))
+        try:
+            return str(super().format_field(value, format_spec))
+        except (ValueError, TypeError):
+            return str(value)  # a spec that does not fit this value (":.2f" on text): shown plainly
+
+
+def _formatter_field_name_split(name: str) -> tuple[str, list[tuple[bool, Any]]]:
+    """``data[amount].x`` -> ``("data", [(False, "amount"), (True, "x")])``, as str.format splits it."""
+    from _string import formatter_field_name_split  # type: ignore[import-not-found]  # the parser behind str.format
+
+    first, rest = formatter_field_name_split(name)
+    return str(first), list(rest)
 
 
 def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
@@ -131,15 +161,22 @@ def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
     text = template.replace("\\t", "\t").replace("\\n", "\n")
     formatter = _TemplateFormatter()
     try:
-        fields = [name for _, name, _, _ in formatter.parse(text) if name is not None]
+        parts = list(formatter.parse(text))
     except ValueError as exc:
         raise UsageError(f"--template {template!r}: {exc}") from None
-    for name in fields:
-        root = name.split("[", 1)[0].split(".", 1)[0]
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        try:
+            root = _formatter_field_name_split(name)[0]
+        except ValueError as exc:
+            raise UsageError(f"--template field {{{name}}}: {exc}") from None
         if root not in _EVENT_KEYS:
-            raise UsageError(
-                f"--template field {{{name}}} is unknown; an event has " + ", ".join(_EVENT_KEYS)
-            )
+            raise UsageError(f"--template field {{{name}}} is unknown; an event has " + ", ".join(_EVENT_KEYS))
+        if conversion not in (None, "r", "s", "a"):
+            raise UsageError(f"--template field {{{name}!{conversion}}}: the conversion must be !r, !s or !a")
+        if spec and "{" in spec:
+            raise UsageError(f"--template field {{{name}:{spec}}}: nested fields are not supported")
 
     def render(event: Mapping[str, Any]) -> str:
         return str(formatter.vformat(text, (), event))
@@ -169,39 +206,52 @@ def make_console(**options: Any) -> Any:
     return PipeAwareConsole(highlight=False, **options)
 
 
+def table_widths(width: int) -> tuple[int, int, int, int, int, int]:
+    """Column widths (seq, ts, type, stream, version, data) that fit ``width`` cells."""
+    seq_w, ver_w = 8, 4
+    ts_w = 23 if width >= 72 else 19  # narrow terminals lose the milliseconds
+    spare = width - (seq_w + ts_w + ver_w + 6)  # six single-space gaps
+    type_w = stream_w = max(6, min(18, spare // 4))
+    data_w = max(8, spare - type_w - stream_w - 1)
+    return seq_w, ts_w, type_w, stream_w, ver_w, data_w
+
+
 def write_table(rows: Iterable[Row], *, flush_each: bool = False) -> int:
     """Events as aligned, coloured rows on a terminal, streamed one by one.
 
     Column widths are fixed from the terminal width up front, so nothing is
-    buffered: a million-event replay prints like a short one.
+    buffered: a million-event replay prints like a short one. Cells are cut
+    and padded by terminal cells, so wide characters keep the columns.
     """
+    from rich.cells import cell_len, set_cell_size
     from rich.text import Text
 
     console = make_console(soft_wrap=False)
-    width = console.width
-    seq_w, ts_w, type_w, stream_w, ver_w = 8, 23, 18, 16, 4
-    data_w = max(10, width - (seq_w + ts_w + type_w + stream_w + ver_w + 5))
+    seq_w, ts_w, type_w, stream_w, ver_w, data_w = table_widths(console.width)
 
-    def cell(text: str, size: int) -> str:
-        return text if len(text) <= size else text[: size - 1] + "…"
+    def cell(text: str, size: int, right: bool = False) -> str:
+        if cell_len(text) > size:
+            return set_cell_size(text, size - 1) + "…"
+        padding = " " * (size - cell_len(text))
+        return padding + text if right else text + padding
 
-    header = Text()
-    for label, size, justify in (
-        ("seq", seq_w, "right"), ("ts (UTC)", ts_w, "left"), ("type", type_w, "left"),
-        ("stream", stream_w, "left"), ("ver", ver_w, "right"), ("data", data_w, "left"),
+    header = Text(style="bold")
+    for label, size, right in (
+        ("seq", seq_w, True), ("ts (UTC)", ts_w, False), ("type", type_w, False),
+        ("stream", stream_w, False), ("ver", ver_w, True), ("data", data_w, False),
     ):
-        header.append((label.rjust(size) if justify == "right" else label.ljust(size)) + " ", style="bold")
+        header.append(cell(label, size, right) + " ")
     console.print(header)
     count = 0
     for event in event_dicts(rows):
         line = Text()
-        line.append(str(event["seq"]).rjust(seq_w) + " ", style="cyan")
-        line.append(cell(event["ts"][:23].replace("T", " "), ts_w).ljust(ts_w) + " ", style="dim")
-        line.append(cell(event["type"], type_w).ljust(type_w) + " ", style="bold green")
-        line.append(cell(event["stream"] or "", stream_w).ljust(stream_w) + " ", style="magenta")
+        line.append(cell(str(event["seq"]), seq_w, right=True) + " ", style="cyan")
+        line.append(cell(event["ts"][:ts_w].replace("T", " "), ts_w) + " ", style="dim")
+        line.append(cell(event["type"], type_w) + " ", style="bold green")
+        line.append(cell(event["stream"] or "", stream_w) + " ", style="magenta")
         version = event["version"]
-        line.append(("" if version is None else str(version)).rjust(ver_w) + " ")
-        line.append(cell(orjson.dumps(event["data"]).decode(), data_w))
+        line.append(cell("" if version is None else str(version), ver_w, right=True) + " ")
+        line.append(cell(orjson.dumps(event["data"]).decode(), data_w).rstrip())
         console.print(line)
         if flush_each:
             console.file.flush()

@@ -14,6 +14,7 @@ and a closed stdout ends the command quietly. ``--debug`` (or
 from __future__ import annotations
 
 import importlib
+import traceback
 import os
 import sys
 from typing import Annotated, Any
@@ -121,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
         code = result if isinstance(result, int) else 0
         sys.stdout.flush()
     except EvlogError as exc:
-        if debug:
-            raise
         _flush_quietly()
+        if debug:
+            traceback.print_exc()
         print(f"evlog: {exc}", file=sys.stderr)
         code = exc.exit_code
     except lmdb.Error as exc:

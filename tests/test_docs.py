@@ -1,0 +1,130 @@
+"""The documentation agrees with the program.
+
+Each command has help text naming its options, every option a command offers is named
+in README.md, the README's test command is the one CI runs, and ``import evlog`` stays
+free of the command-line libraries (typer, click, rich), as the README's library
+section and start-up time rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_evlog
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+# Long options each command must offer and describe in its --help (new ones are caught by the README check).
+OPTIONS: dict[str, list[str]] = {
+    "append": [
+        "--data",
+        "--stream",
+        "--meta",
+        "--id",
+        "--expect",
+        "--type",
+        "--input",
+        "--batch",
+        "--atomic",
+        "--skip-invalid",
+        "--rejects",
+        "--output",
+        "--log",
+        "--debug",
+    ],
+    "replay": ["--from", "--until", "--stream", "--type", "--limit", "--output", "--template", "--log", "--debug"],
+    "info": ["--output", "--log", "--debug"],
+    "snapshot save": ["--at", "--from", "--fold", "--on", "--init", "--by", "--where", "--fold-file", "--log"],
+    "snapshot list": ["--output", "--log"],
+    "snapshot drop": ["--before", "--all", "--log"],
+    "projection add": ["--fold", "--on", "--init", "--by", "--where", "--fold-file", "--snapshot-every",
+                       "--replace", "--from", "--stream", "--type", "--log"],
+    "projection list": ["--output", "--log"],
+    "projection show": ["--at", "--output", "--log"],
+    "projection rm": ["--log"],
+}
+
+LONG_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
+
+
+def help_text(command: str) -> str:
+    result = run_evlog(*command.split(), "--help", env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stderr == b""
+    return result.stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def helps() -> dict[str, str]:
+    return {command: help_text(command) for command in OPTIONS}
+
+
+@pytest.mark.parametrize("command", list(OPTIONS))
+def test_command_help_describes_the_command_and_each_option(helps: dict[str, str], command: str) -> None:
+    text = helps[command]
+    assert f"Usage: evlog {command}" in text
+    for option in OPTIONS[command]:
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
+    # Each option's own line in the options table carries a description, not just a name and metavar.
+    for option in OPTIONS[command]:
+        line = next(line for line in text.splitlines() if re.match(rf"[│|\s]*{re.escape(option)}(?![\w-])", line))
+        rest = re.sub(r"<[^>]*>|\[[^]]*\]", "", line.split(option, 1)[1])
+        assert re.search(r"\b[a-z]{3,}\b", rest), (option, line)
+
+
+def test_top_level_help_lists_the_commands() -> None:
+    result = run_evlog("--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    for command in {command.split()[0] for command in OPTIONS}:
+        assert command in result.stdout.decode()
+
+
+def _in_readme(option: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", README) is not None
+
+
+@pytest.mark.parametrize("command", list(OPTIONS))
+def test_every_option_in_help_is_named_in_the_readme(helps: dict[str, str], command: str) -> None:
+    offered = set(LONG_OPTION.findall(helps[command])) - {"--help"}
+    missing = {option for option in offered if not _in_readme(option)}
+    missing -= {"--debug", "--log"}  # common to every command; checked only where the README has them
+    assert not missing, f"options of evlog {command} missing from README.md: {sorted(missing)}"
+
+
+def _quick_start_blocks() -> list[str]:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)]
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    blocks = _quick_start_blocks()
+    assert len(blocks) >= 2
+    readme_command = blocks[1]
+    assert "\n" not in readme_command and "pytest" in readme_command
+    ci_lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    ci_commands = [line for line in ci_lines if "pytest" in line]
+    assert ci_commands == [readme_command]
+
+
+def test_import_evlog_loads_no_command_line_libraries() -> None:
+    code = (
+        "import json, sys\n"
+        "import evlog\n"
+        "from evlog import Log, positions, timefmt\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
+    loaded = json.loads(result.stdout)
+    for library in ("typer", "click", "rich"):
+        assert not [name for name in loaded if name == library or name.startswith(library + ".")], library
+    assert "evlog" in loaded and "evlog.cli" not in loaded

@@ -1,0 +1,502 @@
+"""What ``evlog replay`` prints: NDJSON, JSON arrays, msgpack, templates and terminal tables.
+
+The machine formats must round-trip: NDJSON and msgpack output appended into a new
+log give a byte-identical replay and the same head hash. Event times are RFC 3339
+UTC with nine fractional digits; :mod:`evlog.timefmt` is checked with hypothesis.
+Terminal tables are drawn under a pseudo-terminal, as a user would see them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import termios
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from conftest import run_evlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evlog import Log
+from evlog.output import write_table
+from evlog.timefmt import format_ts, parse_rfc3339
+
+NS = 1_000_000_000
+KEYS = ["seq", "ts", "type", "stream", "version", "id", "data", "meta"]
+TS_TEXT = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z\Z")
+
+VARIED: list[dict[str, Any]] = [
+    {"type": "deposit", "stream": "account-7", "ts": "2026-11-26T10:00:00.000000001Z", "data": {"amount": 100}},
+    {
+        "type": "order.created",
+        "id": "order-17",
+        "ts": "2026-11-26T10:00:00.5Z",
+        "meta": {"user": "ada", "trace": "t-1"},
+        "data": {
+            "total": 12.5,
+            "items": 3,
+            "tags": ["a", "b"],
+            "note": "héllo ✓ 注文",
+            "nested": {"x": None, "y": True},
+        },
+    },
+    {"type": "withdraw", "stream": "account-7", "ts": 1795687200_999999999, "data": {"amount": -30, "big": 2**63 - 1}},
+    {"type": "scalar", "stream": "口座-1", "ts": "2026-11-26T11:00:01+01:00", "data": 42},
+    {"type": "list", "ts": "2026-11-26T10:00:01Z", "data": [1, 2.5, "x", None, False, -(2**63)]},
+    {"type": "null-data", "ts": "2026-11-26T10:00:01Z", "data": None},
+    {"type": "no-data", "ts": "2026-11-26T10:00:01Z", "meta": {}},
+    {"type": "floats", "stream": "account-7", "ts": "2026-11-26T10:00:02Z", "data": {"a": 0.1, "b": 1e300, "c": -0.0}},
+]
+
+
+def make_log(path: str, events: Sequence[Mapping[str, Any]]) -> str:
+    with Log(path) as log:
+        log.append_many(events)
+    return path
+
+
+def ok(result: subprocess.CompletedProcess[bytes]) -> bytes:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout
+
+
+def head_hash(log: str) -> str:
+    return str(json.loads(ok(run_evlog("info", "-o", "json", log=log)))["head_hash"])
+
+
+@pytest.fixture
+def varied_log(log_path: str) -> str:
+    return make_log(log_path, VARIED)
+
+
+@pytest.fixture
+def empty_log(log_path: str) -> str:
+    """A log that exists but holds no event (an append refused by --expect creates it)."""
+    result = run_evlog("append", "x", "-s", "s", "--expect", "1", log=log_path)
+    assert result.returncode == 3
+    return log_path
+
+
+# -- NDJSON -------------------------------------------------------------------
+
+
+def test_ndjson_line_is_exactly_the_documented_form(log_path: str) -> None:
+    make_log(log_path, [VARIED[0]])
+    assert ok(run_evlog("replay", log=log_path)) == (
+        b'{"seq":1,"ts":"2026-11-26T10:00:00.000000001Z","type":"deposit","stream":"account-7",'
+        b'"version":1,"id":null,"data":{"amount":100},"meta":{}}\n'
+    )
+
+
+def test_ndjson_keys_order_and_values(varied_log: str) -> None:
+    lines = ok(run_evlog("replay", log=varied_log)).splitlines()
+    assert len(lines) == len(VARIED)
+    events = [json.loads(line) for line in lines]
+    for seq, (event, given_event) in enumerate(zip(events, VARIED, strict=True), 1):
+        assert list(event) == KEYS
+        assert event["seq"] == seq
+        assert TS_TEXT.match(event["ts"]), event["ts"]
+        assert event["type"] == given_event["type"]
+        assert event["stream"] == given_event.get("stream")
+        assert event["id"] == given_event.get("id")
+        assert event["data"] == given_event.get("data", {})
+        assert event["meta"] == given_event.get("meta", {})
+    assert [e["version"] for e in events] == [1, None, 2, 1, None, None, None, 3]
+    assert [e["ts"] for e in events[:4]] == [
+        "2026-11-26T10:00:00.000000001Z",
+        "2026-11-26T10:00:00.500000000Z",
+        "2026-11-26T10:00:00.999999999Z",  # given as integer nanoseconds
+        "2026-11-26T10:00:01.000000000Z",  # given with a +01:00 offset
+    ]
+
+
+def test_times_assigned_by_the_log_are_rfc3339_utc_with_nine_digits(log_path: str) -> None:
+    for _ in range(3):
+        ok(run_evlog("append", "tick", log=log_path))
+    for line in ok(run_evlog("replay", log=log_path)).splitlines():
+        assert TS_TEXT.match(json.loads(line)["ts"])
+
+
+def test_ndjson_replay_appends_into_an_identical_log(varied_log: str, tmp_path: Path) -> None:
+    copy = str(tmp_path / "copy.lmdb")
+    original = ok(run_evlog("replay", log=varied_log))
+    appended = run_evlog("append", log=copy, input=original)
+    assert appended.returncode == 0, appended.stderr
+    assert ok(run_evlog("replay", log=copy)) == original
+    assert head_hash(copy) == head_hash(varied_log)
+
+
+def test_library_event_to_dict_matches_the_ndjson_line(varied_log: str) -> None:
+    lines = ok(run_evlog("replay", log=varied_log)).splitlines()
+    with Log(varied_log) as log:
+        assert [event.to_dict() for event in log.read()] == [json.loads(line) for line in lines]
+
+
+# -- JSON array ---------------------------------------------------------------
+
+
+def test_json_output_is_one_array_of_the_ndjson_events(varied_log: str) -> None:
+    text = ok(run_evlog("replay", "-o", "json", log=varied_log))
+    ndjson = [json.loads(line) for line in ok(run_evlog("replay", log=varied_log)).splitlines()]
+    assert json.loads(text) == ndjson
+    assert text.startswith(b"[") and text.endswith(b"]\n")
+
+
+def test_json_output_of_a_selection_and_of_nothing(varied_log: str) -> None:
+    selected = json.loads(ok(run_evlog("replay", "-o", "json", "-s", "account-7", log=varied_log)))
+    assert [event["seq"] for event in selected] == [1, 3, 8]
+    assert json.loads(ok(run_evlog("replay", "-o", "json", "--from", "100", log=varied_log))) == []
+
+
+def test_json_output_of_an_empty_log_is_an_empty_array(empty_log: str) -> None:
+    text = ok(run_evlog("replay", "-o", "json", log=empty_log))
+    assert text.strip() == b"[]"
+    assert json.loads(text) == []
+    assert ok(run_evlog("replay", log=empty_log)) == b""
+
+
+# -- msgpack ------------------------------------------------------------------
+
+
+def test_msgpack_output_is_a_sequence_of_maps_with_the_ndjson_content(varied_log: str) -> None:
+    packed = ok(run_evlog("replay", "-o", "msgpack", log=varied_log))
+    maps = list(msgpack.Unpacker(io.BytesIO(packed), raw=False))
+    ndjson = [json.loads(line) for line in ok(run_evlog("replay", log=varied_log)).splitlines()]
+    assert len(maps) == len(VARIED)
+    for item in maps:
+        assert isinstance(item, dict) and list(item) == KEYS
+    assert maps == ndjson
+
+
+def test_msgpack_output_appends_back_with_input_msgpack(varied_log: str, tmp_path: Path) -> None:
+    copy = str(tmp_path / "copy.lmdb")
+    packed = ok(run_evlog("replay", "-o", "msgpack", log=varied_log))
+    appended = run_evlog("append", "-i", "msgpack", log=copy, input=packed)
+    assert appended.returncode == 0, appended.stderr
+    assert ok(run_evlog("replay", log=copy)) == ok(run_evlog("replay", log=varied_log))
+    assert head_hash(copy) == head_hash(varied_log)
+
+
+# -- templates ----------------------------------------------------------------
+
+
+def template(log: str, fmt: str, *args: str) -> str:
+    return ok(run_evlog("replay", "--template", fmt, *args, log=log)).decode()
+
+
+def test_template_fields_and_missing_keys(varied_log: str) -> None:
+    out = template(varied_log, "{seq} {type} {data[amount]}", "--until", "3")
+    assert out == "1 deposit 100\n2 order.created \n3 withdraw -30\n"
+
+
+def test_template_escapes_for_tab_and_newline(varied_log: str) -> None:
+    assert template(varied_log, r"{seq}\t{type}", "-n", "2") == "1\tdeposit\n2\torder.created\n"
+    assert template(varied_log, r"{seq}\n{stream}", "-n", "1") == "1\naccount-7\n"
+
+
+def test_template_prints_objects_as_json_and_null_as_nothing(varied_log: str) -> None:
+    assert template(varied_log, "{data}|{meta}|{id}|{stream}|{version}", "--from", "2", "-n", "1") == (
+        '{"total":12.5,"items":3,"tags":["a","b"],"note":"héllo ✓ 注文","nested":{"x":null,"y":true}}'
+        '|{"user":"ada","trace":"t-1"}|order-17||\n'
+    )
+    assert template(varied_log, "{data[tags]} {data[nested][y]} {data[nested][x]}<", "--from", "2", "-n", "1") == (
+        '["a","b"] true <\n'
+    )
+    assert template(varied_log, "{data[total]} {data[items]} {meta[user]} {meta[nope]}<", "--from", "2", "-n", "1") == (
+        "12.5 3 ada <\n"
+    )
+
+
+def test_template_keys_on_non_object_data_print_nothing(varied_log: str) -> None:
+    # data is 42, a list, null: {data[amount]} has nothing to print.
+    assert template(varied_log, "{seq}:{data[amount]}:{data}", "--from", "4", "--until", "6") == (
+        '4::42\n5::[1,2.5,"x",null,false,-9223372036854775808]\n6::\n'
+    )
+
+
+def test_template_ts_is_rfc3339(varied_log: str) -> None:
+    assert template(varied_log, "{ts}", "-n", "1") == "2026-11-26T10:00:00.000000001Z\n"
+
+
+@pytest.mark.parametrize("fmt", ["{nope}", "{seq} {datum[amount]}", "{0}", "{}", "{seq"])
+def test_template_unknown_field_or_bad_syntax_is_a_usage_error(varied_log: str, fmt: str) -> None:
+    result = run_evlog("replay", "--template", fmt, log=varied_log)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    message = result.stderr.decode()
+    assert message.startswith("evlog: ") and "--template" in message and "Traceback" not in message
+
+
+def test_unknown_template_field_names_the_event_fields(varied_log: str) -> None:
+    message = run_evlog("replay", "--template", "{nope}", log=varied_log).stderr.decode()
+    assert "{nope}" in message
+    for key in KEYS:
+        assert key in message
+
+
+def test_template_is_checked_before_the_log_is_read(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.lmdb"
+    result = run_evlog("replay", "--template", "{nope}", log=str(missing))
+    assert result.returncode == 2
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("output", ["json", "ndjson", "msgpack", "table"])
+def test_template_with_output_is_a_usage_error(varied_log: str, output: str) -> None:
+    result = run_evlog("replay", "--template", "{seq}", "-o", output, log=varied_log)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert result.stderr.decode().startswith("evlog: ")
+
+
+@pytest.mark.parametrize("fmt", ["{data.amount}", "{seq!x}"])
+def test_template_errors_found_while_rendering_are_not_tracebacks(varied_log: str, fmt: str) -> None:
+    result = run_evlog("replay", "--template", fmt, log=varied_log)
+    assert "Traceback" not in result.stderr.decode()
+    assert result.returncode in (0, 2)
+
+
+def test_template_missing_key_with_a_format_spec_prints_nothing(varied_log: str) -> None:
+    result = run_evlog("replay", "--template", "{seq} {data[amount]:.2f}", "--until", "2", log=varied_log)
+    assert result.returncode == 0, result.stderr.decode()[-300:]
+    assert result.stdout == b"1 100.00\n2 \n"
+
+
+# -- tables -------------------------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_in_terminal(*args: str, log: str, columns: int = 100) -> tuple[int, list[str], bytes]:
+    """Run evlog with stdout on a pseudo-terminal; its exit code, visible lines and stderr."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_")}
+    env.update(COLUMNS=str(columns), TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evlog", *args, "--log", log],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert process.stderr is not None
+    stderr = process.stderr.read()
+    code = process.wait(timeout=60)
+    text = ANSI.sub("", b"".join(chunks).decode())
+    return code, [line.rstrip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()], stderr
+
+
+def display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+@pytest.fixture
+def table_log(log_path: str) -> str:
+    return make_log(
+        log_path,
+        [
+            {"type": "deposit", "stream": "account-7", "ts": "2026-11-26T10:00:00Z", "data": {"amount": 100}},
+            {"type": "order.created", "ts": "2026-11-26T10:00:01Z", "data": {"text": "x" * 300}},
+            {"type": "withdraw", "stream": "account-7", "ts": "2026-11-26T10:00:02Z", "data": {"amount": 30}},
+        ],
+    )
+
+
+def test_replay_on_a_terminal_draws_a_table(table_log: str) -> None:
+    code, lines, stderr = run_in_terminal("replay", log=table_log)
+    assert (code, stderr) == (0, b"")
+    assert len(lines) == 4, lines
+    assert lines[0].split()[:2] == ["seq", "ts"] and "type" in lines[0] and "stream" in lines[0]
+    for line, (seq, etype, stream) in zip(
+        lines[1:], [(1, "deposit", "account-7"), (2, "order.created", ""), (3, "withdraw", "account-7")], strict=True
+    ):
+        cells = line.split()
+        assert cells[0] == str(seq)
+        assert etype in cells and (not stream or stream in cells)
+        assert "2026-11-26" in cells
+    assert "…" in lines[2]  # long data is cut to the column
+    assert all(display_width(line) <= 100 for line in lines)
+
+
+def test_table_output_when_piped(table_log: str) -> None:
+    lines = ok(run_evlog("replay", "-o", "table", "--until", "1", log=table_log)).decode().splitlines()
+    assert "seq" in lines[0]
+    assert any("deposit" in line and "account-7" in line for line in lines[1:])
+
+
+def test_table_rows_fit_an_80_column_terminal(table_log: str) -> None:
+    code, lines, _ = run_in_terminal("replay", log=table_log, columns=80)
+    assert code == 0
+    assert len(lines) == 4, lines
+
+
+def test_table_rows_with_wide_characters_stay_on_one_line(log_path: str) -> None:
+    make_log(log_path, [{"type": "注文作成注文作成", "stream": "口座口座", "data": {"text": "a" * 60}}])
+    code, lines, _ = run_in_terminal("replay", log=log_path, columns=100)
+    assert code == 0
+    assert len(lines) == 2, lines
+    assert display_width(lines[1]) <= 100
+
+
+class _LineCounter(io.TextIOBase):
+    """A text stream that only counts the lines written to it."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.lines += text.count("\n")
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _Enough(Exception):
+    pass
+
+
+def test_write_table_streams_rows_without_collecting_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = _LineCounter()
+    monkeypatch.setattr(sys, "stdout", sink)
+    monkeypatch.setenv("COLUMNS", "120")
+    data = msgpack.packb({"amount": 1})
+    pulled = 0
+
+    def rows(count: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        nonlocal pulled
+        for seq in range(1, count + 1):
+            # Before row `seq` is handed over, the header and every earlier row are out.
+            assert sink.lines >= seq, (seq, sink.lines)
+            if seq > 300:
+                raise _Enough
+            pulled = seq
+            yield seq, (1, 1_795_687_200 * NS + seq, seq, "deposit", "account-7", None, None, data)
+
+    with pytest.raises(_Enough):
+        write_table(rows(200_000))
+    assert pulled == 300
+
+
+# -- evlog.timefmt --------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(min_value=0, max_value=2**63 - 1))
+def test_format_then_parse_is_the_identity(ns: int) -> None:
+    text = format_ts(ns)
+    assert TS_TEXT.match(text), text
+    assert parse_rfc3339(text) == ns
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**63 - 1),
+    st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59),
+)
+def test_parse_of_an_offset_time_is_the_same_instant(ns: int, offset_minutes: int) -> None:
+    seconds, fraction = divmod(ns, NS)
+    zone = timezone(timedelta(minutes=offset_minutes))
+    wall = datetime.fromtimestamp(seconds, tz=zone)
+    sign = "+" if offset_minutes >= 0 else "-"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    text = f"{wall:%Y-%m-%dT%H:%M:%S}.{fraction:09d}{sign}{hours:02d}:{minutes:02d}"
+    assert parse_rfc3339(text) == ns
+    assert parse_rfc3339(f"{text[:-6]}{sign}{hours:02d}{minutes:02d}") == ns  # +hhmm, no colon
+
+
+def test_format_ts_is_right_when_seconds_alternate() -> None:
+    a, b = 1_795_687_200 * NS + 5, 1_795_687_201 * NS + 6
+    assert [format_ts(a), format_ts(b), format_ts(a), format_ts(a + 1)] == [
+        "2026-11-26T10:00:00.000000005Z",
+        "2026-11-26T10:00:01.000000006Z",
+        "2026-11-26T10:00:00.000000005Z",
+        "2026-11-26T10:00:00.000000006Z",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (0, "1970-01-01T00:00:00.000000000Z"),
+        (1, "1970-01-01T00:00:00.000000001Z"),
+        (951_782_400 * NS, "2000-02-29T00:00:00.000000000Z"),
+        (1_709_208_000 * NS + 999_999_999, "2024-02-29T12:00:00.999999999Z"),
+        (2**63 - 1, "2262-04-11T23:47:16.854775807Z"),
+    ],
+)
+def test_format_ts_known_values(ns: int, text: str) -> None:
+    assert format_ts(ns) == text
+    assert parse_rfc3339(text) == ns
+
+
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [
+        ("2024-02-29T12:00:00Z", 1_709_208_000 * NS),
+        ("2024-02-29T14:00:00+02:00", 1_709_208_000 * NS),
+        ("2024-02-29T06:30:00-05:30", 1_709_208_000 * NS),
+        ("2024-02-29T14:00:00+0200", 1_709_208_000 * NS),
+        ("2024-02-29T12:00:00+00:00", 1_709_208_000 * NS),
+        ("2024-02-29T12:00:00-00:00", 1_709_208_000 * NS),
+        ("2024-03-01T01:00:00+13:00", 1_709_208_000 * NS),
+        ("2024-02-29t12:00:00z", 1_709_208_000 * NS),
+        ("2024-02-29 12:00:00Z", 1_709_208_000 * NS),
+        ("2024-02-29T12:00:00.5Z", 1_709_208_000 * NS + 500_000_000),
+        ("2024-02-29T12:00:00.05Z", 1_709_208_000 * NS + 50_000_000),
+        ("2024-02-29T12:00:00.000001Z", 1_709_208_000 * NS + 1_000),
+        ("2024-02-29T12:00:00.123456789+00:00", 1_709_208_000 * NS + 123_456_789),
+        ("1970-01-01T01:00:00+01:00", 0),
+    ],
+)
+def test_parse_rfc3339_edge_cases(text: str, ns: int) -> None:
+    assert parse_rfc3339(text) == ns
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-02-29T00:00:00Z",  # not a leap year
+        "2100-02-29T00:00:00Z",  # centuries are not, unless divisible by 400
+        "2024-13-01T00:00:00Z",
+        "2024-04-31T00:00:00Z",
+        "2024-02-29T24:00:00Z",
+        "2024-02-29T12:60:00Z",
+        "2024-02-29T12:00:00",  # no zone
+        "2024-02-29T12:00Z",  # no seconds
+        "2024-02-29",
+        "2024-02-29T12:00:00.1234567890Z",  # ten fractional digits
+        "2024-02-29T12:00:00.Z",
+        "not a time",
+    ],
+)
+def test_parse_rfc3339_rejects(text: str) -> None:
+    assert parse_rfc3339(text) is None

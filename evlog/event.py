@@ -7,7 +7,6 @@ time, and msgpack output, never pay for payloads they do not look at.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -91,16 +90,23 @@ class Event:
     __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass
 class AppendSummary:
-    """What a (bulk) append did: the seqs written, duplicates and rejects."""
+    """What a (bulk) append did: the seqs written, duplicates and rejects.
 
-    appended: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-    duplicates: int = 0
-    skipped: int = 0
-    events: list[Event] = field(default_factory=list)
+    A plain class rather than a dataclass: ``dataclasses`` costs milliseconds
+    to import, and this module is on the path of every ``evlog append``.
+    """
+
+    def __init__(self) -> None:
+        self.appended = 0
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.duplicates = 0
+        self.skipped = 0
+        self.events: list[Event] = []
+
+    def __repr__(self) -> str:
+        return f"AppendSummary({self.describe()!r})"
 
     def describe(self) -> str:
         """``appended 1233 events (seq 5001-6233)`` and what else happened."""

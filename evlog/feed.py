@@ -189,16 +189,22 @@ def feed_ndjson(
     number = 0
     rest = b""
 
+    long_digits_in_chunk = False
+
     def lines() -> Iterator[bytes]:
-        nonlocal rest
+        nonlocal rest, long_digits_in_chunk
         for chunk in feeder.chunks(fd):
             if not number and not rest and chunk.startswith(_BOM):
                 chunk = chunk[len(_BOM) :]
-            parts = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+            text = rest + chunk if rest else chunk
+            # One search per chunk; lines are searched only in the rare chunk that has a hit.
+            long_digits_in_chunk = may_need_exact_json(text)
+            parts = text.split(b"\n")
             rest = parts.pop()
             yield from parts
             feeder.start_clock()
         if rest:
+            long_digits_in_chunk = may_need_exact_json(rest)
             yield rest
 
     # The loop below runs once per input line: the common case is inlined.
@@ -211,7 +217,7 @@ def feed_ndjson(
                 feeder.reject(BadInputError(f"not valid JSON ({exc})", line=number), raw)
             continue  # blank lines (and CR-only ones) are skipped
         try:
-            if long_digits(raw):
+            if long_digits_in_chunk and long_digits(raw):
                 value = exact_json(raw, number)
             event = convert(value, number, raw if keep_raw else None)
         except BadInputError as exc:
@@ -231,7 +237,7 @@ def _converter(
     if data_type is None:
 
         def event_of(value: Any, number: int, raw: bytes | None) -> Pending:
-            return from_mapping(value, number, default_stream=default_stream, default_meta=default_meta, raw=raw)
+            return from_mapping(value, number, default_stream, default_meta, raw)
 
         return event_of
 

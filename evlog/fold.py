@@ -41,9 +41,9 @@ FOLD_ENGINE = 1
 EVENT_FIELDS = ("seq", "ts", "type", "stream", "version", "id", "data", "meta")
 _ALIASES = {"state": "s", "event": "e"}
 _SAFE_BUILTINS = (
-    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float", "frozenset",
+    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float",
     "int", "isinstance", "len", "list", "map", "max", "min", "pow", "range", "reversed", "round",
-    "set", "sorted", "str", "sum", "tuple", "zip", "ArithmeticError", "Exception", "KeyError",
+    "sorted", "str", "sum", "tuple", "zip", "ArithmeticError", "Exception", "KeyError",
     "IndexError", "LookupError", "TypeError", "ValueError", "ZeroDivisionError",
 )
 _REFUSED = {
@@ -51,6 +51,10 @@ _REFUSED = {
     ast.ClassDef: "class", ast.Global: "global", ast.Nonlocal: "nonlocal", ast.Yield: "yield",
     ast.YieldFrom: "yield", ast.Await: "await", ast.AsyncFor: "async for", ast.AsyncWith: "async with",
     ast.With: "with",
+    # A set's order of iteration depends on the process's string hashing, so a
+    # fold using one could answer differently in two runs: no sets.
+    ast.Set: "a set (use a list, a tuple or the keys of an object)",
+    ast.SetComp: "a set (use a list, a tuple or the keys of an object)",
 }
 
 
@@ -161,7 +165,7 @@ class _Rewriter(ast.NodeTransformer):
     def generic_visit(self, node: ast.AST) -> ast.AST:
         refused = _REFUSED.get(type(node))
         if refused is not None:
-            raise self.refuse(node, f"'{refused}'")
+            raise self.refuse(node, refused if " " in refused else f"'{refused}'")
         return super().generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
@@ -259,12 +263,12 @@ def _check_names(tree: ast.AST, rewriter: _Rewriter) -> None:
     """Every name a clause reads must be one of the fold's, a pure builtin, or its own."""
     own = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
     own |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    offered = own | _LOOP_NAMES | set(_SAFE_BUILTINS)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id not in own and node.id not in _LOOP_NAMES and node.id not in _SAFE_BUILTINS:
-                raise rewriter.refuse(
-                    node, f"the name {node.id!r} (folds have s, e, d and pure builtins such as len, sum, max)"
-                )
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in offered:
+            raise rewriter.refuse(
+                node, f"the name {node.id!r} (folds have s, e, d and pure builtins such as len, sum, max)"
+            )
 
 
 def _new_state_rule(statements: list[ast.stmt]) -> list[ast.stmt]:
@@ -430,7 +434,7 @@ class CompiledFold:
             lambda: self.spec.init
         )
         if self.file_handlers is not None and self.file_handlers.init is not None:
-            init = self.file_handlers.init
+            init = _guarded_init(self.file_handlers.init)
         return self.function(
             chunks, states, init, msgpack.unpackb, format_ts, self.patterns,
             _PredicateCache(types) if types else None, _PredicateCache(streams) if streams else None,
@@ -476,6 +480,18 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     return namespace["_where"]  # type: ignore[no-any-return]
 
 
+def _guarded_init(init: Callable[[], Any]) -> Callable[[], Any]:
+    """A fold file's ``init()``, its failures reported like any fold failure."""
+
+    def guarded() -> Any:
+        try:
+            return init()
+        except Exception as exc:
+            raise FoldError(f"--fold-file: init() failed: {type(exc).__name__}: {exc}") from exc
+
+    return guarded
+
+
 class _PredicateCache(dict[Any, bool]):
     def __init__(self, predicate: Callable[[Any], bool]) -> None:
         super().__init__()
@@ -495,6 +511,8 @@ class _FileHandlers:
             exec(compile(source, "<fold-file>", "exec"), namespace)  # the user's own reducer module
         except SyntaxError as exc:
             raise FoldSyntaxError(f"--fold-file: {exc.msg} at line {exc.lineno}") from None
+        except Exception as exc:
+            raise FoldError(f"--fold-file failed while loading: {type(exc).__name__}: {exc}") from exc
         self.namespace = namespace
         self.init: Callable[[], Any] | None = namespace.get("init")
         self.apply: Callable[[Any, Any], Any] | None = namespace.get("apply")
@@ -518,7 +536,7 @@ def _fail(exc: BaseException, seq: int, etype: str, stream: str | None) -> None:
         raise exc
     reason = f"{type(exc).__name__}: {exc}"
     hint = ""
-    if isinstance(exc, KeyError):
+    if isinstance(exc, KeyError) and exc.args:
         hint = f"; hint: give the state a starting value with --init, e.g. --init '{{\"{exc.args[0]}\": 0}}'"
         reason = f"KeyError {exc.args[0]!r} (no such key)"
     elif isinstance(exc, NameError):

@@ -183,7 +183,6 @@ def encode_data(value: Any, line: int | None = None) -> bytes:
 def from_mapping(
     obj: object,
     line: int | None = None,
-    *,
     default_stream: str | None = None,
     default_meta: dict[str, Any] | None = None,
     raw: bytes | None = None,
@@ -202,12 +201,13 @@ def from_mapping(
             "meta, id, expect, ts",
             line=line,
         )
-    etype = obj.get("type")
+    get = obj.get
+    etype = get("type")
     if type(etype) is not str or etype not in _valid_types:
         if etype is None:
             raise BadInputError('missing "type" (every event needs one)', line=line)
         etype = check_type(etype, line)
-    stream = obj.get("stream")
+    stream = get("stream")
     if stream is None:
         stream = default_stream  # -s applies to lines without a stream (also "stream": null)
     if stream is None:
@@ -220,22 +220,25 @@ def from_mapping(
             if len(_stream_keys) > 100_000:
                 _stream_keys.clear()
             _stream_keys[stream] = stream_key
-    data = obj.get("data", _MISSING)
+    data = get("data", _MISSING)
     data_bytes = EMPTY_OBJECT if data is _MISSING else encode_data(data, line)
-    meta = obj.get("meta")
+    meta = get("meta")
     if meta is not None:
         meta = check_meta(meta, line)
     if default_meta:
         meta = {**default_meta, **(meta or {})}
-    event_id = obj.get("id")
-    if event_id is not None:
-        event_id = check_id(event_id, line)
-    expect = obj.get("expect")
-    if expect is not None:
-        expect = check_expect(expect, stream, line)
-    ts = obj.get("ts")
-    if ts is not None:
-        ts = check_ts(ts, line)
+    event_id = expect = ts = None
+    # Most lines have only type, stream, data (and meta): skip the rarer keys then.
+    if len(obj) > 1 + ("stream" in obj) + (data is not _MISSING) + ("meta" in obj):
+        event_id = get("id")
+        if event_id is not None:
+            event_id = check_id(event_id, line)
+        expect = get("expect")
+        if expect is not None:
+            expect = check_expect(expect, stream, line)
+        ts = get("ts")
+        if ts is not None:
+            ts = check_ts(ts, line)
     return (
         etype,
         stream,
@@ -316,7 +319,10 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+# Digits -> "1", everything else -> "0": a run of 19 digits is then a plain
+# substring search, about ten times faster than a regular expression.
+_DIGIT_MAP = bytes(0x31 if 0x30 <= byte <= 0x39 else 0x30 for byte in range(256))
+_NINETEEN_DIGITS = b"1" * 19
 
 
 def exact_json(raw: bytes, line: int | None) -> Any:
@@ -341,7 +347,8 @@ def exact_json(raw: bytes, line: int | None) -> Any:
 
 
 def may_need_exact_json(raw: bytes) -> bool:
-    return _LONG_DIGITS.search(raw) is not None
+    """Whether ``raw`` has a run of 19 or more digits (an integer orjson may round)."""
+    return _NINETEEN_DIGITS in raw.translate(_DIGIT_MAP)
 
 
 def _check_utf8(value: str, what: str, line: int | None) -> bytes:

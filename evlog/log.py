@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
@@ -55,19 +54,19 @@ Reject = Callable[[int | None, EvlogError, "bytes | None"], None]
 """Called with the input line number, the reason and the raw input of each skipped event."""
 
 
-@dataclass
 class BatchOutcome:
     """What one write transaction did with a batch of pending events."""
 
-    first_seq: int | None = None
-    last_seq: int | None = None
-    count: int = 0
-    head_seq: int = 0
-    heads: dict[bytes, int] = field(default_factory=dict)
-    written: list[Event] = field(default_factory=list)
-    rejections: list[tuple[int | None, EvlogError, bytes | None]] = field(default_factory=list)
-    duplicates: list[tuple[Pending, int]] = field(default_factory=list)
-    stop: tuple[Pending, EvlogError] | None = None
+    def __init__(self) -> None:
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.count = 0
+        self.head_seq = 0
+        self.heads: dict[bytes, int] = {}
+        self.written: list[Event] = []
+        self.rejections: list[tuple[int | None, EvlogError, bytes | None]] = []
+        self.duplicates: list[tuple[Pending, int]] = []
+        self.stop: tuple[Pending, EvlogError] | None = None
 
 
 class Log:

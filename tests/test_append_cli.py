@@ -508,7 +508,9 @@ def test_skip_invalid_reports_and_writes_the_good_lines(log_path: str) -> None:
     assert len(lines) == 4
     assert lines[0].startswith("evlog: skipped: line 2: not valid JSON (")
     assert lines[1] == 'evlog: skipped: line 4: missing "type" (every event needs one)'
-    assert lines[2].startswith('evlog: skipped: line 6: "ts" 1970-01-01T00:00:00.000000007Z is before the previous event')
+    assert lines[2].startswith(
+        'evlog: skipped: line 6: "ts" 1970-01-01T00:00:00.000000007Z is before the previous event'
+    )
     assert lines[3] == "evlog: appended 3 events (seq 1-3); skipped 3 invalid"
     assert [(e.seq, e.data) for e in stored(log_path)] == [(1, {"n": 1}), (2, {"n": 3}), (3, {"n": 5})]
 

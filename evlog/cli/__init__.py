@@ -14,9 +14,9 @@ and a closed stdout ends the command quietly. ``--debug`` (or
 from __future__ import annotations
 
 import importlib
-import traceback
 import os
 import sys
+import traceback
 from typing import Annotated, Any
 
 import lmdb

@@ -230,6 +230,7 @@ class _Clause:
 
 @dataclass
 class _Analysis:
+    own_names: set[str] = field(default_factory=set)
     event_fields: set[str] = field(default_factory=set)
     whole_event: bool = False
     uses_data: bool = False
@@ -237,13 +238,14 @@ class _Analysis:
 
 def _parse(option: str, code: str, analysis: _Analysis, *, expression: bool) -> Any:
     """The rewritten clause: a list of statements, or with ``expression`` one expression."""
+    code = code.strip()  # so that error columns point into the text that is shown
     try:
         tree = ast.parse(code.strip(), mode="eval" if expression else "exec")
     except SyntaxError as exc:
         raise FoldSyntaxError(f"{option} {code!r}: {exc.msg} (column {exc.offset})") from None
     rewriter = _Rewriter(option, code)
     tree = rewriter.visit(tree)
-    _check_names(tree, rewriter)
+    analysis.own_names |= _check_names(tree, rewriter) - _LOOP_NAMES
     analysis.event_fields |= rewriter.event_fields
     analysis.whole_event |= rewriter.whole_event
     analysis.uses_data |= rewriter.uses_data or rewriter.whole_event
@@ -259,8 +261,8 @@ def _parse(option: str, code: str, analysis: _Analysis, *, expression: bool) -> 
 _LOOP_NAMES = {"s", "e", "d", "_e_seq", "_e_ts", "_e_type", "_e_stream", "_e_version", "_e_id", "_e_meta"}
 
 
-def _check_names(tree: ast.AST, rewriter: _Rewriter) -> None:
-    """Every name a clause reads must be one of the fold's, a pure builtin, or its own."""
+def _check_names(tree: ast.AST, rewriter: _Rewriter) -> set[str]:
+    """Every name a clause reads must be one of the fold's, a pure builtin, or its own; returns its own."""
     own = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
     own |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
     offered = own | _LOOP_NAMES | set(_SAFE_BUILTINS)
@@ -269,6 +271,7 @@ def _check_names(tree: ast.AST, rewriter: _Rewriter) -> None:
             raise rewriter.refuse(
                 node, f"the name {node.id!r} (folds have s, e, d and pure builtins such as len, sum, max)"
             )
+    return own
 
 
 def _new_state_rule(statements: list[ast.stmt]) -> list[ast.stmt]:
@@ -352,22 +355,16 @@ class CompiledFold:
         # Filters first: cheapest, and skipping an event skips its decoding.
         code.append("if _types is not None and not _types[_e_type]: continue")
         code.append("if _streams is not None and not _streams[_e_stream]: continue")
-        if analysis.uses_data:
-            code.append("d = _unpack(_e_data)")
-        if "ts" in analysis.event_fields or analysis.whole_event:
-            code.append("_e_ts = _format_ts(_ts)")
-        if analysis.whole_event:
-            code.append(
-                "e = {'seq': _e_seq, 'ts': _e_ts, 'type': _e_type, 'stream': _e_stream, 'version': _e_version,"
-                " 'id': _e_id, 'data': d, 'meta': _e_meta or {}}"
-            )
-        elif "meta" in analysis.event_fields:
-            code.append("_e_meta = _e_meta or {}")
+        code.extend(_event_prelude(analysis))
         for line in code:
             prelude.extend(ast.parse(line).body)
         # --where, --by and the clauses run inside one try: any failure of the
         # user's code is reported with the event it failed on.
         body: list[ast.stmt] = []
+        # A clause's own variables start every event unset (None): values kept
+        # from the previous event would be state that snapshots do not hold.
+        for name in sorted(analysis.own_names):
+            body.extend(ast.parse(f"{name} = None").body)
         if where is not None:
             test = ast.parse("if not _w: continue").body[0]
             assert isinstance(test, ast.If)
@@ -442,26 +439,33 @@ class CompiledFold:
         )
 
 
+def _event_prelude(analysis: _Analysis) -> list[str]:
+    """Lines that give a clause the parts of the event it reads, and no more."""
+    lines = []
+    if analysis.uses_data:
+        lines.append("d = _unpack(_e_data)")
+    if "ts" in analysis.event_fields or analysis.whole_event:
+        lines.append("_e_ts = _format_ts(_ts)")
+    if "meta" in analysis.event_fields or analysis.whole_event:
+        lines.append("_e_meta = _e_meta or {}")
+    if analysis.whole_event:
+        lines.append(
+            "e = {'seq': _e_seq, 'ts': _e_ts, 'type': _e_type, 'stream': _e_stream, 'version': _e_version,"
+            " 'id': _e_id, 'data': d, 'meta': _e_meta}"
+        )
+    return lines
+
+
 def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     """``--where EXPR`` alone (no fold): a predicate over ``(seq, envelope)``."""
     analysis = _Analysis()
     expression = _parse("--where", code, analysis, expression=True)
     assert isinstance(expression, ast.expr)
     lines = ["_f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _envelope"]
-    if analysis.uses_data:
-        lines.append("d = _unpack(_e_data)")
-    if "ts" in analysis.event_fields or analysis.whole_event:
-        lines.append("_e_ts = _format_ts(_ts)")
-    if analysis.whole_event:
-        lines.append(
-            "e = {'seq': _e_seq, 'ts': _e_ts, 'type': _e_type, 'stream': _e_stream, 'version': _e_version,"
-            " 'id': _e_id, 'data': d, 'meta': _e_meta or {}}"
-        )
-    elif "meta" in analysis.event_fields:
-        lines.append("_e_meta = _e_meta or {}")
+    lines.extend(_event_prelude(analysis))
     module = ast.parse("def _where(_e_seq, _envelope):\n" + "".join(f"    {line}\n" for line in lines)
                        + "    try:\n        return bool(_x)\n"
-                       "    except Exception as _exc:\n        _fail(_exc, _e_seq, _e_type, _e_stream)\n")
+                       "    except Exception as _exc:\n        _fail(_exc, _e_seq, _e_type, _e_stream, 'the filter')\n")
     function = module.body[0]
     assert isinstance(function, ast.FunctionDef)
     guarded = function.body[-1]
@@ -531,20 +535,24 @@ class _FileHandlers:
 _UNSET: Any = object()
 
 
-def _fail(exc: BaseException, seq: int, etype: str, stream: str | None) -> None:
+def _fail(exc: BaseException, seq: int, etype: str, stream: str | None, what: str = "the fold") -> None:
     if isinstance(exc, EvlogError):
         raise exc
     reason = f"{type(exc).__name__}: {exc}"
     hint = ""
     if isinstance(exc, KeyError) and exc.args:
-        hint = f"; hint: give the state a starting value with --init, e.g. --init '{{\"{exc.args[0]}\": 0}}'"
-        reason = f"KeyError {exc.args[0]!r} (no such key)"
+        key = exc.args[0]
+        hint = (
+            f"; hint: if the state has no {key!r} yet, start it with --init, e.g. --init '{{\"{key}\": 0}}'; "
+            f"for a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
+        )
+        reason = f"KeyError {key!r} (no such key)"
     elif isinstance(exc, NameError):
         hint = "; hint: the names are s (state), e (event) and d (its data)"
     elif isinstance(exc, TypeError) and "NoneType" in str(exc):
         hint = "; hint: a value is missing (null); check --init or use .get()"
     where = f"seq {seq} (type {etype!r}" + (f", stream {stream!r})" if stream is not None else ")")
-    raise FoldError(f"the fold failed at {where}: {reason}{hint}") from exc
+    raise FoldError(f"{what} failed at {where}: {reason}{hint}") from exc
 
 
 def _bad_format(seq: int, found: object) -> None:

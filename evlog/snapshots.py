@@ -22,7 +22,9 @@ from typing import Any
 
 import msgpack
 
-from .errors import UsageError
+from .errors import BadInputError, UsageError
+
+_JSON_ONLY = "keep the state to objects, arrays (lists), text, numbers within 64 bits, booleans and null"
 from .fold import FoldSpec
 from .record import key_seq, seq_key
 from .store import Store
@@ -40,11 +42,20 @@ class SnapshotInfo:
 
 
 def save(store: Store, digest: bytes, seq: int, ts: int, states: dict[Any, Any]) -> int:
-    """Store the states after ``seq``; returns the size in bytes."""
-    value = msgpack.packb(
-        {"ts": ts, "saved": time.time_ns(), "states": [[key, state] for key, state in states.items()]},
-        use_bin_type=True,
-    )
+    """Store the states after ``seq``; returns the size in bytes.
+
+    Only states that come back exactly as they were are stored: a tuple would
+    come back a list, a set not at all; a fold resumed from such a snapshot
+    could answer differently than one run from the start.
+    """
+    pairs = [[key, state] for key, state in states.items()]
+    try:
+        value = msgpack.packb({"ts": ts, "saved": time.time_ns(), "states": pairs}, use_bin_type=True)
+        same = msgpack.unpackb(value, strict_map_key=False)["states"] == pairs
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadInputError(f"the fold's state cannot be saved in a snapshot ({exc}); {_JSON_ONLY}") from None
+    if not same:
+        raise BadInputError(f"the fold's state holds a tuple, which a snapshot cannot keep; {_JSON_ONLY}")
     store.write(lambda txn: txn.put(digest + seq_key(seq), value, db=store.dbs[b"snapshots"]))
     return len(value)
 
@@ -77,16 +88,16 @@ def drop(store: Store, *, digest: str | None = None, before: int | None = None, 
     """Delete snapshots of one definition (hex digest prefix), before a seq, or all; returns how many."""
     if digest is None and before is None and not everything:
         raise UsageError("say which snapshots to drop: a definition hash, --before POS, or --all")
-    prefix = bytes.fromhex(digest) if digest and len(digest) % 2 == 0 else None
-    if digest is not None and prefix is None:
-        raise UsageError(f"{digest!r} is not a snapshot hash (see evlog snapshot list)")
+    prefix = digest.lower() if digest is not None else None
+    if prefix is not None and (not prefix or any(char not in "0123456789abcdef" for char in prefix)):
+        raise UsageError(f"{digest!r} is not a snapshot hash or a prefix of one (see evlog snapshot list)")
 
     def work(txn: Any) -> int:
         cursor = txn.cursor(db=store.dbs[b"snapshots"])
         doomed = [
             bytes(key)
             for key in cursor.iternext(values=False)
-            if (prefix is None or bytes(key).startswith(prefix))
+            if (prefix is None or bytes(key[:16]).hex().startswith(prefix))
             and (before is None or key_seq(key[16:]) < before)
         ]
         for key in doomed:

@@ -111,10 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit with the code of its outcome."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EVLOG_DEBUG", "") not in ("", "0")
-    if "--on" in args:
-        from ._fold_options import join_on_pairs
+    if any(arg in ("--on", "--fold", "-f") or arg.startswith("--fold=") for arg in args):
+        from ._fold_options import ordered_fold_clauses
 
-        args = join_on_pairs(args)
+        args = ordered_fold_clauses(args)
     command = typer.main.get_command(app)
     code = 0
     try:

@@ -85,16 +85,18 @@ def spec_from_options(
     """The :class:`~evlog.fold.FoldSpec` the options describe (checked by compiling it)."""
     from ..fold import CompiledFold, FoldSpec, load_fold_file, parse_init
 
-    pairs = []
+    pairs: list[tuple[str | None, str]] = [(None, code) for code in fold or ()]
     for joined in on or ():
         pattern, separator, code = joined.partition(ON_SEPARATOR)
         if not separator:
             raise UsageError(f"--on {pattern!r} needs two values: --on TYPE CODE")
-        pairs.append((pattern, code))
-    clauses = tuple((None, code) for code in fold or ()) + tuple(pairs)
+        pairs.append((None if pattern == EVERY_EVENT else pattern, code))
+    clauses = tuple(pairs)
     source = load_fold_file(fold_file) if fold_file is not None else None
     if source is not None and clauses:
         raise UsageError("--fold-file is an alternative to --fold and --on: give one or the other")
+    if source is not None and init is not None and "def init(" in source:
+        raise UsageError("--init and the fold file's init() both set the initial state: keep one")
     if init is not None and not clauses and source is None:
         raise UsageError("--init needs a fold: add --fold or --on")
     if by is not None and not clauses and source is None:
@@ -151,8 +153,6 @@ def print_fold(
             out.flush()
         return
     value = result.value(by=by)
-    if value is None and not by:
-        value = spec.init if spec.fold_file is None else None
     if output is Output.msgpack:
         import msgpack
 
@@ -166,18 +166,36 @@ def print_fold(
     out.write(orjson.dumps(value, option=option))
 
 
-def join_on_pairs(args: list[str]) -> list[str]:
-    """``--on TYPE CODE`` -> ``--on TYPE<sep>CODE``, so that typer sees one value."""
-    joined: list[str] = []
+EVERY_EVENT = "\x1e"
+"""Marks a ``--fold`` clause after :func:`ordered_fold_clauses` made it an ``--on``."""
+
+
+def ordered_fold_clauses(args: list[str]) -> list[str]:
+    """Rewrite ``--fold CODE`` and ``--on TYPE CODE`` into one option, in command-line order.
+
+    Clauses apply in the order they are given, across both options; typer
+    keeps each option's values in order but not their interleaving, and takes
+    one value per option. So both become ``--on`` with one joined value:
+    ``TYPE<sep>CODE``, and for ``--fold`` the pattern is :data:`EVERY_EVENT`.
+    """
+    rewritten: list[str] = []
     index = 0
     while index < len(args):
         arg = args[index]
         if arg == "--":
-            return joined + args[index:]
+            return rewritten + args[index:]
+        if arg in ("--fold", "-f") and index + 1 < len(args):
+            rewritten += ["--on", EVERY_EVENT + ON_SEPARATOR + args[index + 1]]
+            index += 2
+            continue
+        if arg.startswith("--fold="):
+            rewritten += ["--on", EVERY_EVENT + ON_SEPARATOR + arg[len("--fold="):]]
+            index += 1
+            continue
         if arg == "--on" and index + 2 < len(args) and not args[index + 1].startswith("--"):
-            joined += [arg, args[index + 1] + ON_SEPARATOR + args[index + 2]]
+            rewritten += [arg, args[index + 1] + ON_SEPARATOR + args[index + 2]]
             index += 3
             continue
-        joined.append(arg)
+        rewritten.append(arg)
         index += 1
-    return joined
+    return rewritten

@@ -23,11 +23,11 @@ from typing import Any
 import msgpack
 
 from .errors import BadInputError, UsageError
-
-_JSON_ONLY = "keep the state to objects, arrays (lists), text, numbers within 64 bits, booleans and null"
 from .fold import FoldSpec
 from .record import key_seq, seq_key
 from .store import Store
+
+_JSON_ONLY = "keep the state to objects, arrays (lists), text, numbers within 64 bits, booleans and null"
 
 
 @dataclass(frozen=True)

@@ -187,47 +187,53 @@ def feed_ndjson(
     batch = feeder.batch
     size = feeder.batch_size if not feeder.atomic else 0
     number = 0
-    rest = b""
-
-    long_digits_in_chunk = False
-
-    def lines() -> Iterator[bytes]:
-        nonlocal rest, long_digits_in_chunk
-        for chunk in feeder.chunks(fd):
-            if not number and not rest and chunk.startswith(_BOM):
-                chunk = chunk[len(_BOM) :]
-            text = rest + chunk if rest else chunk
-            # One search per chunk; lines are searched only in the rare chunk that has a hit.
-            long_digits_in_chunk = may_need_exact_json(text)
-            parts = text.split(b"\n")
-            rest = parts.pop()
-            yield from parts
-            feeder.start_clock()
-        if rest:
-            long_digits_in_chunk = may_need_exact_json(rest)
-            yield rest
-
-    # The loop below runs once per input line: the common case is inlined.
-    for raw in lines():
-        number += 1
-        try:
-            value = loads(raw)
-        except decode_error as exc:
-            if raw.strip():
-                feeder.reject(BadInputError(f"not valid JSON ({exc})", line=number), raw)
-            continue  # blank lines (and CR-only ones) are skipped
-        try:
-            if long_digits_in_chunk and long_digits(raw):
-                value = exact_json(raw, number)
-            event = convert(value, number, raw if keep_raw else None)
-        except BadInputError as exc:
-            feeder.reject(exc, raw)
-            continue
-        batch.append(event)
-        if len(batch) == size:
-            feeder.flush()
+    # The loop below runs once per input line: the common case is inlined and
+    # uses only fast locals (no closure cells, no wrapper call).
+    for lines, long_digits_in_chunk in _line_chunks(feeder, fd):
+        for raw in lines:
+            number += 1
+            try:
+                value = loads(raw)
+            except decode_error as exc:
+                if raw.strip():
+                    feeder.reject(BadInputError(f"not valid JSON ({exc})", line=number), raw)
+                continue  # blank lines (and CR-only ones) are skipped
+            try:
+                if long_digits_in_chunk and long_digits(raw):
+                    value = exact_json(raw, number)
+                if data_type is None:
+                    event = from_mapping(value, number, default_stream, default_meta, raw if keep_raw else None)
+                else:
+                    event = convert(value, number, raw if keep_raw else None)
+            except BadInputError as exc:
+                feeder.reject(exc, raw)
+                continue
+            batch.append(event)
+            if len(batch) == size:
+                feeder.flush()
     feeder.flush(final=True)
     return feeder.summary
+
+
+def _line_chunks(feeder: Feeder, fd: int) -> Iterator[tuple[list[bytes], bool]]:
+    """The input's lines, a chunk at a time, with whether the chunk has a 19-digit run.
+
+    One digit search per chunk; the rare chunk with a hit gets its lines
+    searched one by one (see :func:`evlog.ingest.exact_json`).
+    """
+    rest = b""
+    first = True
+    for chunk in feeder.chunks(fd):
+        if first and chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
+        first = False
+        text = rest + chunk if rest else chunk
+        lines = text.split(b"\n")
+        rest = lines.pop()
+        yield lines, may_need_exact_json(text)
+        feeder.start_clock()
+    if rest:
+        yield [rest], may_need_exact_json(rest)
 
 
 def _converter(

@@ -207,8 +207,8 @@ def from_mapping(
         if etype is None:
             raise BadInputError('missing "type" (every event needs one)', line=line)
         etype = check_type(etype, line)
-    stream = get("stream")
-    if stream is None:
+    stream = given_stream = get("stream", _MISSING)
+    if stream is _MISSING or stream is None:
         stream = default_stream  # -s applies to lines without a stream (also "stream": null)
     if stream is None:
         stream_key = None
@@ -222,14 +222,16 @@ def from_mapping(
             _stream_keys[stream] = stream_key
     data = get("data", _MISSING)
     data_bytes = EMPTY_OBJECT if data is _MISSING else encode_data(data, line)
-    meta = get("meta")
-    if meta is not None:
+    meta = given_meta = get("meta", _MISSING)
+    if meta is _MISSING:
+        meta = None
+    elif meta is not None:
         meta = check_meta(meta, line)
     if default_meta:
         meta = {**default_meta, **(meta or {})}
     event_id = expect = ts = None
     # Most lines have only type, stream, data (and meta): skip the rarer keys then.
-    if len(obj) > 1 + ("stream" in obj) + (data is not _MISSING) + ("meta" in obj):
+    if len(obj) > 1 + (given_stream is not _MISSING) + (data is not _MISSING) + (given_meta is not _MISSING):
         event_id = get("id")
         if event_id is not None:
             event_id = check_id(event_id, line)

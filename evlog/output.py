@@ -216,7 +216,7 @@ def table_widths(width: int) -> tuple[int, int, int, int, int, int]:
     return seq_w, ts_w, type_w, stream_w, ver_w, data_w
 
 
-def write_table(rows: Iterable[Row], *, flush_each: bool = False) -> int:
+def write_table(rows: Iterable[Row], *, flush_each: bool = False, header: bool = True) -> int:
     """Events as aligned, coloured rows on a terminal, streamed one by one.
 
     Column widths are fixed from the terminal width up front, so nothing is
@@ -235,13 +235,14 @@ def write_table(rows: Iterable[Row], *, flush_each: bool = False) -> int:
         padding = " " * (size - cell_len(text))
         return padding + text if right else text + padding
 
-    header = Text(style="bold")
-    for label, size, right in (
-        ("seq", seq_w, True), ("ts (UTC)", ts_w, False), ("type", type_w, False),
-        ("stream", stream_w, False), ("ver", ver_w, True), ("data", data_w, False),
-    ):
-        header.append(cell(label, size, right) + " ")
-    console.print(header)
+    if header:
+        title = Text(style="bold")
+        for label, size, right in (
+            ("seq", seq_w, True), ("ts (UTC)", ts_w, False), ("type", type_w, False),
+            ("stream", stream_w, False), ("ver", ver_w, True), ("data", data_w, False),
+        ):
+            title.append(cell(label, size, right) + " ")
+        console.print(title)
     count = 0
     for event in event_dicts(rows):
         line = Text()

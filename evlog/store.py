@@ -24,6 +24,7 @@ on 64-bit Linux because the file grows with the data) that still grows on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
@@ -36,6 +37,7 @@ import lmdb
 from .errors import EvlogError, LogNotFoundError, NotALogError, StorageError, UsageError
 
 LOG_FORMAT = 1
+SIDECAR = "commits"  # touched after every commit; followers watch it
 DEFAULT_MAP_SIZE = 1 << 40
 _MIN_MAP_SIZE = 1 << 20
 _DATABASES = (b"events", b"streams", b"ids", b"types", b"meta", b"snapshots", b"projections", b"groups")
@@ -216,7 +218,7 @@ class Store:
         except lmdb.Error as exc:
             raise _storage_error(self.path, exc) from exc
 
-    def write(self, work: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, work: Callable[[lmdb.Transaction], T], *, notify: bool = True) -> T:
         """Run ``work`` in a write transaction and commit, growing the map as needed.
 
         ``work`` must be safe to run again: after a full or resized map the
@@ -225,11 +227,34 @@ class Store:
         while True:
             try:
                 with self.writing() as txn:
-                    return work(txn)
+                    result = work(txn)
+                break
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
+        if notify:
+            self.notify_followers()
+        return result
+
+    def notify_followers(self) -> None:
+        """Touch the sidecar file that followers watch, after a commit has returned.
+
+        A change notification of data.mdb itself can arrive before the commit
+        is visible to readers; the sidecar is touched only once it is.
+        """
+        try:
+            os.utime(self.sidecar)
+        except FileNotFoundError:
+            # Followers still poll: a directory we cannot write to must not fail an append.
+            with contextlib.suppress(OSError):
+                os.close(os.open(self.sidecar, os.O_WRONLY | os.O_CREAT, 0o644))
+        except OSError:
+            pass
+
+    @property
+    def sidecar(self) -> str:
+        return os.path.join(self.path, SIDECAR)
 
     def meta(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
         value = txn.get(key, db=self.dbs[b"meta"])

@@ -48,6 +48,11 @@ OPTIONS: dict[str, list[str]] = {
     "projection list": ["--output", "--log"],
     "projection show": ["--at", "--output", "--log"],
     "projection rm": ["--log"],
+    "tail": ["--lines", "--follow", "--from", "--stream", "--type", "--where", "--group", "--wait", "--output",
+             "--template", "--log"],
+    "group list": ["--output", "--log"],
+    "group reset": ["--to", "--log"],
+    "group rm": ["--log"],
 }
 
 LONG_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")
@@ -73,7 +78,7 @@ def test_command_help_describes_the_command_and_each_option(helps: dict[str, str
         assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", text), option
     # Each option's own line in the options table carries a description, not just a name and metavar.
     for option in OPTIONS[command]:
-        line = next(line for line in text.splitlines() if re.match(rf"[│|\s]*{re.escape(option)}(?![\w-])", line))
+        line = next(line for line in text.splitlines() if re.match(rf"[│|\s*]*{re.escape(option)}(?![\w-])", line))
         rest = re.sub(r"<[^>]*>|\[[^]]*\]", "", line.split(option, 1)[1])
         assert re.search(r"\b[a-z]{3,}\b", rest), (option, line)
 

@@ -30,12 +30,18 @@ from ..errors import EvlogError
 COMMANDS: dict[str, tuple[str, str]] = {
     "append": ("evlog.cli.append", "Append events: one from arguments, or many as NDJSON/msgpack on stdin."),
     "replay": ("evlog.cli.replay", "Print events in seq order, selected by position, stream and type."),
+    "tail": ("evlog.cli.tail", "The last events, and with -f every new one as it is committed."),
+    "group": ("evlog.cli.group", "Durable follower groups: list positions and lag, reset, remove."),
     "info": ("evlog.cli.info", "Describe the log: counts, first and last event, types, head hash."),
     "verify": ("evlog.cli.verify", "Check the records, the hash chain and the indexes; list every problem."),
     "backup": ("evlog.cli.backup", "Copy the log consistently to a new directory while it is in use."),
     "snapshot": ("evlog.cli.snapshot", "Save, list and drop snapshots of fold states."),
     "projection": ("evlog.cli.projection", "Named folds (read models): add, list, show at any position, rm."),
 }
+
+
+# The commands that take fold clauses (whose --fold/--on order matters).
+FOLD_COMMANDS = ("replay", "snapshot", "projection")
 
 
 class _PipeClosed(Exception):
@@ -111,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line and exit with the code of its outcome."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EVLOG_DEBUG", "") not in ("", "0")
-    if any(arg in ("--on", "--fold", "-f") or arg.startswith("--fold=") for arg in args):
+    command_name = next((arg for arg in args if not arg.startswith("-")), None)
+    if command_name in FOLD_COMMANDS and any(
+        arg in ("--on", "--fold", "-f") or arg.startswith("--fold=") for arg in args
+    ):
         from ._fold_options import ordered_fold_clauses
 
         args = ordered_fold_clauses(args)

@@ -1,0 +1,95 @@
+"""``evlog group``: the durable positions of ``evlog tail --group`` followers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, note, stdout_is_terminal
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Follower groups of `evlog tail --group`: list their positions and lag, reset, remove.",
+)
+
+
+@app.command("list", help="Each group's position (the last seq it delivered) and lag (events behind the head).")
+def list_(
+    output: Annotated[Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON piped.")] = (
+        Output.auto
+    ),
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    import orjson
+
+    from .. import follow, scan
+    from ..log import Log
+
+    with Log(log) as opened:
+        store = opened.store()
+        head = scan.head_seq(store)
+        groups = follow.list_groups(store)
+    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
+        from rich.table import Table
+
+        from ..output import make_console
+
+        table = Table("group", "position", "lag", box=None, header_style="bold")
+        for name, position in groups:
+            table.add_row(name, str(position), str(head - position))
+        make_console().print(table)
+        return
+    out = binary_stdout()
+    for name, position in groups:
+        out.write(orjson.dumps({"group": name, "position": position, "lag": head - position},
+                               option=orjson.OPT_APPEND_NEWLINE))
+
+
+@app.command(
+    help="Move a group so that its next event is the one at --to (e.g. --to 1 to deliver everything again).",
+)
+def reset(
+    name: Annotated[str, typer.Argument(help="The group.")],
+    to: Annotated[str, typer.Option("--to", metavar="POS", help="The position of the next event to deliver.")],
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from .. import follow
+    from ..log import Log
+
+    with Log(log) as opened:
+        seq = opened.resolve(to)
+        store = opened.store(write=True)
+        lock = follow.GroupLock(log, name)
+        lock.acquire()  # not while a follower of the group is running
+        try:
+            follow.set_group_position(store, name, max(seq, 1) - 1)
+        finally:
+            lock.release()
+    note(f"group {name!r} will deliver from seq {max(seq, 1)} on")
+
+
+@app.command(help="Forget a group and its position.")
+def rm(
+    name: Annotated[str, typer.Argument(help="The group.")],
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from .. import follow
+    from ..errors import UsageError
+    from ..log import Log
+
+    with Log(log) as opened:
+        store = opened.store(write=True)
+        lock = follow.GroupLock(log, name)
+        lock.acquire()
+        try:
+            if not follow.remove_group(store, name):
+                raise UsageError(f"no group named {name!r} (see evlog group list)")
+        finally:
+            lock.release()
+    note(f"removed group {name!r}")

@@ -455,8 +455,10 @@ class Log:
         with store.reading() as txn:
             cursor = txn.cursor(db=dbs[b"events"])
             first = last = None
+            count = txn.stat(dbs[b"events"])["entries"]
             if cursor.first():
-                first = (key_seq(bytes(cursor.key())), decode_body(cursor.value(), 1)[1])
+                first_seq = key_seq(bytes(cursor.key()))
+                first = (first_seq, decode_body(cursor.value(), first_seq)[1])
                 cursor.last()
                 last_seq = key_seq(bytes(cursor.key()))
                 last = (last_seq, decode_body(cursor.value(), last_seq)[1], record_hash(cursor.value()))
@@ -476,7 +478,7 @@ class Log:
         return {
             "path": os.path.abspath(self.path),
             "size_bytes": size,
-            "events": last[0] if last else 0,
+            "events": count,
             "first_seq": first[0] if first else None,
             "last_seq": last[0] if last else None,
             "first_ts": format_ts(first[1]) if first else None,

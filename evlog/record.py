@@ -96,7 +96,7 @@ def decode_body(value: bytes | memoryview, seq: int) -> Envelope:
         fields: Envelope = msgpack.unpackb(value[:-HASH_SIZE], use_list=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise NotALogError(f"record at seq {seq} cannot be decoded ({exc}); run `evlog verify`") from exc
-    if type(fields) is not tuple or len(fields) != 8 or fields[0] != RECORD_FORMAT:
+    if type(fields) is not tuple or len(fields) != 8 or type(fields[0]) is not int or fields[0] != RECORD_FORMAT:
         found = fields[0] if type(fields) is tuple and fields else "unknown"
         raise NotALogError(
             f"record at seq {seq} has format {found!r}, this evlog reads format "

@@ -16,6 +16,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from .errors import NotALogError
 from .record import Envelope, decode_body, key_seq, seq_key
 from .store import Store
 
@@ -35,7 +36,8 @@ def head_seq(store: Store) -> int:
 def ts_at(store: Store, seq: int) -> int:
     with store.reading() as txn:
         value = txn.get(seq_key(seq), db=store.dbs[b"events"])
-        assert value is not None, f"seq {seq} missing from a gapless log"
+        if value is None:
+            raise NotALogError(f"{store.path}: seq {seq} is missing from the log; run `evlog verify`")
         return decode_body(value, seq)[1]
 
 

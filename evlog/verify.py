@@ -43,6 +43,10 @@ from .record import GENESIS_HASH, HASH_SIZE, RECORD_FORMAT, blake2b, seq_key
 from .store import U64, Store
 from .timefmt import format_ts
 
+# What decoding damaged bytes can raise: msgpack errors are ValueErrors, and the
+# tuple unpacking of a wrong-sized record raises ValueError or TypeError.
+DAMAGED = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
+
 if TYPE_CHECKING:
     from .log import Log
 
@@ -237,7 +241,7 @@ class Verification(Iterator[Finding]):
                         try:
                             fields = unpackb(body, use_list=False)
                             record_format, ts, version, etype, stream, id_, meta, data = fields
-                        except Exception:  # any damage to the bytes is a finding, not a crash
+                        except DAMAGED:  # any damage to the bytes is a finding, not a crash
                             found.append(_not_a_record(seq, body))
                         else:
                             if (
@@ -502,7 +506,7 @@ def _decode(value: bytes) -> tuple[Any, ...] | None:
     """A record's fields, or None when it is not a readable record (the events pass names those)."""
     try:
         fields = msgpack.unpackb(value[:-HASH_SIZE], use_list=False)
-    except Exception:  # any damage to the bytes
+    except DAMAGED:  # any damage to the bytes
         return None
     if type(fields) is tuple and len(fields) == 8 and fields[0] == RECORD_FORMAT:
         return fields
@@ -519,7 +523,7 @@ def _not_a_record(seq: int, body: bytes) -> Finding:
     """What is wrong with a record the events pass could not take (decoded again: a rare path)."""
     try:
         fields = msgpack.unpackb(body, use_list=False)
-    except Exception as exc:  # any damage to the bytes
+    except DAMAGED as exc:  # any damage to the bytes
         return Finding(seq, f"cannot be decoded ({str(exc) or type(exc).__name__})")
     if type(fields) is tuple and fields and type(fields[0]) is int and fields[0] != RECORD_FORMAT:
         return Finding(seq, f"has record format {fields[0]}; this evlog knows format {RECORD_FORMAT}")

@@ -21,6 +21,13 @@ noise hits all alike; each figure is a median of R runs (more for start-up).
   sqlite3 shell inserting one row.
 * until: ``--until <time>`` beside ``--until <seq>`` selecting the same events:
   the difference is the binary search over ``ts``.
+* fold: on the same log, a count by type (``replay --fold``) beside a direct
+  cursor loop decoding every payload (and, for context, one decoding headers
+  only); a per-stream balance (``--by stream --on ...``) beside an sqlite3
+  ``GROUP BY`` over the same events and jq's ``reduce`` over the NDJSON (both
+  results checked); ``projection show --at`` random positions, from its
+  snapshots, beside the trivial ``replay --until 1``; and the balance fold's
+  peak memory over N and 2N events (RSS, and the process's anonymous memory).
 
 The data (8 bank-account event types over 10,000 streams, ~110 bytes a line)
 is generated from a fixed seed into a temporary directory (inside --workdir if
@@ -144,8 +151,46 @@ def peer_replay(path: str, limit: str) -> None:
     out.flush()
 
 
+def peer_count_types(path: str, payload: str) -> None:
+    """Count events by type in a direct cursor scan; payload=yes also decodes every payload, as a naive loop would.
+
+    Prints the counts as JSON (checked against evlog's fold).
+    """
+    import json
+
+    import lmdb
+    import msgpack
+
+    env = lmdb.open(path, readonly=True, max_dbs=16, lib_version=0)
+    events = env.open_db(b"events", create=False)
+    unpack, decode_payload = msgpack.unpackb, payload == "yes"
+    counts: dict[str, int] = {}
+    with env.begin(db=events, buffers=True) as txn:
+        for value in txn.cursor().iternext(keys=False):
+            _, _, _, etype, _, _, _, data = unpack(value[:-HASH_SIZE], use_list=False)
+            if decode_payload:
+                unpack(data)
+            counts[etype] = counts.get(etype, 0) + 1
+    print(json.dumps(counts))
+
+
+def peer_balance_sqlite(path: str) -> None:
+    """Per-stream balance as one GROUP BY over the events table; prints {stream: balance} as JSON."""
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    rows = db.execute(
+        "SELECT stream, SUM(CASE type WHEN 'deposit' THEN json_extract(data, '$.amount') "
+        "WHEN 'withdraw' THEN -json_extract(data, '$.amount') ELSE 0 END) FROM events GROUP BY stream"
+    ).fetchall()
+    db.close()
+    print(json.dumps(dict(rows)))
+
+
 PEERS: dict[str, Callable[..., None]] = {
     "append-lmdb": peer_append_lmdb, "append-sqlite": peer_append_sqlite, "replay": peer_replay,
+    "count-types": peer_count_types, "balance-sqlite": peer_balance_sqlite,
 }
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--peer"]:
@@ -155,6 +200,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--peer"]:
 
 # The harness from here on; peer processes never import what follows.
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
@@ -166,7 +212,7 @@ import tempfile  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import NamedTuple  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 import orjson  # noqa: E402
 
@@ -296,23 +342,28 @@ class Bench:
         return self.log
 
     def report(self, section: str, timings: dict[str, Timing], targets: dict[str, tuple[str, float]],
-               *, per_event: bool) -> None:
+               *, per_event: bool, counts: dict[str, int] | None = None) -> None:
         """Print the figures (evlog's first) as a table and keep a one-line summary.
 
         Ratios are evlog's rate / the peer's with ``per_event``, else evlog's time / the peer's.
+        ``counts`` gives the events of a job that did not process all N (jq on a prefix).
         """
-        def cells(timing: Timing) -> tuple[str, ...]:
+        def rate(name: str, timing: Timing) -> float:
+            return (counts or {}).get(name, self.n) / timing.wall
+
+        def cells(name: str, timing: Timing) -> tuple[str, ...]:
             if per_event:
-                return f"{sig(self.n / timing.wall)} ev/s", f"{timing.wall:.2f} s", f"cpu {timing.cpu:.2f} s"
+                return f"{sig(rate(name, timing))} ev/s", f"{timing.wall:.2f} s", f"cpu {timing.cpu:.2f} s"
             return f"{timing.wall * 1000:.1f} ms", f"cpu {timing.cpu * 1000:.1f} ms"
 
         (evlog_name, evlog), *peers = timings.items()
-        rows, quote = [(evlog_name, *cells(evlog))], [f"{section:<8} {evlog_name} {cells(evlog)[0]}"]
+        rows = [(evlog_name, *cells(evlog_name, evlog))]
+        quote = [f"{section:<8} {evlog_name} {cells(evlog_name, evlog)[0]}"]
         for name, value in peers:
-            ratio = value.wall / evlog.wall if per_event else evlog.wall / value.wall
+            ratio = rate(evlog_name, evlog) / rate(name, value) if per_event else evlog.wall / value.wall
             note = verdict(ratio, *targets[name]) if name in targets else ""
-            rows.append((name, *cells(value), f"{ratio:.2f}x", note))
-            quote.append(f"{name} {cells(value)[0]} ({ratio:.2f}x{', ' + note if note else ''})")
+            rows.append((name, *cells(name, value), f"{ratio:.2f}x", note))
+            quote.append(f"{name} {cells(name, value)[0]} ({ratio:.2f}x{', ' + note if note else ''})")
         table(rows)
         self.summary.append(" | ".join(quote))
 
@@ -414,6 +465,284 @@ def section_until(bench: Bench) -> None:
                          f"binary search {cost:.1f} ms (target < 10 ms: {ok})")
 
 
+# -- fold: folds, projections and their memory ---------------------------------
+
+COUNT_FOLD = ("--fold", "s[e.type] = s.get(e.type, 0) + 1")
+BALANCE_FOLD = ("--by", "stream", "--init", '{"balance": 0}',
+                "--on", "deposit", "s.balance += d.amount", "--on", "withdraw", "s.balance -= d.amount")
+SNAPSHOT_EVERY = 50_000
+# jq 1.6 (Debian's) slows down as its input grows, so past this many events it reads
+# only the first ones; its figure is a rate all the same.
+JQ_16_LIMIT = 200_000
+# `.[k] -= x` stops jq 1.6 on a stream's first withdrawal (null minus a number), so
+# both branches start a missing balance at 0; this form is also no slower.
+JQ_BALANCE = ('reduce inputs as $e ({}; if $e.type == "deposit" then .[$e.stream] = (.[$e.stream] // 0) + '
+              '$e.data.amount elif $e.type == "withdraw" then .[$e.stream] = (.[$e.stream] // 0) - '
+              '$e.data.amount else . end)')
+
+
+def fold_cmd(log: Path, *args: str) -> list[str]:
+    """``evlog replay`` folding from the first event (ignoring saved snapshots), printing compact JSON."""
+    return [*EVLOG, "replay", "--log", str(log), *args, "--no-snapshot", "-o", "ndjson"]
+
+
+def balances(output: bytes) -> dict[str, int]:
+    """``{stream: balance}`` from the balance fold's ``{stream: {"balance": n}}``."""
+    return {stream: state["balance"] for stream, state in orjson.loads(output).items()}
+
+
+def first_difference(ours: dict[str, int], theirs: dict[str, int], *, missing: int | None = None) -> str | None:
+    """The first stream whose balances differ (a stream absent on one side counts as ``missing``)."""
+    for stream in sorted(ours.keys() | theirs.keys()):
+        if ours.get(stream, missing) != theirs.get(stream, missing):
+            return f"{stream}: evlog {ours.get(stream, missing)}, peer {theirs.get(stream, missing)}"
+    return None
+
+
+def build_sqlite(bench: Bench) -> Path:
+    """The events as an sqlite table (untimed): seq, ts, type, stream and data as JSON text, no index."""
+    db = bench.workdir / "fold.db"
+    connection = sqlite3.connect(db)
+    with connection, open(bench.events_file, "rb") as source:  # one transaction
+        connection.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY, ts, type TEXT, stream TEXT, data TEXT)")
+        connection.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", (
+            (seq, time.time_ns(), event["type"], event.get("stream"), orjson.dumps(event.get("data")).decode())
+            for seq, event in enumerate(map(orjson.loads, source), 1)
+        ))
+    connection.close()
+    return db
+
+
+def find_jq() -> str | None:
+    """The jq command, installed by apt-get (once) where it is missing and we may."""
+    found = shutil.which("jq")
+    if found or not shutil.which("apt-get") or os.geteuid() != 0:
+        return found
+    say("  jq is not installed: trying apt-get install -y jq")
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                             "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+    if subprocess.run(["apt-get", "install", "-y", "jq"], **quiet).returncode != 0:
+        subprocess.run(["apt-get", "update"], **quiet)  # a fresh container has no package lists yet
+        subprocess.run(["apt-get", "install", "-y", "jq"], **quiet)
+    return shutil.which("jq")
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+class Memory(NamedTuple):
+    """A process's peak memory in bytes.
+
+    ``rss`` is the kernel's high-water mark, which counts every resident page,
+    also the log's pages that LMDB maps (file-backed, shared with the page
+    cache); ``anon`` is the highest RssAnon sampled every few ms: the memory
+    the process allocated itself (heap, stacks).
+    """
+
+    rss: int
+    anon: int
+
+
+def child_of(pid: int) -> int | None:
+    """A child process of ``pid``, found by its parent id in /proc (None: none yet)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    parent = int(stat.read().rsplit(b")", 1)[1].split()[1])  # the name may hold spaces
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == pid:
+                return int(entry)
+    return None
+
+
+def rss_anon(pid: int) -> int:
+    """The RssAnon of a running process in bytes (0 where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_memory(cmd: list[str]) -> tuple[Timing, Memory]:
+    """Run a whole process under GNU time, for the peak RSS of that process alone.
+
+    Not wait4's or RUSAGE_CHILDREN's ru_maxrss: a child's high-water mark
+    starts at its parent's RSS when it is spawned, so they report at least
+    the harness's own size (measured: 66 MB for folds of 100,000 and of
+    200,000 events alike, which GNU time puts at 42 and 55 MB). GNU time's
+    process is small. Meanwhile the command's RssAnon is sampled.
+    """
+    with tempfile.NamedTemporaryFile() as peak, tempfile.TemporaryFile() as errors:
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        proc = subprocess.Popen([GNU_TIME, "-f", "%M", "-o", peak.name, *cmd], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=errors, env=ENV)
+        child, anon = None, 0
+        while proc.poll() is None:
+            child = child or child_of(proc.pid)
+            if child is not None:
+                anon = max(anon, rss_anon(child))
+            time.sleep(0.005)
+        wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"bench: {' '.join(cmd)} exited {proc.returncode}: {errors.read().decode().strip()}")
+        rss = int(peak.read().split()[-1]) * 1024  # KiB
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Timing(wall, cpu), Memory(rss, anon)
+
+
+def section_fold(bench: Bench) -> None:
+    log = bench.full_log()
+    for part in (fold_count, fold_balance, fold_show, fold_memory):
+        if part is not fold_count:
+            say()
+        part(bench, log)
+
+
+def fold_count(bench: Bench, log: Path) -> None:
+    say(f"fold count: events by type over the whole {bench.n:,}-event log, median of {bench.repeat}; "
+        "ratio = evlog rate / peer rate")
+    commands = {
+        "evlog replay --fold (count by type)": fold_cmd(log, *COUNT_FOLD),
+        "lmdb loop decoding every payload": [*PEER, "count-types", str(log), "yes"],
+        "lmdb loop decoding headers only": [*PEER, "count-types", str(log), "no"],
+    }
+    # An untimed run of each first: it checks the counts and compiles the fold's modules.
+    counts = {name: orjson.loads(run(cmd, capture=True)[1]) for name, cmd in commands.items()}
+    seconds = interleaved({name: timer(cmd) for name, cmd in commands.items()}, bench.repeat)
+    bench.report("fold", seconds, {"lmdb loop decoding every payload": (">=", 1.50)}, per_event=True)
+    ours = counts["evlog replay --fold (count by type)"]
+    wrong = [name for name, theirs in counts.items() if theirs != ours]
+    total = sum(ours.values())
+    say(f"  counts: {len(ours)} types, {total:,} events; "
+        + (f"the loops count OTHERWISE: {', '.join(wrong)}" if wrong else "the loops count the same")
+        + ("" if total == bench.n else f"; WARNING: not {bench.n:,} events"))
+
+
+def fold_balance(bench: Bench, log: Path) -> None:
+    say(f"fold balance: per-stream balance of deposits and withdrawals, {bench.n:,} events, "
+        f"median of {bench.repeat}; ratio = evlog rate / peer rate")
+    db = build_sqlite(bench)
+    evlog_cmd, sqlite_cmd = fold_cmd(log, *BALANCE_FOLD), [*PEER, "balance-sqlite", str(db)]
+    ours, theirs = balances(run(evlog_cmd, capture=True)[1]), orjson.loads(run(sqlite_cmd, capture=True)[1])
+    jobs = {"evlog replay --by stream --on ...": timer(evlog_cmd), "sqlite3 SUM ... GROUP BY stream": timer(sqlite_cmd)}
+    targets = {"sqlite3 SUM ... GROUP BY stream": (">=", 0.75)}
+    counts: dict[str, int] = {}
+    jq, jq_output, notes = find_jq(), [b""], []
+    if jq is None:
+        notes.append("no jq command (and apt-get could not install it): its figure is skipped")
+    else:
+        version = run([jq, "--version"], capture=True)[1].decode().strip()
+        source, events = bench.events_file, bench.n
+        if version == "jq-1.6" and bench.n > JQ_16_LIMIT:
+            source, events = bench.workdir / "jq-prefix.ndjson", JQ_16_LIMIT
+            with open(bench.events_file, "rb") as lines, open(source, "wb") as prefix:
+                prefix.writelines(itertools.islice(lines, JQ_16_LIMIT))
+            notes.append(f"{version} slows down on long inputs: it reads the first {JQ_16_LIMIT:,} events only "
+                         "(its figure is a rate all the same)")
+        else:
+            notes.append(f"{version} reads all {bench.n:,} events")
+        name, cmd = f"{version} reduce", [jq, "-n", JQ_BALANCE, str(source)]
+
+        def jq_job() -> Timing:
+            # jq's answer is kept for the check; a pipe instead of /dev/null costs nothing beside its run time.
+            timing, jq_output[0] = run(cmd, capture=True)
+            return timing
+
+        jobs[name], targets[name], counts[name] = jq_job, (">=", 3.0), events
+    seconds = interleaved(jobs, bench.repeat)
+    bench.report("fold", seconds, targets, per_event=True, counts=counts)
+    difference = first_difference(ours, theirs)
+    say(f"  sqlite: {'results agree' if difference is None else 'first difference: ' + difference} "
+        f"({len(ours):,} streams)")
+    if jq is not None:
+        # jq only names streams that had a deposit or withdrawal: the others are at 0.
+        expected = ours if events == bench.n else balances(
+            run(fold_cmd(log, "--until", str(events), *BALANCE_FOLD), capture=True)[1])
+        difference = first_difference(expected, orjson.loads(jq_output[0]), missing=0)
+        say(f"  jq: {'results agree' if difference is None else 'first difference: ' + difference} "
+            f"(with evlog's fold of the same {events:,} events)")
+    for note in notes:
+        say(f"  {note}")
+
+
+def fold_show(bench: Bench, log: Path) -> None:
+    runs = max(9, 3 * bench.repeat)
+    rng = random.Random(SEED)
+    positions = [rng.randint(1, bench.n) for _ in range(runs)]
+    say(f"fold show: projection show --at <a random seq>, snapshots every {SNAPSHOT_EVERY:,} events, beside the "
+        f"trivial replay --until 1, median of {runs} interleaved runs; ratio = evlog wall time / peer wall time")
+    where = ("--log", str(log))
+    run([*EVLOG, "projection", "add", "balances", *where, *BALANCE_FOLD, "--snapshot-every", str(SNAPSHOT_EVERY)])
+    warm = run([*EVLOG, "projection", "show", "balances", *where, "-o", "ndjson"])[0]
+    saved = run([*EVLOG, "snapshot", "list", *where, "-o", "ndjson"], capture=True)[1].count(b"\n")
+    say(f"  warm-up: the first show folded all {bench.n:,} events in {warm.wall:.2f} s, saving {saved} snapshots")
+
+    def show(position: int) -> list[str]:
+        return [*EVLOG, "projection", "show", "balances", *where, "--at", str(position), "-o", "ndjson"]
+
+    from_start = fold_cmd(log, "--until", str(positions[0]), *BALANCE_FOLD)
+    agree = orjson.loads(run(show(positions[0]), capture=True)[1]) == orjson.loads(run(from_start, capture=True)[1])
+    upcoming = iter(positions)  # each round asks about the next position
+    timings = interleaved({
+        "evlog projection show --at P": lambda: run(show(next(upcoming)))[0],
+        "evlog replay --until 1": timer([*EVLOG, "replay", *where, "--until", "1", "-o", "ndjson"]),
+        f"evlog replay --until {positions[0]} --no-snapshot (the fold from the start)": timer(from_start),
+    }, runs)
+    bench.report("fold", timings, {"evlog replay --until 1": ("<=", 1.60)}, per_event=False)
+    say(f"  P: {', '.join(f'{position:,}' for position in positions)}")
+    say(f"  show --at {positions[0]:,} {'gives the same state as' if agree else 'gives ANOTHER STATE than'} "
+        "the fold from the start")
+
+
+def fold_memory(bench: Bench, log: Path) -> None:
+    say(f"fold memory: peak memory of the balance fold over the whole log, {bench.n:,} and {2 * bench.n:,} events, "
+        f"median of {bench.repeat}; ratio = 2N / N")
+    if not os.access(GNU_TIME, os.X_OK):
+        say(f"  no {GNU_TIME} (GNU time, Debian package `time`): the memory figures are skipped")
+        return
+    double = bench.workdir / "double.lmdb"
+    for _ in range(2):  # the same events twice: streams (and so the state) stay the same size
+        run([*EVLOG, "append", "--log", str(double)], stdin=bench.events_file)
+    logs, multiple = {"N": log, "2N": double}, {"N": 1, "2N": 2}
+    peaks: dict[str, list[Memory]] = {size: [] for size in logs}
+
+    def job(size: str) -> Callable[[], Timing]:
+        def measured() -> Timing:
+            timing, memory = run_memory(fold_cmd(logs[size], *BALANCE_FOLD))
+            peaks[size].append(memory)
+            return timing
+        return measured
+
+    interleaved({size: job(size) for size in logs}, bench.repeat)
+    rss = {size: statistics.median(memory.rss for memory in peaks[size]) for size in logs}
+    anon = {size: statistics.median(memory.anon for memory in peaks[size]) for size in logs}
+    rss_ratio = rss["2N"] / rss["N"]
+    anon_ratio = anon["2N"] / anon["N"] if anon["N"] else float("nan")  # nan: no /proc to sample
+
+    def mb(value: float) -> str:
+        return f"{value / 1e6:.0f} MB"
+
+    table([
+        ("", "peak RSS", "anonymous", "log file"),
+        *((f"{size} = {bench.n * multiple[size]:,} events", mb(rss[size]), mb(anon[size]),
+           mb((path / "data.mdb").stat().st_size)) for size, path in logs.items()),
+        ("ratio 2N / N", f"{rss_ratio:.2f}x", f"{anon_ratio:.2f}x", "", verdict(rss_ratio, "<=", 1.20)),
+    ])
+    say("  peak RSS counts the log's pages LMDB maps as they are read (file-backed, shared with the page cache); "
+        "anonymous is the process's own memory, sampled every 5 ms")
+    remove(double)
+    bench.summary.append(f"fold     memory peak RSS {mb(rss['N'])} / {mb(rss['2N'])} "
+                         f"({rss_ratio:.2f}x, {verdict(rss_ratio, '<=', 1.20)}) | "
+                         f"anonymous {mb(anon['N'])} / {mb(anon['2N'])} ({anon_ratio:.2f}x)")
+
+
 def warm_caches(bench: Bench) -> None:
     """Run every kind of process once on a few events, so that no timed run compiles bytecode."""
     sample, log = bench.workdir / "warm.ndjson", str(bench.workdir / "warm.lmdb")
@@ -440,6 +769,7 @@ def machine_facts(bench: Bench, size: int) -> None:
 
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "append": section_append, "replay": section_replay, "startup": section_startup, "until": section_until,
+    "fold": section_fold,
 }
 
 

@@ -290,6 +290,18 @@ def _new_state_rule(statements: list[ast.stmt]) -> list[ast.stmt]:
     return result
 
 
+class _AnyGlobCache(dict[str, bool]):
+    """type -> whether any of several globs matches it, computed once per type."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        super().__init__()
+        self.regex = re.compile("|".join(fnmatch.translate(pattern) for pattern in patterns))
+
+    def __missing__(self, key: str) -> bool:
+        matched = self[key] = self.regex.match(key) is not None
+        return matched
+
+
 class _GlobCache(dict[str, bool]):
     """type -> whether it matches a glob, computed once per type."""
 
@@ -306,7 +318,7 @@ class _GlobCache(dict[str, bool]):
 
 _LOOP = '''
 def _fold(_chunks, _states, _init, _unpack, _format_ts, _on, _types, _streams, _fail, _bad_format,
-          _snapshot, _snapshot_every, _last_snapshot):
+          _snapshot, _snapshot_every, _last_snapshot, _relevant):
     {single_state}
     for _seqs, _values in _chunks:
         for _e_seq, _v in zip(_seqs, _values):
@@ -339,6 +351,15 @@ class CompiledFold:
             analysis.whole_event = analysis.uses_data = True
         self.analysis = analysis
         self.patterns = [_GlobCache(c.pattern) if c.pattern is not None else None for c in clauses]
+        # With only --on clauses, an event of a type none of them names changes
+        # no state: it is skipped before its payload is decoded. (A --by stream
+        # key still gets its initial state, as it would from a full run.)
+        self.relevant = (
+            _AnyGlobCache([c.pattern for c in clauses if c.pattern is not None])
+            if clauses and all(c.pattern is not None for c in clauses) and where is None and not scan
+            and self.file_handlers is None and spec.by in (None, "stream")
+            else None
+        )
         self.function = self._generate(clauses, where, by)
 
     def _generate(self, clauses: list[_Clause], where: ast.expr | None, by: ast.expr | None) -> Callable[..., Any]:
@@ -355,6 +376,13 @@ class CompiledFold:
         # Filters first: cheapest, and skipping an event skips its decoding.
         code.append("if _types is not None and not _types[_e_type]: continue")
         code.append("if _streams is not None and not _streams[_e_stream]: continue")
+        if self.relevant is not None:
+            code.append(
+                "if not _relevant[_e_type]:\n"
+                + (" if _e_stream is not None and _e_stream not in _states: _states[_e_stream] = _init()\n"
+                   if self.spec.by == "stream" else "")
+                + " continue"
+            )
         code.extend(_event_prelude(analysis))
         for line in code:
             prelude.extend(ast.parse(line).body)
@@ -435,7 +463,7 @@ class CompiledFold:
         return self.function(
             chunks, states, init, msgpack.unpackb, format_ts, self.patterns,
             _PredicateCache(types) if types else None, _PredicateCache(streams) if streams else None,
-            _fail, _bad_format, snapshot, snapshot_every, start_seq,
+            _fail, _bad_format, snapshot, snapshot_every, start_seq, self.relevant,
         )
 
 

@@ -166,11 +166,12 @@ def follow(
                 _reader_check(store)
                 last_reader_check = time.monotonic()
             if watcher.wait(POLL_SECONDS):
-                # A data.mdb event can come before its commit is visible: look again shortly.
+                # A data.mdb event can come before its commit is visible: look again
+                # shortly, waking at once on the sidecar touch that follows the commit.
                 for delay in RECHECK_SECONDS:
                     if scan.head_seq(store) >= next_seq:
                         break
-                    time.sleep(delay)
+                    watcher.wait(delay)
     finally:
         watcher.close()
 

@@ -53,6 +53,8 @@ OPTIONS: dict[str, list[str]] = {
     "group list": ["--output", "--log"],
     "group reset": ["--to", "--log"],
     "group rm": ["--log"],
+    "verify": ["--from", "--output", "--log"],
+    "backup": ["--compact", "--output", "--log"],
 }
 
 LONG_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z-]*[a-z]")

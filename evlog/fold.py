@@ -320,11 +320,20 @@ _LOOP = '''
 def _fold(_chunks, _states, _init, _unpack, _format_ts, _on, _types, _streams, _fail, _bad_format,
           _snapshot, _snapshot_every, _last_snapshot, _relevant):
     {single_state}
+    _prev_ts = 0
     for _seqs, _values in _chunks:
         for _e_seq, _v in zip(_seqs, _values):
+            # Snapshots are taken here, before the event, of the state after the one
+            # before: every event passes this point, also those a filter skips below.
+            if _snapshot_every and _prev_ts and _e_seq - 1 - _last_snapshot >= _snapshot_every:
+                {save_single}_snapshot(_e_seq - 1, _prev_ts, _states)
+                _last_snapshot = _e_seq - 1
             _f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _unpack(_v[:-16], use_list=False)
             if _f != 1:
                 _bad_format(_e_seq, _f)
+            _prev_ts = _ts
+    if _snapshot_every and _prev_ts and _e_seq - _last_snapshot >= _snapshot_every:
+        {save_single}_snapshot(_e_seq, _prev_ts, _states)
     return _states
 '''
 
@@ -364,10 +373,13 @@ class CompiledFold:
 
     def _generate(self, clauses: list[_Clause], where: ast.expr | None, by: ast.expr | None) -> Callable[..., Any]:
         analysis = self.analysis
-        module = ast.parse(_LOOP.format(single_state="s = _states.get(None, _init())" if by is None else "pass"))
+        module = ast.parse(_LOOP.format(
+            single_state="s = _states.get(None, _init())" if by is None else "pass",
+            save_single="_states[None] = s; " if by is None else "",
+        ))
         function = module.body[0]
         assert isinstance(function, ast.FunctionDef)
-        outer = function.body[1]
+        outer = function.body[2]
         assert isinstance(outer, ast.For)
         inner = outer.body[0]
         assert isinstance(inner, ast.For)
@@ -423,14 +435,9 @@ class CompiledFold:
             after.extend(ast.parse(
                 "yield (_e_seq, _ts, _k, s)" if by is not None else "yield (_e_seq, _ts, None, s)"
             ).body)
-        after.extend(ast.parse(
-            "if _snapshot_every and _e_seq - _last_snapshot >= _snapshot_every:\n"
-            + (" _states[None] = s\n" if by is None else "")
-            + " _snapshot(_e_seq, _ts, _states)\n _last_snapshot = _e_seq"
-        ).body)
         inner.body = [*inner.body, *prelude, guarded, *after]
         end = ast.parse("_states[None] = s").body if by is None else []
-        function.body = [function.body[0], outer, *end, function.body[-1]]
+        function.body = [*function.body[:2], outer, *end, *function.body[3:]]
         if self.scan:
             function.body[-1] = ast.Return(value=None)
         ast.fix_missing_locations(module)

@@ -186,11 +186,11 @@ def test_show_saves_snapshots_every_n_events(with_balances: str) -> None:
     assert listed_snapshots(with_balances) == []
     show(with_balances, "balances", "--at", "6")
     digest = BALANCE_SPEC.digest(1).hex()
-    # at the first folded event at least 4 seqs after the last snapshot: seq 4 is a note without
-    # a stream, which --by stream leaves out, so the first snapshot is after seq 5
-    assert listed_snapshots(with_balances) == [(digest, 5)]
+    # every 4 seqs of the log, also where the event there is one the fold leaves out
+    # (seq 4 is a note without a stream)
+    assert listed_snapshots(with_balances) == [(digest, 4)]
     show(with_balances, "balances")
-    assert listed_snapshots(with_balances) == [(digest, 5), (digest, 9)]
+    assert listed_snapshots(with_balances) == [(digest, 4), (digest, 8), (digest, 12)]
 
 
 def test_show_uses_the_snapshots_of_its_definition(with_balances: str) -> None:
@@ -290,7 +290,7 @@ def test_replace_redefines_and_drops_the_old_snapshots(with_balances: str) -> No
     result = run_evlog("projection", "add", "balances", "--replace", "--init", "0", "--type", "deposit",
                        "--fold", "s + d.amount", log=with_balances)
     assert result.returncode == 0, result.stderr.decode()
-    assert b"dropped 2 snapshots" in result.stderr
+    assert b"dropped 3 snapshots" in result.stderr
     assert {digest for digest, _seq in listed_snapshots(with_balances)} == {other}
     assert show(with_balances, "balances") == sum(amount for etype, _s, amount in EVENTS if etype == "deposit")
     [entry] = [json.loads(line) for line in ok(with_balances, "projection", "list").splitlines()]
@@ -309,7 +309,7 @@ def test_rm_removes_the_projection_and_its_snapshots(with_balances: str) -> None
     other = FoldSpec(init=0, clauses=((None, "s + 1"),)).digest(1).hex()
     result = run_evlog("projection", "rm", "balances", log=with_balances)
     assert result.returncode == 0
-    assert result.stderr == b"evlog: removed projection 'balances' and 2 snapshots\n"
+    assert result.stderr == b"evlog: removed projection 'balances' and 3 snapshots\n"
     assert {digest for digest, _seq in listed_snapshots(with_balances)} == {other}
     assert ok(with_balances, "projection", "list") == b""
     result = run_evlog("projection", "show", "balances", log=with_balances)

@@ -25,9 +25,19 @@ from typing import Any
 import msgpack
 import orjson
 
-from .errors import BadInputError, EvlogError
+from .errors import AppendStopped, BadInputError, EvlogError, StorageError
 from .event import AppendSummary
-from .ingest import Pending, check_json_value, encode_data, exact_json, from_mapping, may_need_exact_json, pending
+from .ingest import (
+    MAX_DEPTH,
+    Pending,
+    check_depth,
+    check_json_value,
+    encode_data,
+    exact_json,
+    from_mapping,
+    may_need_exact_json,
+    pending,
+)
 from .log import DEFAULT_BATCH, Log, Reject
 
 READ_SIZE = 1 << 20
@@ -138,9 +148,14 @@ class Feeder:
             self.deadline = None
             if batch:
                 already = len(self.summary.events)
-                self.log.commit(
-                    batch, self.summary, atomic=self.atomic, on_reject=self.on_reject, keep_events=self.keep_events
-                )
+                try:
+                    self.log.commit(
+                        batch, self.summary, atomic=self.atomic, on_reject=self.on_reject,
+                        keep_events=self.keep_events,
+                    )
+                except StorageError as exc:
+                    written = "nothing was written" if self.atomic else f"{self.summary.describe()} before it"
+                    raise AppendStopped(exc, self.summary, f"{written}; the batch being written was not") from exc
                 if self.on_commit is not None:
                     self.on_commit(self.summary)
                 if not self.keep_events:
@@ -201,6 +216,8 @@ def feed_ndjson(
             try:
                 if long_digits_in_chunk and long_digits(raw):
                     value = exact_json(raw, number)
+                if len(raw) > 2 * MAX_DEPTH:  # only a long line can nest that deep
+                    check_depth(value, number)
                 if data_type is None:
                     event = from_mapping(value, number, default_stream, default_meta, raw if keep_raw else None)
                 else:
@@ -268,6 +285,7 @@ def feed_msgpack(
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
     fed = 0
     number = 0
+    consumed = 0  # where the item being read starts: the end of the last whole one
 
     def fail(reason: str, offset: int) -> None:
         feeder.reject(BadInputError(f"{reason} (event {number + 1})", offset=offset), None)
@@ -276,7 +294,7 @@ def feed_msgpack(
         unpacker.feed(chunk)
         fed += len(chunk)
         while True:
-            offset = unpacker.tell()
+            offset = consumed
             try:
                 value = unpacker.unpack()
             except msgpack.OutOfData:
@@ -285,7 +303,9 @@ def feed_msgpack(
                 # A msgpack stream cannot be resynchronised after a bad item:
                 # stop even when invalid input is being skipped.
                 feeder.on_reject = None
-                fail(f"not valid msgpack ({exc})", offset)
+                reason = "a map key is not text" if "strict_map_key" in str(exc) else f"not valid msgpack ({exc})"
+                fail(reason, offset)
+            consumed = unpacker.tell()
             number += 1
             try:
                 _check_json_compatible(value, number)
@@ -294,8 +314,8 @@ def feed_msgpack(
                 feeder.reject(BadInputError(f"{exc.reason} (event {number})", offset=offset), None)
                 continue
             feeder.add(event)
-    if unpacker.tell() < fed:
-        fail("truncated msgpack: the input ends inside an item", unpacker.tell())
+    if consumed < fed:
+        fail("truncated msgpack: the input ends inside an item", consumed)
     feeder.flush(final=True)
     return feeder.summary
 

@@ -29,9 +29,9 @@ from typing import Any
 import lmdb
 
 from . import scan
-from .errors import EvlogError, UsageError
+from .errors import EvlogError, LogNotFoundError, UsageError
 from .log import Log
-from .store import SIDECAR, U64, Store
+from .store import U64, Store
 
 
 class GroupBusyError(EvlogError):
@@ -124,12 +124,21 @@ def last_rows(
     return found[-count:] if count else []
 
 
-def wait_for_log(path: str, *, poll: float = 0.1) -> None:
-    """Block until a log exists at ``path`` (for ``evlog tail --wait``)."""
+def wait_for_log(path: str, *, poll: float = 0.1) -> bool:
+    """Block until a log exists at ``path`` (``evlog tail --wait``); True if it had to wait.
+
+    Only a log that does not exist yet is waited for: a path that can never
+    become one (a file, another program's data) fails at once, as without
+    ``--wait``.
+    """
+    waited = False
     while True:
-        if os.path.exists(os.path.join(path, "data.mdb")) and os.path.exists(os.path.join(path, SIDECAR)):
-            return
-        time.sleep(poll)
+        try:
+            Store(path, create=False).close()
+            return waited
+        except LogNotFoundError:
+            waited = True
+            time.sleep(poll)
 
 
 def follow(

@@ -22,6 +22,7 @@ from .timefmt import parse_rfc3339
 MAX_TYPE_BYTES = 200
 MAX_STREAM_BYTES = 400
 MAX_ID_BYTES = 400
+_TS_LIMIT = 1 << 64  # ts is stored as an unsigned 64-bit count of nanoseconds
 
 INPUT_KEYS = frozenset({"type", "stream", "data", "meta", "id", "expect", "ts"})
 # Keys of printed events: accepted and ignored so that replay output appends
@@ -150,21 +151,24 @@ def check_ts(value: object, line: int | None = None) -> int | None:
     if value is None:
         return None
     if type(value) is int:
-        if value < 0:
-            raise BadInputError(f'"ts" must not be before 1970, got {value}', line=line)
-        return value
-    if isinstance(value, str):
+        ns: int | None = value
+    elif isinstance(value, str):
         ns = parse_rfc3339(value)
-        if ns is not None and ns >= 0:
-            return ns
+        if ns is None:
+            raise BadInputError(
+                f'"ts" {value!r} is not an RFC 3339 time with a zone (like 2026-11-26T10:00:00.000000001Z)',
+                line=line,
+            )
+    elif type(value).__name__ == "Timestamp":  # msgpack's timestamp extension
+        ns = int(value.to_unix_nano())  # type: ignore[attr-defined]
+    else:
+        raise BadInputError(f'"ts" must be an RFC 3339 string or nanoseconds, not {_json_kind(value)}', line=line)
+    assert ns is not None
+    if not 0 <= ns < _TS_LIMIT:
         raise BadInputError(
-            f'"ts" {value!r} is not an RFC 3339 time with a zone '
-            "(like 2026-11-26T10:00:00.000000001Z)",
-            line=line,
+            f'"ts" {value!r} is out of range: times are from 1970 to 2554 (nanoseconds in 64 bits)', line=line
         )
-    if type(value).__name__ == "Timestamp":  # msgpack's timestamp extension
-        return int(value.to_unix_nano())  # type: ignore[attr-defined]
-    raise BadInputError(f'"ts" must be an RFC 3339 string or nanoseconds, not {_json_kind(value)}', line=line)
+    return ns
 
 
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -346,6 +350,25 @@ def exact_json(raw: bytes, line: int | None) -> Any:
         return json.loads(raw, parse_int=parse_int)
     except ValueError as exc:
         raise BadInputError(f"not valid JSON ({exc})", line=line) from None
+    except RecursionError:
+        raise BadInputError(f"nested deeper than {MAX_DEPTH} levels", line=line) from None
+
+
+MAX_DEPTH = 250
+"""orjson writes at most 254 levels: deeper data could be stored but never replayed."""
+
+
+def check_depth(value: Any, line: int | None) -> None:
+    """Refuse data nested deeper than :data:`MAX_DEPTH` (called only for long lines)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadInputError(f"nested deeper than {MAX_DEPTH} levels, which JSON output cannot write", line=line)
+        if type(item) is dict:
+            stack.extend((child, depth + 1) for child in item.values())
+        elif type(item) is list:
+            stack.extend((child, depth + 1) for child in item)
 
 
 def may_need_exact_json(raw: bytes) -> bool:

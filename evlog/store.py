@@ -91,17 +91,21 @@ class Store:
     def _check_path(self, create: bool) -> None:
         path = self.path
         if os.path.isdir(path):
-            if os.path.exists(os.path.join(path, "data.mdb")):
+            data = os.path.join(path, "data.mdb")
+            if os.path.exists(data):
+                if os.path.getsize(data) == 0 and not create:
+                    # What a process killed while creating a log leaves behind.
+                    raise LogNotFoundError(f"no log at {path}: its data.mdb is empty; append to create the log")
                 return
+            others = [name for name in os.listdir(path) if not _is_log_file(name)]
+            if others:
+                raise NotALogError(
+                    f"{path} is a directory with other files ({', '.join(sorted(others)[:3])}) and no log "
+                    "in it; point --log at a new or empty directory"
+                )
             if not create:
                 raise LogNotFoundError(
-                    f"no log at {path}: the directory holds no data.mdb; "
-                    "append an event to create a log there"
-                )
-            if os.listdir(path):
-                raise NotALogError(
-                    f"{path} is a directory with other files and no log in it; "
-                    "point --log at a new or empty directory"
+                    f"no log at {path}: the directory holds no data.mdb; append an event to create a log there"
                 )
         elif os.path.exists(path):
             raise NotALogError(f"{path} is a file, not a log; a log is a directory (data.mdb, lock.mdb)")
@@ -135,6 +139,14 @@ class Store:
                 raise _storage_error(self.path, exc) from exc
 
     def _open_databases(self, create: bool) -> dict[bytes, lmdb._Database]:
+        while True:
+            try:
+                return self._open_databases_once(create)
+            except lmdb.MapResizedError:
+                # Another process grew the map between our open and our first transaction.
+                self.env.set_mapsize(0)
+
+    def _open_databases_once(self, create: bool) -> dict[bytes, lmdb._Database]:
         env = self.env
         foreign = NotALogError(
             f"{self.path} is an LMDB environment of another program, not an evlog log; "
@@ -143,6 +155,9 @@ class Store:
         try:
             with env.begin() as txn:
                 names = set(env.dbs(txn))
+                plain_keys = not names and env.stat()["entries"] > 0
+            if plain_keys:
+                raise foreign
             if not names:
                 if not create:
                     raise LogNotFoundError(f"no log at {self.path}: the environment is empty")
@@ -158,6 +173,8 @@ class Store:
                 found = txn.get(b"format", db=dbs[b"meta"])
         except lmdb.NotFoundError:
             raise foreign from None
+        except lmdb.MapResizedError:
+            raise
         except lmdb.Error as exc:
             raise _storage_error(self.path, exc) from exc
         if found is None or not bytes(found).isdigit():
@@ -173,8 +190,8 @@ class Store:
         """Create the databases of a new log; None if another process just did."""
         env = self.env
         with self.writing() as txn:
-            if set(env.dbs(txn)):
-                return None
+            if set(env.dbs(txn)) or env.stat()["entries"] > 0:
+                return None  # created meanwhile by another process (or foreign: checked next)
             dbs = {
                 name: env.open_db(name, txn=txn, dupsort=name == b"streams", dupfixed=name == b"streams")
                 for name in _DATABASES
@@ -261,8 +278,24 @@ class Store:
         return None if value is None else bytes(value)
 
 
+def _nearly_full(path: str) -> bool:
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < max(4 << 20, stat.f_blocks * stat.f_frsize // 100)
+
+
+def _is_log_file(name: str) -> bool:
+    """Files a log directory may hold besides data.mdb."""
+    return name in ("lock.mdb", SIDECAR) or (name.startswith("group-") and name.endswith(".lock"))
+
+
 def _storage_error(path: str, exc: lmdb.Error) -> EvlogError:
     text = str(exc)
+    if "Input/output error" in text and _nearly_full(path):
+        # LMDB reports a short write on a full disk as EIO.
+        return StorageError(f"{path}: the disk is full ({text}); free space and retry")
     if "No space left" in text or "ENOSPC" in text:
         return StorageError(f"{path}: the disk is full ({text}); free space and retry")
     if "Permission denied" in text or "Read-only" in text:

@@ -50,6 +50,8 @@ def parse_rfc3339(text: str) -> int | None:
         return None
     whole = calendar.timegm((year, month, day, hour, minute, min(second, 59), 0, 0, 0))
     if match.group(9):
+        if int(match.group(10)) > 23 or int(match.group(11)) > 59:
+            return None
         offset = int(match.group(10)) * 3600 + int(match.group(11)) * 60
         whole -= offset if match.group(9) == "+" else -offset
     fraction = (match.group(7) or "").ljust(9, "0")

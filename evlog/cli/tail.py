@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
@@ -67,25 +69,22 @@ def tail(
         from ..fold import compile_where
 
         test = compile_where(where)
-    if wait:
-        following.wait_for_log(log)
+    waited = wait and following.wait_for_log(log)
     chosen = output
     if chosen is Output.auto:
         chosen = Output.table if stdout_is_terminal() else Output.ndjson
     out = binary_stdout()
     table_started = False
 
-    def emit(rows: list[Any]) -> None:
+    def emit(rows: Iterable[Any]) -> None:
+        """Write rows (one call per read when following; once for everything otherwise)."""
         nonlocal table_started
         if test is not None:
-            rows = [row for row in rows if test(*row)]
-        if not rows:
-            return
+            rows = (row for row in rows if test(*row))
         if template is not None:
             render.write_template(out, rows, template)
         elif chosen is Output.table:
-            render.write_table(rows, header=not table_started)
-            table_started = True
+            table_started = render.write_table(rows, header=not table_started) > 0 or table_started
         elif chosen is Output.json:
             render.write_json_array(out, rows, pretty=stdout_is_terminal())
         elif chosen is Output.msgpack:
@@ -99,6 +98,7 @@ def tail(
         types = scan.matcher(event_type, prefix_star=False)
         streams = scan.matcher(stream, prefix_star=True)
         head = scan.head_seq(store)
+        before: list[Any] = []
         if group is not None:
             lock = following.GroupLock(log, group)
             lock.acquire()
@@ -106,22 +106,24 @@ def tail(
             start = position + 1 if position is not None else opened.resolve(from_) if from_ else 1
         elif from_ is not None:
             start = opened.resolve(from_)
+        elif waited and follow:
+            start = 1  # the log appeared while we waited: every event in it is new
         else:
             start = head + 1
-            emit(following.last_rows(store, lines, head, types=types, streams=streams, where=test))
+            before = following.last_rows(store, lines, head, types=types, streams=streams, where=test)
         try:
             if not follow:
-                for first in range(start, head + 1, scan.CHUNK * 16):
-                    last = min(head, first + scan.CHUNK * 16 - 1)
-                    emit(list(scan.scan(store, first, last, types=types, streams=streams)))
-                    if group is not None:
-                        following.set_group_position(store, group, last)
+                emit(itertools.chain(before, scan.scan(store, start, head, types=types, streams=streams)))
+                if group is not None and head >= start:
+                    following.set_group_position(store, group, head)
                 return
+            if before:
+                emit(before)
             for rows, last in following.follow(opened, start, types=types, streams=streams):
-                emit(rows)  # each write is flushed: the rows are out before the checkpoint moves
+                if rows:
+                    emit(rows)  # each write is flushed: the rows are out before the checkpoint moves
                 if group is not None:
                     following.set_group_position(store, group, last)
         finally:
             if lock is not None:
                 lock.release()
-

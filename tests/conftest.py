@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,20 @@ def run_evlog(
 def evlog() -> object:
     """The `run_evlog` helper, as a fixture."""
     return run_evlog
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Any]]:
+    """Start evlog processes that are killed (by their own pid) when the test ends."""
+    from running import Running
+
+    started: list[Running] = []
+
+    def start(*args: str, **options: Any) -> Running:
+        running = Running(list(args), **options)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()

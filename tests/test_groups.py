@@ -11,131 +11,21 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run_evlog
+from running import TIMEOUT, Running, append
 
 from evlog import Log
 
-TIMEOUT = 30.0
 BUSY = b"is being followed by another process"
-
-# `python -m evlog ARGS` with SIGINT at its default disposition (so Python installs its
-# KeyboardInterrupt handler even if the test runner was started with SIGINT ignored).
-_SIGINT_DEFAULT_EXEC = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.executable, [sys.executable, '-m', 'evlog', *sys.argv[1:]])"
-)
-
-
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_")}
-    env.update(extra or {})
-    return env
-
-
-class Running:
-    """A long-running evlog process; threads collect its stdout lines (in order) and its stderr."""
-
-    def __init__(
-        self, args: list[str], *, env: dict[str, str] | None = None, stdin: Any = subprocess.DEVNULL,
-        stdout: Any = subprocess.PIPE, sigint_default: bool = False,
-    ) -> None:
-        prefix = [sys.executable, "-c", _SIGINT_DEFAULT_EXEC] if sigint_default else [sys.executable, "-m", "evlog"]
-        self.args = args
-        self.proc = subprocess.Popen(
-            [*prefix, *args], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=clean_env(env)
-        )
-        self.lines: queue.Queue[bytes | None] = queue.Queue()
-        self.received: list[bytes] = []  # every line, also those already taken
-        self._err = bytearray()
-        self._threads = [threading.Thread(target=self._pump_err, daemon=True)]
-        if self.proc.stdout is not None:
-            self._threads.append(threading.Thread(target=self._pump_out, daemon=True))
-        for thread in self._threads:
-            thread.start()
-
-    def _pump_out(self) -> None:
-        assert self.proc.stdout is not None
-        for line in iter(self.proc.stdout.readline, b""):
-            self.received.append(line)
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def _pump_err(self) -> None:
-        assert self.proc.stderr is not None
-        for chunk in iter(lambda: os.read(self.proc.stderr.fileno(), 65536), b""):  # type: ignore[union-attr]
-            self._err.extend(chunk)
-
-    @property
-    def stderr(self) -> bytes:
-        return bytes(self._err)
-
-    def describe(self) -> str:
-        stderr = self.stderr.decode(errors="replace")
-        return f"evlog {' '.join(self.args)} (exit {self.proc.poll()}), stderr: {stderr!r}"
-
-    def line(self, timeout: float = TIMEOUT) -> bytes:
-        try:
-            line = self.lines.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            raise AssertionError(f"no output line within {timeout:.1f} s from {self.describe()}") from None
-        if line is None:
-            self.lines.put(None)
-            raise AssertionError(f"output ended early: {self.describe()}")
-        return line
-
-    def events_until(self, last: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        found = []
-        while True:
-            found.append(json.loads(self.line(deadline - time.monotonic())))
-            if last(found[-1]):
-                return found
-
-    def finish(self, timeout: float = TIMEOUT) -> int:
-        code = self.proc.wait(timeout=timeout)
-        for thread in self._threads:
-            thread.join(timeout=timeout)
-        return code
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.finish()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., Running]]:
-    """Start evlog processes that are killed (by their own pid) when the test ends."""
-    started: list[Running] = []
-
-    def start(*args: str, **options: Any) -> Running:
-        started.append(Running(list(args), **options))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
-
-
-def append(log: str, *events: dict[str, Any], env: dict[str, str] | None = None, batch: int | None = None) -> None:
-    args = ["append"] + (["--batch", str(batch)] if batch else [])
-    text = "".join(json.dumps(event) + "\n" for event in events)
-    result = run_evlog(*args, log=log, input=text, env=env, timeout=120)
-    assert (result.returncode, result.stderr) == (0, b""), result.stderr.decode()
 
 
 def numbered(first: int, last: int, **fields: Any) -> list[dict[str, Any]]:

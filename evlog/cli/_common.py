@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from enum import Enum
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
@@ -36,6 +36,44 @@ class Output(str, Enum):
     json = "json"
     msgpack = "msgpack"
     table = "table"
+
+
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON when piped.")
+]
+TemplateOption = Annotated[
+    str | None,
+    typer.Option("--template", metavar="FORMAT", help="One line per event, e.g. '{seq} {type} {data[amount]}'."),
+]
+
+
+def print_records(records: list[dict[str, Any]], output: Output, columns: list[str]) -> None:
+    """Listings (groups, snapshots, projections): a table on a terminal, NDJSON when piped."""
+    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
+        from rich.table import Table
+
+        from ..output import make_console
+
+        table = Table(*columns, box=None, header_style="bold")
+        for record in records:
+            table.add_row(*(_cell(record[column]) for column in columns))
+        make_console().print(table)
+        return
+    import orjson
+
+    out = binary_stdout()
+    for record in records:
+        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    import orjson
+
+    return orjson.dumps(value).decode()
 
 
 def stdout_is_terminal() -> bool:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, note, stdout_is_terminal
+from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, OutputOption, note, print_records
 
 app = typer.Typer(
     add_completion=False,
@@ -18,14 +18,10 @@ app = typer.Typer(
 
 @app.command("list", help="Each group's position (the last seq it delivered) and lag (events behind the head).")
 def list_(
-    output: Annotated[Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON piped.")] = (
-        Output.auto
-    ),
+    output: OutputOption = Output.auto,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    import orjson
-
     from .. import follow, scan
     from ..log import Log
 
@@ -33,20 +29,8 @@ def list_(
         store = opened.store()
         head = scan.head_seq(store)
         groups = follow.list_groups(store)
-    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
-        from rich.table import Table
-
-        from ..output import make_console
-
-        table = Table("group", "position", "lag", box=None, header_style="bold")
-        for name, position in groups:
-            table.add_row(name, str(position), str(head - position))
-        make_console().print(table)
-        return
-    out = binary_stdout()
-    for name, position in groups:
-        out.write(orjson.dumps({"group": name, "position": position, "lag": head - position},
-                               option=orjson.OPT_APPEND_NEWLINE))
+    records = [{"group": name, "position": position, "lag": head - position} for name, position in groups]
+    print_records(records, output, ["group", "position", "lag"])
 
 
 @app.command(

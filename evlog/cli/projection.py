@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, note, stdout_is_terminal
+from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, OutputOption, note, print_records
 from ._fold_options import (
     ByOption,
     FoldFileOption,
@@ -77,14 +77,10 @@ def add(
 
 @app.command("list", help="List projections: name, definition, snapshot interval.")
 def list_(
-    output: Annotated[Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON piped.")] = (
-        Output.auto
-    ),
+    output: OutputOption = Output.auto,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    import orjson
-
     from .. import snapshots
     from ..log import Log
     from ..timefmt import format_ts
@@ -96,21 +92,7 @@ def list_(
          "snapshot_every": item.snapshot_every, "created": format_ts(item.created)}
         for item in found
     ]
-    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
-        from rich.table import Table
-
-        from ..output import make_console
-
-        table = Table("name", "fold", "by", "snapshot every", box=None, header_style="bold")
-        for item in found:
-            clauses = "; ".join(code if pattern is None else f"on {pattern}: {code}"
-                                for pattern, code in item.spec.clauses) or "(fold file)"
-            table.add_row(item.name, clauses, item.spec.by or "", str(item.snapshot_every))
-        make_console().print(table)
-        return
-    out = binary_stdout()
-    for record in records:
-        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    print_records(records, output, ["name", "definition", "from", "snapshot_every"])
 
 
 @app.command(

@@ -6,7 +6,16 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, stdout_is_terminal
+from ._common import (
+    DEFAULT_LOG,
+    DebugOption,
+    LogOption,
+    Output,
+    OutputOption,
+    TemplateOption,
+    binary_stdout,
+    stdout_is_terminal,
+)
 from ._fold_options import (
     ByOption,
     FoldFileOption,
@@ -57,13 +66,8 @@ def replay(
     stream: StreamOption = None,
     event_type: TypeOption = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most N events.")] = None,
-    output: Annotated[
-        Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON when piped.")
-    ] = Output.auto,
-    template: Annotated[
-        str | None,
-        typer.Option("--template", metavar="FORMAT", help="One line per event, e.g. '{seq} {type} {data[amount]}'."),
-    ] = None,
+    output: OutputOption = Output.auto,
+    template: TemplateOption = None,
     fold: FoldOption = None,
     on: OnOption = None,
     init: InitOption = None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, note, stdout_is_terminal
+from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, OutputOption, note, print_records
 from ._fold_options import (
     ByOption,
     FoldFileOption,
@@ -73,34 +73,21 @@ def save(
 
 @app.command("list", help="List snapshots: definition hash, seq, time, size and number of states.")
 def list_(
-    output: Annotated[Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON piped.")] = (
-        Output.auto
-    ),
+    output: OutputOption = Output.auto,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    import orjson
-
     from .. import snapshots
     from ..log import Log
     from ..timefmt import format_ts
 
     with Log(log) as opened:
         found = list(snapshots.listing(opened.store()))
-    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
-        from rich.table import Table
-
-        from ..output import make_console
-
-        table = Table("hash", "seq", "ts (UTC)", "bytes", "keys", box=None, header_style="bold")
-        for item in found:
-            table.add_row(item.digest, str(item.seq), format_ts(item.ts), str(item.size), str(item.keys))
-        make_console().print(table)
-        return
-    out = binary_stdout()
-    for item in found:
-        out.write(orjson.dumps({"hash": item.digest, "seq": item.seq, "ts": format_ts(item.ts), "size": item.size,
-                                "keys": item.keys}, option=orjson.OPT_APPEND_NEWLINE))
+    records = [
+        {"hash": item.digest, "seq": item.seq, "ts": format_ts(item.ts), "size": item.size, "keys": item.keys}
+        for item in found
+    ]
+    print_records(records, output, ["hash", "seq", "ts", "size", "keys"])
 
 
 @app.command(

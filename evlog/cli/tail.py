@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import UsageError
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, stdout_is_terminal
+from ._common import (
+    DEFAULT_LOG,
+    DebugOption,
+    LogOption,
+    Output,
+    OutputOption,
+    TemplateOption,
+    binary_stdout,
+    stdout_is_terminal,
+)
 from ._fold_options import StreamOption, TypeOption, WhereOption
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,13 +52,8 @@ def tail(
         str | None, typer.Option("--group", "-g", metavar="NAME", help="Resume after the group's last event.")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If the log does not exist yet, wait for it.")] = False,
-    output: Annotated[
-        Output, typer.Option("--output", "-o", help="auto: a table on a terminal, NDJSON when piped.")
-    ] = Output.auto,
-    template: Annotated[
-        str | None,
-        typer.Option("--template", metavar="FORMAT", help="One line per event, e.g. '{seq} {type} {data[amount]}'."),
-    ] = None,
+    output: OutputOption = Output.auto,
+    template: TemplateOption = None,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:

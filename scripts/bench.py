@@ -188,9 +188,54 @@ def peer_balance_sqlite(path: str) -> None:
     print(json.dumps(dict(rows)))
 
 
+WARM_UP = -1  # the index of warm-up ticks: they only show that a follower is running
+
+
+def peer_tick(target: str, kind: str, count: str, interval_ms: str) -> None:
+    """Append ``count`` ticks ``{"i": index}``, one every ``interval_ms``; print their times as a JSON list.
+
+    kind=evlog appends events with ``Log.append`` (the log opened once), kind=file writes NDJSON lines
+    of the same shape to a plain file (write + flush). Each time is time.time_ns() (CLOCK_REALTIME,
+    comparable across processes) taken as soon as the append or flush returned. Until a line (or EOF)
+    arrives on stdin, a warm-up tick (index -1) is appended every 50 ms: the harness says go once its
+    follower has printed one, so that no timed tick races the follower's start.
+    """
+    import contextlib
+    import json
+    import select
+
+    with contextlib.ExitStack() as stack:
+        if kind == "evlog":
+            from evlog import Log
+
+            log = stack.enter_context(Log(target))
+
+            def tick(index: int) -> None:
+                log.append("tick", {"i": index})
+        else:
+            out = stack.enter_context(open(target, "ab"))
+
+            def tick(index: int) -> None:
+                out.write(b'{"type":"tick","data":{"i":%d}}\n' % index)
+                out.flush()
+
+        while not select.select([sys.stdin], [], [], 0.05)[0]:
+            tick(WARM_UP)
+        stamps: list[int] = []
+        interval, start = int(interval_ms) * 1_000_000, time.monotonic_ns()
+        for index in range(int(count)):
+            # A fixed schedule: a slow append delays its own tick, not every later one.
+            delay = start + index * interval - time.monotonic_ns()
+            if delay > 0:
+                time.sleep(delay / 1e9)
+            tick(index)
+            stamps.append(time.time_ns())
+    print(json.dumps(stamps))
+
+
 PEERS: dict[str, Callable[..., None]] = {
     "append-lmdb": peer_append_lmdb, "append-sqlite": peer_append_sqlite, "replay": peer_replay,
-    "count-types": peer_count_types, "balance-sqlite": peer_balance_sqlite,
+    "count-types": peer_count_types, "balance-sqlite": peer_balance_sqlite, "tick": peer_tick,
 }
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--peer"]:

@@ -1,5 +1,6 @@
 #!/usr/bin/env sh
-# A small bank-account history, appended through a pipeline, replayed and described.
+# A small bank-account history, appended through a pipeline, replayed, folded into
+# balances, verified and described.
 # Uses the default log (./events.lmdb, or $EVLOG_PATH). Every event carries an
 # id, so running the demo again appends nothing new: appends are idempotent.
 set -eu
@@ -21,6 +22,13 @@ evlog replay | cat
 
 echo "== replay: one stream, one line per event =="
 evlog replay --stream account-1 --template '{seq}\t{type}\t{data[amount]}'
+
+echo "== fold: each account's balance, now and after the first three events =="
+evlog replay --by stream --init '{"balance": 0}' --on deposit 's.balance += d.amount' --on withdraw 's.balance -= d.amount'
+evlog replay --until 3 --by stream --init '{"balance": 0}' --on deposit 's.balance += d.amount' --on withdraw 's.balance -= d.amount'
+
+echo "== verify: the records, the indexes and the hash chain =="
+evlog verify
 
 echo "== info =="
 evlog info -o json

@@ -1,22 +1,14 @@
-"""Folds: the reducer language of ``--fold``/``--on``/``--where``/``--by``, compiled once.
+"""Folds: a definition (:class:`FoldSpec`) compiled once into one loop over the log.
 
-A fold definition (:class:`FoldSpec`) is compiled into one Python function
-that runs the whole loop over the log: decode the envelope, filter, pick the
-state for the event's key, apply every clause in order, and move on. Clauses
-are never ``eval``'d per event. Compilation rewrites the user's code:
+The generated function runs the whole fold: decode each record's envelope,
+filter, pick the state for the event's key, apply every clause in order (as
+checked and rewritten by :mod:`evlog.foldlang`), and move on. Clauses are
+never ``eval``'d per event, and the loop decodes only what the clauses read:
+a fold that never reads ``d`` or ``e.data`` never decodes a payload, and one
+made only of ``--on`` clauses skips other types before decoding anything.
 
-* ``s``/``state``, ``e``/``event`` and ``d`` (the event's data) are the names;
-* attribute access is key access (``d.amount`` is ``d["amount"]``,
-  ``s.balance += 1`` updates ``s["balance"]``) unless the attribute is called
-  (``s.get("n", 0)``, ``s.update(d)`` stay methods);
-* ``e.type``, ``e.stream``... become local variables of the loop, so a fold
-  that never reads ``d`` or ``e.data`` never decodes a payload;
-* an expression statement's value becomes the new state unless it is None.
-
-The compiler refuses imports, definitions, ``global``/``nonlocal``,
-generators, ``await``, dunder names and attributes, and names beginning with
-``_``; only pure builtins are offered. This keeps folds deterministic, which
-is what makes snapshots valid. It is not a security boundary against a
+Folds are deterministic (no time, randomness, I/O or sets), which is what
+makes snapshots valid. The checks are not a security boundary against a
 hostile author: folds are the user's own code, run with the user's rights.
 """
 
@@ -34,33 +26,18 @@ import msgpack
 import orjson
 
 from .errors import BadInputError, EvlogError, UsageError
+from .foldlang import (
+    SAFE_BUILTINS,
+    Analysis,
+    Clause,
+    FoldSyntaxError,
+    event_prelude,
+    new_state_rule,
+    parse_clause,
+)
 
 FOLD_ENGINE = 1
 """Bumped whenever the meaning of a fold could change: part of every snapshot key."""
-
-EVENT_FIELDS = ("seq", "ts", "type", "stream", "version", "id", "data", "meta")
-_ALIASES = {"state": "s", "event": "e"}
-_SAFE_BUILTINS = (
-    "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "filter", "float",
-    "int", "isinstance", "len", "list", "map", "max", "min", "pow", "range", "reversed", "round",
-    "sorted", "str", "sum", "tuple", "zip", "ArithmeticError", "Exception", "KeyError",
-    "IndexError", "LookupError", "TypeError", "ValueError", "ZeroDivisionError",
-)
-_REFUSED = {
-    ast.Import: "import", ast.ImportFrom: "import", ast.FunctionDef: "def", ast.AsyncFunctionDef: "def",
-    ast.ClassDef: "class", ast.Global: "global", ast.Nonlocal: "nonlocal", ast.Yield: "yield",
-    ast.YieldFrom: "yield", ast.Await: "await", ast.AsyncFor: "async for", ast.AsyncWith: "async with",
-    ast.With: "with",
-    # A set's order of iteration depends on the process's string hashing, so a
-    # fold using one could answer differently in two runs: no sets.
-    ast.Set: "a set (use a list, a tuple or the keys of an object)",
-    ast.SetComp: "a set (use a list, a tuple or the keys of an object)",
-}
-
-
-class FoldSyntaxError(UsageError):
-    """A fold clause is not valid or uses something folds do not offer."""
-
 
 class FoldError(EvlogError):
     """A fold failed on an event (its seq, type and stream are named)."""
@@ -141,155 +118,6 @@ def load_fold_file(path: str) -> str:
         raise UsageError(f"--fold-file {path}: {exc.strerror}") from None
 
 
-# -- compiling clauses ---------------------------------------------------------
-
-
-class _Rewriter(ast.NodeTransformer):
-    """Checks one clause and rewrites it to the loop's local names."""
-
-    def __init__(self, option: str, code: str) -> None:
-        self.option = option
-        self.code = code
-        self.event_fields: set[str] = set()
-        self.whole_event = False
-        self.uses_data = False
-        self.uses_state = False
-
-    def refuse(self, node: ast.AST, what: str) -> FoldSyntaxError:
-        column = getattr(node, "col_offset", None)
-        pointer = ""
-        if column is not None and "\n" not in self.code:
-            pointer = f"\n  {self.code}\n  {' ' * column}^"
-        return FoldSyntaxError(f"{self.option} {self.code!r}: {what} is not allowed in a fold{pointer}")
-
-    def generic_visit(self, node: ast.AST) -> ast.AST:
-        refused = _REFUSED.get(type(node))
-        if refused is not None:
-            raise self.refuse(node, refused if " " in refused else f"'{refused}'")
-        return super().generic_visit(node)
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        name = _ALIASES.get(node.id, node.id)
-        if name.startswith("_"):
-            raise self.refuse(node, f"the name {node.id!r} (names starting with '_')")
-        if name == "e":
-            self.whole_event = True
-        elif name == "d":
-            self.uses_data = True
-        elif name == "s":
-            self.uses_state = True
-        return ast.copy_location(ast.Name(id=name, ctx=node.ctx), node)
-
-    def _event_field(self, node: ast.AST, key: object) -> ast.AST | None:
-        """``e.type`` / ``e["type"]`` -> the loop's local for that field."""
-        if isinstance(node, ast.Name) and _ALIASES.get(node.id, node.id) == "e" and key in EVENT_FIELDS:
-            if key == "data":
-                self.uses_data = True
-                return ast.Name(id="d", ctx=ast.Load())
-            self.event_fields.add(str(key))
-            return ast.Name(id=f"_e_{key}", ctx=ast.Load())
-        return None
-
-    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
-        if node.attr.startswith("__"):
-            raise self.refuse(node, f"the attribute {node.attr!r}")
-        if isinstance(node.ctx, ast.Load):
-            local = self._event_field(node.value, node.attr)
-            if local is not None:
-                return ast.copy_location(local, node)
-        value = self.visit(node.value)
-        key = ast.Subscript(value=value, slice=ast.Constant(node.attr), ctx=node.ctx)
-        return ast.copy_location(key, node)
-
-    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
-        if isinstance(node.ctx, ast.Load) and isinstance(node.slice, ast.Constant):
-            local = self._event_field(node.value, node.slice.value)
-            if local is not None:
-                return ast.copy_location(local, node)
-        return self.generic_visit(node)
-
-    def visit_Call(self, node: ast.Call) -> ast.AST:
-        func = node.func
-        if isinstance(func, ast.Attribute):
-            if func.attr.startswith("_"):
-                raise self.refuse(func, f"the method {func.attr!r}")
-            method = ast.Attribute(value=self.visit(func.value), attr=func.attr, ctx=ast.Load())
-            node.func = ast.copy_location(method, func)
-        else:
-            node.func = self.visit(func)
-        node.args = [self.visit(arg) for arg in node.args]
-        node.keywords = [self.visit(keyword) for keyword in node.keywords]
-        return node
-
-
-@dataclass
-class _Clause:
-    pattern: str | None
-    body: list[ast.stmt]
-
-
-@dataclass
-class _Analysis:
-    own_names: set[str] = field(default_factory=set)
-    event_fields: set[str] = field(default_factory=set)
-    whole_event: bool = False
-    uses_data: bool = False
-
-
-def _parse(option: str, code: str, analysis: _Analysis, *, expression: bool) -> Any:
-    """The rewritten clause: a list of statements, or with ``expression`` one expression."""
-    code = code.strip()  # so that error columns point into the text that is shown
-    try:
-        tree = ast.parse(code.strip(), mode="eval" if expression else "exec")
-    except SyntaxError as exc:
-        raise FoldSyntaxError(f"{option} {code!r}: {exc.msg} (column {exc.offset})") from None
-    rewriter = _Rewriter(option, code)
-    tree = rewriter.visit(tree)
-    analysis.own_names |= _check_names(tree, rewriter) - _LOOP_NAMES
-    analysis.event_fields |= rewriter.event_fields
-    analysis.whole_event |= rewriter.whole_event
-    analysis.uses_data |= rewriter.uses_data or rewriter.whole_event
-    if expression:
-        assert isinstance(tree, ast.Expression)
-        return tree.body
-    assert isinstance(tree, ast.Module)
-    if not tree.body:
-        raise FoldSyntaxError(f"{option} is empty")
-    return tree.body
-
-
-_LOOP_NAMES = {"s", "e", "d", "_e_seq", "_e_ts", "_e_type", "_e_stream", "_e_version", "_e_id", "_e_meta"}
-
-
-def _check_names(tree: ast.AST, rewriter: _Rewriter) -> set[str]:
-    """Every name a clause reads must be one of the fold's, a pure builtin, or its own; returns its own."""
-    own = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
-    own |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
-    offered = own | _LOOP_NAMES | set(_SAFE_BUILTINS)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in offered:
-            raise rewriter.refuse(
-                node, f"the name {node.id!r} (folds have s, e, d and pure builtins such as len, sum, max)"
-            )
-    return own
-
-
-def _new_state_rule(statements: list[ast.stmt]) -> list[ast.stmt]:
-    """An expression statement's value becomes the state unless it is None."""
-    result: list[ast.stmt] = []
-    for statement in statements:
-        if isinstance(statement, ast.Expr):
-            assign = ast.parse("_v = None\nif _v is not None: s = _v").body
-            assign[0].value = statement.value  # type: ignore[attr-defined]
-            for node in assign:
-                ast.copy_location(node, statement)
-                ast.fix_missing_locations(node)
-            result.extend(assign)
-        else:
-            result.append(statement)
-    return result
-
-
 class _AnyGlobCache(dict[str, bool]):
     """type -> whether any of several globs matches it, computed once per type."""
 
@@ -344,17 +172,17 @@ class CompiledFold:
     def __init__(self, spec: FoldSpec, *, scan: bool = False) -> None:
         self.spec = spec
         self.scan = scan
-        analysis = _Analysis()
+        analysis = Analysis()
         clauses = [
-            _Clause(pattern, _parse("--fold" if pattern is None else f"--on {pattern}", code, analysis,
+            Clause(pattern, parse_clause("--fold" if pattern is None else f"--on {pattern}", code, analysis,
                                     expression=False))
             for pattern, code in spec.clauses
         ]
-        where = _parse("--where", spec.where, analysis, expression=True) if spec.where else None
+        where = parse_clause("--where", spec.where, analysis, expression=True) if spec.where else None
         by = None
         if spec.by is not None:
             by_code = "e.stream" if spec.by == "stream" else spec.by
-            by = _parse("--by", by_code, analysis, expression=True)
+            by = parse_clause("--by", by_code, analysis, expression=True)
         self.file_handlers = _FileHandlers(spec.fold_file) if spec.fold_file is not None else None
         if self.file_handlers is not None:
             analysis.whole_event = analysis.uses_data = True
@@ -371,7 +199,7 @@ class CompiledFold:
         )
         self.function = self._generate(clauses, where, by)
 
-    def _generate(self, clauses: list[_Clause], where: ast.expr | None, by: ast.expr | None) -> Callable[..., Any]:
+    def _generate(self, clauses: list[Clause], where: ast.expr | None, by: ast.expr | None) -> Callable[..., Any]:
         analysis = self.analysis
         module = ast.parse(_LOOP.format(
             single_state="s = _states.get(None, _init())" if by is None else "pass",
@@ -395,7 +223,7 @@ class CompiledFold:
                    if self.spec.by == "stream" else "")
                 + " continue"
             )
-        code.extend(_event_prelude(analysis))
+        code.extend(event_prelude(analysis))
         for line in code:
             prelude.extend(ast.parse(line).body)
         # --where, --by and the clauses run inside one try: any failure of the
@@ -415,7 +243,7 @@ class CompiledFold:
             pick[0].value = by  # type: ignore[attr-defined]
             body.extend(pick)
         for index, clause in enumerate(clauses):
-            statements = _new_state_rule(clause.body)
+            statements = new_state_rule(clause.body)
             if clause.pattern is not None:
                 guard = ast.parse(f"if _on[{index}][_e_type]: pass").body[0]
                 assert isinstance(guard, ast.If)
@@ -441,7 +269,7 @@ class CompiledFold:
         if self.scan:
             function.body[-1] = ast.Return(value=None)
         ast.fix_missing_locations(module)
-        namespace: dict[str, Any] = {"__builtins__": {name: getattr(builtins, name) for name in _SAFE_BUILTINS}}
+        namespace: dict[str, Any] = {"__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS}}
         if self.file_handlers is not None:
             namespace["_file"] = self.file_handlers
         exec(compile(module, "<fold>", "exec"), namespace)  # the generated loop, compiled once
@@ -474,30 +302,13 @@ class CompiledFold:
         )
 
 
-def _event_prelude(analysis: _Analysis) -> list[str]:
-    """Lines that give a clause the parts of the event it reads, and no more."""
-    lines = []
-    if analysis.uses_data:
-        lines.append("d = _unpack(_e_data)")
-    if "ts" in analysis.event_fields or analysis.whole_event:
-        lines.append("_e_ts = _format_ts(_ts)")
-    if "meta" in analysis.event_fields or analysis.whole_event:
-        lines.append("_e_meta = _e_meta or {}")
-    if analysis.whole_event:
-        lines.append(
-            "e = {'seq': _e_seq, 'ts': _e_ts, 'type': _e_type, 'stream': _e_stream, 'version': _e_version,"
-            " 'id': _e_id, 'data': d, 'meta': _e_meta}"
-        )
-    return lines
-
-
 def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     """``--where EXPR`` alone (no fold): a predicate over ``(seq, envelope)``."""
-    analysis = _Analysis()
-    expression = _parse("--where", code, analysis, expression=True)
+    analysis = Analysis()
+    expression = parse_clause("--where", code, analysis, expression=True)
     assert isinstance(expression, ast.expr)
     lines = ["_f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _envelope"]
-    lines.extend(_event_prelude(analysis))
+    lines.extend(event_prelude(analysis))
     module = ast.parse("def _where(_e_seq, _envelope):\n" + "".join(f"    {line}\n" for line in lines)
                        + "    try:\n        return bool(_x)\n"
                        "    except Exception as _exc:\n        _fail(_exc, _e_seq, _e_type, _e_stream, 'the filter')\n")
@@ -512,7 +323,7 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     from .timefmt import format_ts
 
     namespace: dict[str, Any] = {
-        "__builtins__": {name: getattr(builtins, name) for name in _SAFE_BUILTINS},
+        "__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS},
         "_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _fail,
     }
     exec(compile(module, "<where>", "exec"), namespace)  # compiled once, called per event

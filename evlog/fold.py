@@ -118,6 +118,9 @@ def load_fold_file(path: str) -> str:
         raise UsageError(f"--fold-file {path}: {exc.strerror}") from None
 
 
+_GLOB = re.compile(r"[*?\[]")
+
+
 class _AnyGlobCache(dict[str, bool]):
     """type -> whether any of several globs matches it, computed once per type."""
 
@@ -150,12 +153,9 @@ def _fold(_chunks, _states, _init, _unpack, _format_ts, _on, _types, _streams, _
     {single_state}
     _prev_ts = 0
     for _seqs, _values in _chunks:
-        for _e_seq, _v in zip(_seqs, _values):
-            # Snapshots are taken here, before the event, of the state after the one
-            # before: every event passes this point, also those a filter skips below.
-            if _snapshot_every and _prev_ts and _e_seq - 1 - _last_snapshot >= _snapshot_every:
-                {save_single}_snapshot(_e_seq - 1, _prev_ts, _states)
-                _last_snapshot = _e_seq - 1
+        # A chunk is a run of seqs from a first one, or the seqs of a stream.
+        for _e_seq, _v in (enumerate(_values, _seqs) if isinstance(_seqs, int) else zip(_seqs, _values)):
+            # SNAPSHOT: (generated only when snapshots are saved)
             _f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _unpack(_v[:-16], use_list=False)
             if _f != 1:
                 _bad_format(_e_seq, _f)
@@ -169,9 +169,10 @@ def _fold(_chunks, _states, _init, _unpack, _format_ts, _on, _types, _streams, _
 class CompiledFold:
     """A fold definition compiled into one loop function."""
 
-    def __init__(self, spec: FoldSpec, *, scan: bool = False) -> None:
+    def __init__(self, spec: FoldSpec, *, scan: bool = False, snapshots: bool = True) -> None:
         self.spec = spec
         self.scan = scan
+        self.snapshots = snapshots
         analysis = Analysis()
         clauses = [
             Clause(pattern, parse_clause("--fold" if pattern is None else f"--on {pattern}", code, analysis,
@@ -213,9 +214,19 @@ class CompiledFold:
         assert isinstance(inner, ast.For)
         prelude: list[ast.stmt] = []
         code: list[str] = []
+        if self.snapshots:
+            # Snapshots are taken here, before the event, of the state after the one
+            # before: every event passes this point, also those a filter skips below.
+            inner.body[:0] = ast.parse(
+                "if _prev_ts and _e_seq - 1 - _last_snapshot >= _snapshot_every:\n"
+                + (" _states[None] = s\n" if by is None else "")
+                + " _snapshot(_e_seq - 1, _prev_ts, _states)\n _last_snapshot = _e_seq - 1"
+            ).body
         # Filters first: cheapest, and skipping an event skips its decoding.
-        code.append("if _types is not None and not _types[_e_type]: continue")
-        code.append("if _streams is not None and not _streams[_e_stream]: continue")
+        if self.spec.types:
+            code.append("if not _types[_e_type]: continue")
+        if self.spec.streams:
+            code.append("if _streams is not None and not _streams[_e_stream]: continue")
         if self.relevant is not None:
             code.append(
                 "if not _relevant[_e_type]:\n"
@@ -238,14 +249,27 @@ class CompiledFold:
             assert isinstance(test, ast.If)
             test.test = ast.UnaryOp(op=ast.Not(), operand=where)
             body.append(test)
+        statements_of = [new_state_rule(clause.body) for clause in clauses]
+        # Clauses that only mutate the state (s.balance += ...) leave the dict in
+        # _states as it is: no store back per event is needed.
+        rebinds = self.file_handlers is not None or any(
+            isinstance(node, ast.Name) and node.id == "s" and not isinstance(node.ctx, ast.Load)
+            for statements in statements_of for statement in statements for node in ast.walk(statement)
+        )
         if by is not None:
-            pick = ast.parse("_k = None\nif _k is None: continue\ns = _states.get(_k)\nif s is None: s = _init()").body
+            pick = ast.parse(
+                "_k = None\nif _k is None: continue\ns = _states.get(_k)\n"
+                + ("if s is None: s = _init()" if rebinds else "if s is None: s = _states[_k] = _init()")
+            ).body
             pick[0].value = by  # type: ignore[attr-defined]
             body.extend(pick)
         for index, clause in enumerate(clauses):
-            statements = new_state_rule(clause.body)
+            statements = statements_of[index]
             if clause.pattern is not None:
-                guard = ast.parse(f"if _on[{index}][_e_type]: pass").body[0]
+                # A plain type name is compared directly; a glob goes through a cache.
+                exact = not _GLOB.search(clause.pattern)
+                condition = f"_e_type == {clause.pattern!r}" if exact else f"_on[{index}][_e_type]"
+                guard = ast.parse(f"if {condition}: pass").body[0]
                 assert isinstance(guard, ast.If)
                 guard.body = statements
                 body.append(guard)
@@ -257,7 +281,7 @@ class CompiledFold:
         assert isinstance(guarded, ast.Try)
         guarded.body = body or [ast.Pass()]
         after: list[ast.stmt] = []
-        if by is not None:
+        if by is not None and rebinds:
             after.extend(ast.parse("_states[_k] = s").body)
         if self.scan:
             after.extend(ast.parse(
@@ -265,7 +289,10 @@ class CompiledFold:
             ).body)
         inner.body = [*inner.body, *prelude, guarded, *after]
         end = ast.parse("_states[None] = s").body if by is None else []
-        function.body = [*function.body[:2], outer, *end, *function.body[3:]]
+        tail = function.body[3:]
+        if not self.snapshots:
+            tail = tail[1:]  # the final snapshot check
+        function.body = [*function.body[:2], outer, *end, *tail]
         if self.scan:
             function.body[-1] = ast.Return(value=None)
         ast.fix_missing_locations(module)
@@ -277,7 +304,7 @@ class CompiledFold:
 
     def run(
         self,
-        chunks: Iterator[tuple[Iterable[int], list[bytes]]],
+        chunks: Iterator[tuple[int | Iterable[int], list[bytes]]],
         states: dict[Any, Any],
         *,
         types: Callable[[str | None], bool] | None,

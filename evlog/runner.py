@@ -43,7 +43,7 @@ class FoldResult:
         return self.states.get(None)
 
 
-def raw_range(store: Store, first: int, last: int) -> Iterator[tuple[Iterable[int], list[bytes]]]:
+def raw_range(store: Store, first: int, last: int) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
     """Record bytes of seqs ``first..last`` in chunks, each read in its own short transaction."""
     events = store.dbs[b"events"]
     seq = max(first, 1)
@@ -53,11 +53,11 @@ def raw_range(store: Store, first: int, last: int) -> Iterator[tuple[Iterable[in
             if not cursor.set_key(seq_key(seq)):
                 return
             values: list[bytes] = list(itertools.islice(cursor.iternext(keys=False), min(RAW_CHUNK, last - seq + 1)))
-        yield range(seq, seq + len(values)), values
+        yield seq, values  # contiguous: the first seq stands for the run
         seq += len(values)
 
 
-def raw_seqs(store: Store, seqs: Iterator[int]) -> Iterator[tuple[Iterable[int], list[bytes]]]:
+def raw_seqs(store: Store, seqs: Iterator[int]) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
     """Record bytes of the given increasing seqs (from the stream index), in chunks."""
     events = store.dbs[b"events"]
     while True:
@@ -107,7 +107,7 @@ def run_fold(
         if found is not None and found[0] >= first - 1:
             snapshot_seq, states = found
             start = snapshot_seq + 1
-    compiled = CompiledFold(spec, scan=scan_mode)
+    compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
     save = _saver(store, digest, on_snapshot_error) if snapshot_every else None
     if spec.streams and not any(name.endswith("*") for name in spec.streams):
         chunks = raw_seqs(store, scan.merged_stream_seqs(store, spec.streams, start, last))

@@ -73,6 +73,9 @@ def tail(
         from ..fold import compile_where
 
         test = compile_where(where)
+    from .._tuning import for_streaming
+
+    for_streaming()
     waited = wait and following.wait_for_log(log)
     chosen = output
     if chosen is Output.auto:

@@ -278,7 +278,7 @@ class Log:
         # Stream heads from our previous batch stay valid only if no other
         # process appended since; then they save an index look-up per event.
         heads = dict(self._heads) if last_seq == self._heads_seq and len(self._heads) < 1_000_000 else {}
-        now = time.time_ns()
+        clock = time.time_ns
         rows: list[tuple[bytes, bytes]] = []
         index_rows: list[tuple[bytes, bytes]] = []
         new_ids: dict[bytes, bytes] = {}
@@ -313,7 +313,10 @@ class Log:
                     )
                 version = head + 1
             if ts is None:
-                ts = now if now > last_ts else last_ts  # not max(): this runs per event
+                # Each event gets the time it is written, so that a time position can
+                # tell apart the events of one batch. (Not max(): this runs per event.)
+                now = clock()
+                ts = now if now > last_ts else last_ts
             elif ts < last_ts and problem is None:
                 previous_event = "the previous event" if rows else "the last event in the log"
                 problem = BadInputError(

@@ -253,7 +253,11 @@ class GroupLock:
             ) from None
         self.fd = fd
 
-    def release(self) -> None:
+    def release(self, *, remove: bool = False) -> None:
+        """Drop the lock; with ``remove`` (the group is gone) delete its file too."""
         if self.fd is not None:
+            if remove:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
             os.close(self.fd)
             self.fd = None

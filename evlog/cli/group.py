@@ -42,19 +42,20 @@ def reset(
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    from .. import follow
+    from .. import follow, scan
     from ..log import Log
 
     with Log(log) as opened:
-        seq = opened.resolve(to)
         store = opened.store(write=True)
+        # Past the head would skip events not appended yet: the next one is the furthest.
+        seq = min(max(opened.resolve(to), 1), scan.head_seq(store) + 1)
         lock = follow.GroupLock(log, name)
         lock.acquire()  # not while a follower of the group is running
         try:
-            follow.set_group_position(store, name, max(seq, 1) - 1)
+            follow.set_group_position(store, name, seq - 1)
         finally:
             lock.release()
-    note(f"group {name!r} will deliver from seq {max(seq, 1)} on")
+    note(f"group {name!r} will deliver from seq {seq} on")
 
 
 @app.command(help="Forget a group and its position.")
@@ -75,5 +76,5 @@ def rm(
             if not follow.remove_group(store, name):
                 raise UsageError(f"no group named {name!r} (see evlog group list)")
         finally:
-            lock.release()
+            lock.release(remove=True)
     note(f"removed group {name!r}")

@@ -202,6 +202,7 @@ def feed_ndjson(
     batch = feeder.batch
     size = feeder.batch_size if not feeder.atomic else 0
     number = 0
+    deep_enough = 2 * MAX_DEPTH  # only a line this long can nest too deep
     # The loop below runs once per input line: the common case is inlined and
     # uses only fast locals (no closure cells, no wrapper call).
     for lines, long_digits_in_chunk in _line_chunks(feeder, fd):
@@ -216,7 +217,7 @@ def feed_ndjson(
             try:
                 if long_digits_in_chunk and long_digits(raw):
                     value = exact_json(raw, number)
-                if len(raw) > 2 * MAX_DEPTH:  # only a long line can nest that deep
+                if len(raw) > deep_enough:
                     check_depth(value, number)
                 if data_type is None:
                     event = from_mapping(value, number, default_stream, default_meta, raw if keep_raw else None)

@@ -253,6 +253,13 @@ class GroupLock:
             ) from None
         self.fd = fd
 
+    def __enter__(self) -> GroupLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
     def release(self, *, remove: bool = False) -> None:
         """Drop the lock; with ``remove`` (the group is gone) delete its file too."""
         if self.fd is not None:

@@ -49,12 +49,8 @@ def reset(
         store = opened.store(write=True)
         # Past the head would skip events not appended yet: the next one is the furthest.
         seq = min(max(opened.resolve(to), 1), scan.head_seq(store) + 1)
-        lock = follow.GroupLock(log, name)
-        lock.acquire()  # not while a follower of the group is running
-        try:
+        with follow.GroupLock(log, name):  # not while a follower of the group is running
             follow.set_group_position(store, name, seq - 1)
-        finally:
-            lock.release()
     note(f"group {name!r} will deliver from seq {seq} on")
 
 
@@ -70,11 +66,9 @@ def rm(
 
     with Log(log) as opened:
         store = opened.store(write=True)
-        lock = follow.GroupLock(log, name)
-        lock.acquire()
-        try:
-            if not follow.remove_group(store, name):
-                raise UsageError(f"no group named {name!r} (see evlog group list)")
-        finally:
-            lock.release(remove=True)
+        with follow.GroupLock(log, name) as lock:
+            found = follow.remove_group(store, name)
+            lock.release(remove=True)  # the group is gone: its lock file too
+        if not found:
+            raise UsageError(f"no group named {name!r} (see evlog group list)")
     note(f"removed group {name!r}")

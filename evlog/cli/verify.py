@@ -97,12 +97,14 @@ def _describe(run: Verification) -> str:
             where = "the log is empty" if run.first_seq == 1 else f"no events from seq {run.first_seq}"
             return f"ok: {where}; head hash {run.head_hash}"
         return (
-            f"ok: {run.events:,} events (seq {run.first_seq}-{run.last_seq}) verified; "
+            f"ok: {run.events:,} event{'' if run.events == 1 else 's'} "
+            f"(seq {run.first_seq}-{run.last_seq}) verified; "
             f"head hash {run.head_hash}, as `evlog info` shows"
         )
     problems = "1 problem" if run.findings == 1 else f"{run.findings:,} problems"
     return (
-        f"{problems} in {run.events:,} events (seq {run.first_seq}-{run.last_seq}); "
+        f"{problems} in {run.events:,} event{'' if run.events == 1 else 's'} "
+        f"(seq {run.first_seq}-{run.last_seq}); "
         f"head hash recomputed {run.head_hash or 'unknown (a gap breaks the chain)'}, stored {run.stored_head_hash}"
     )
 

@@ -191,6 +191,15 @@ def write_template(out: BinaryIO, rows: Iterable[Row], template: str, *, flush_e
     return _write_blocks(out, lines, flush_each)
 
 
+_color = True
+
+
+def disable_color() -> None:
+    """Draw without colour from now on (``--no-color``; rich honours ``NO_COLOR`` itself)."""
+    global _color
+    _color = False
+
+
 def make_console(**options: Any) -> Any:
     """A rich Console for stdout that lets a closed pipe end evlog quietly.
 
@@ -203,6 +212,8 @@ def make_console(**options: Any) -> Any:
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError
 
+    if not _color:
+        options.setdefault("no_color", True)
     return PipeAwareConsole(highlight=False, **options)
 
 

@@ -26,17 +26,17 @@ from typer.core import TyperGroup
 
 from ..errors import EvlogError
 
-# command name -> (module, one-line help shown in `evlog --help`)
+# command name -> (module, the panel that lists it in `evlog --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "append": ("evlog.cli.append", "Append events: one from arguments, or many as NDJSON/msgpack on stdin."),
-    "replay": ("evlog.cli.replay", "Print events in seq order, selected by position, stream and type."),
-    "tail": ("evlog.cli.tail", "The last events, and with -f every new one as it is committed."),
-    "group": ("evlog.cli.group", "Durable follower groups: list positions and lag, reset, remove."),
-    "info": ("evlog.cli.info", "Describe the log: counts, first and last event, types, head hash."),
-    "verify": ("evlog.cli.verify", "Check the records, the hash chain and the indexes; list every problem."),
-    "backup": ("evlog.cli.backup", "Copy the log consistently to a new directory while it is in use."),
-    "snapshot": ("evlog.cli.snapshot", "Save, list and drop snapshots of fold states."),
-    "projection": ("evlog.cli.projection", "Named folds (read models): add, list, show at any position, rm."),
+    "append": ("evlog.cli.append", "Write"),
+    "replay": ("evlog.cli.replay", "Read"),
+    "tail": ("evlog.cli.tail", "Read"),
+    "group": ("evlog.cli.group", "Read"),
+    "snapshot": ("evlog.cli.snapshot", "State"),
+    "projection": ("evlog.cli.projection", "State"),
+    "info": ("evlog.cli.info", "Maintenance"),
+    "verify": ("evlog.cli.verify", "Maintenance"),
+    "backup": ("evlog.cli.backup", "Maintenance"),
 }
 
 
@@ -70,6 +70,7 @@ class LazyGroup(TyperGroup):
         module = importlib.import_module(entry[0])
         command = typer.main.get_command(module.app)
         command.name = cmd_name
+        command.rich_help_panel = entry[1]
         return command
 
 

@@ -28,6 +28,20 @@ DebugOption = Annotated[
 ]
 
 
+def _no_color(value: bool) -> None:
+    if value:
+        from ..output import disable_color
+
+        disable_color()
+
+
+NoColorOption = Annotated[
+    bool,
+    typer.Option("--no-color", callback=_no_color, is_eager=True,
+                 help="Draw tables and charts without colour (as does NO_COLOR=1)."),
+]
+
+
 class Output(str, Enum):
     """Output formats of commands that print events."""
 

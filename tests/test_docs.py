@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_evlog
@@ -83,6 +84,61 @@ def test_command_help_describes_the_command_and_each_option(helps: dict[str, str
         line = next(line for line in text.splitlines() if re.match(rf"[│|\s*]*{re.escape(option)}(?![\w-])", line))
         rest = re.sub(r"<[^>]*>|\[[^]]*\]", "", line.split(option, 1)[1])
         assert re.search(r"\b[a-z]{3,}\b", rest), (option, line)
+
+
+def _all_commands() -> list[tuple[str, Any]]:
+    """Every command and subcommand as (name, click command), found by walking the app."""
+    import typer
+
+    from evlog.cli import app
+
+    root = typer.main.get_command(app)
+    found: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, group: Any) -> None:
+        context = group.make_context(prefix or "evlog", [], resilient_parsing=True)
+        for name in group.list_commands(context):
+            command = group.get_command(context, name)
+            full = f"{prefix} {name}".strip()
+            found.append((full, command))
+            if hasattr(command, "list_commands"):
+                walk(full, command)
+
+    walk("", root)
+    return found
+
+
+ALL_COMMANDS = _all_commands()
+
+
+@pytest.mark.parametrize(("name", "command"), ALL_COMMANDS, ids=[name for name, _ in ALL_COMMANDS])
+def test_every_command_has_a_summary_a_paragraph_and_examples(name: str, command: Any) -> None:
+    paragraphs = [part.strip() for part in (command.help or "").split("\n\n") if part.strip()]
+    assert paragraphs, f"evlog {name} has no help"
+    summary = paragraphs[0]
+    assert "\n" not in summary and len(summary) <= 80 and summary.endswith("."), summary
+    assert "Examples:" in paragraphs, f"evlog {name}: no Examples: paragraph"
+    described = paragraphs[1 : paragraphs.index("Examples:")]
+    assert described, f"evlog {name}: no paragraph between the summary and the examples"
+    examples = paragraphs[paragraphs.index("Examples:") + 1 :]
+    assert 2 <= len(examples) <= 3, examples
+    for example in examples:
+        assert re.match(r"(\w+=\$\()?evlog ", example.replace("\\[", "[")), example
+
+
+@pytest.mark.parametrize(("name", "command"), ALL_COMMANDS, ids=[name for name, _ in ALL_COMMANDS])
+def test_every_option_and_argument_has_help_text(name: str, command: Any) -> None:
+    for param in command.params:
+        if param.name == "help":
+            continue
+        assert (getattr(param, "help", None) or "").strip(), f"evlog {name}: {param.name} has no help text"
+
+
+def test_help_prints_brackets_as_written() -> None:
+    # Help is shown with rich, whose markup would swallow `[amount]` in a template example.
+    text = help_text("replay")
+    assert "{data[amount]}" in text
+    assert "d['amount']" in text
 
 
 def test_top_level_help_lists_the_commands() -> None:

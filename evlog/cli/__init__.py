@@ -68,10 +68,23 @@ class LazyGroup(TyperGroup):
         if entry is None:
             return None
         module = importlib.import_module(entry[0])
-        command = typer.main.get_command(module.app)
+        command: Any = typer.main.get_command(module.app)
         command.name = cmd_name
         command.rich_help_panel = entry[1]
+        _plain_help(command)
         return command
+
+
+def _plain_help(command: Any) -> None:
+    """Make help text print as written: typer reads it as rich markup, where
+    ``{data[amount]}`` or ``s[e.type]`` would lose their brackets."""
+    if command.help:
+        command.help = command.help.replace("[", "\\[")
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = param.help.replace("[", "\\[")
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
 
 
 app = typer.Typer(

@@ -81,13 +81,16 @@ def parse_meta(items: list[str]) -> dict[str, Any] | None:
 
 @app.command(
     help=(
-        "Append events.\n\n"
+        "Append events: one from arguments, or many as NDJSON or msgpack on stdin.\n\n"
         "One event: evlog append TYPE [FIELD ...], where FIELD is key=value (text) or "
-        "key:=JSON (any JSON value); prints the new seq.\n\n"
+        "key:=JSON (any JSON value); it prints the new seq. --expect N appends only if the "
+        "stream is at version N (exit 3 otherwise); an --id already in the log appends nothing "
+        "and prints the existing seq.\n\n"
         "Many events: with no TYPE (or -) and stdin not a terminal, each input line is an "
         'NDJSON object {"type", "stream", "data", "meta", "id", "expect", "ts"}; '
         "with --type T each line is the data of a T event. Batches commit every --batch "
-        "events and within about 20 ms when the input pauses.\n\n"
+        "events and within about 20 ms when the input pauses. A bad line stops the run "
+        "(exit 65) with its line number and what was written before it.\n\n"
         "Examples:\n\n"
         "  evlog append deposit amount:=100 -s account-7\n\n"
         "  seq=$(evlog append order.created --data '{\"total\": 12.5}' --id order-17)\n\n"

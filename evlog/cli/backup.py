@@ -24,7 +24,10 @@ class BackupOutput(str, Enum):
         "processes may go on appending meanwhile. Prints the number of events and the head hash "
         "of the copy, which is a complete log of its own.\n\n"
         "DEST is never overwritten: a file, or a directory with anything in it, is refused.\n\n"
-        "Example: evlog backup /backups/events-$(date +%F) && evlog verify --log /backups/events-$(date +%F)"
+        "Examples:\n\n"
+        "  evlog backup /backups/events-$(date +%F)\n\n"
+        "  evlog backup --compact small.lmdb && evlog verify --log small.lmdb\n\n"
+        "  evlog backup -o json /backups/today | jq .events"
     ),
 )
 def backup(

@@ -12,11 +12,29 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Follower groups of `evlog tail --group`: list their positions and lag, reset, remove.",
+    help=(
+        "Durable follower groups: list their positions and lag, reset, remove.\n\n"
+        "A group is a named position kept in the log by evlog tail --group NAME: each run "
+        "resumes after the last event the group wrote out.\n\n"
+        "Examples:\n\n"
+        "  evlog group list\n\n"
+        "  evlog group reset billing --to 1\n\n"
+        "  evlog group rm billing"
+    ),
 )
 
 
-@app.command("list", help="Each group's position (the last seq it delivered) and lag (events behind the head).")
+@app.command(
+    "list",
+    help=(
+        "List the groups with their position and lag.\n\n"
+        "The position is the last seq a group delivered; the lag is how many events it is "
+        "behind the head of the log. A table on a terminal, NDJSON when piped.\n\n"
+        "Examples:\n\n"
+        "  evlog group list\n\n"
+        "  evlog group list -o ndjson | jq 'select(.lag > 1000)'"
+    ),
+)
 def list_(
     output: OutputOption = Output.auto,
     log: LogOption = DEFAULT_LOG,
@@ -34,7 +52,15 @@ def list_(
 
 
 @app.command(
-    help="Move a group so that its next event is the one at --to (e.g. --to 1 to deliver everything again).",
+    help=(
+        "Move a group so that its next event is the one at --to.\n\n"
+        "--to takes every position form (seq, -N, a time, id:KEY). A position past the head "
+        "means the next event to be appended. A group that is being followed right now is "
+        "refused: stop its follower first.\n\n"
+        "Examples:\n\n"
+        "  evlog group reset billing --to 1            # deliver everything again\n\n"
+        "  evlog group reset billing --to -2h"
+    ),
 )
 def reset(
     name: Annotated[str, typer.Argument(help="The group.")],
@@ -54,7 +80,15 @@ def reset(
     note(f"group {name!r} will deliver from seq {seq} on")
 
 
-@app.command(help="Forget a group and its position.")
+@app.command(
+    help=(
+        "Forget a group and its position.\n\n"
+        "The next evlog tail --group NAME starts afresh (at --from, else at the first event).\n\n"
+        "Examples:\n\n"
+        "  evlog group rm billing\n\n"
+        "  evlog group list -o ndjson | jq -r .group | xargs -n1 evlog group rm"
+    ),
+)
 def rm(
     name: Annotated[str, typer.Argument(help="The group.")],
     log: LogOption = DEFAULT_LOG,

@@ -54,10 +54,15 @@ def _draw(facts: dict[str, Any]) -> None:
 
 @app.command(
     help=(
-        "Describe the log: path, size, number of events, first and last seq and time, "
-        "streams, event types with counts, format, log id and the head of the hash chain.\n\n"
-        "Publish the head hash: anyone can later check that the history up to it is unchanged.\n\n"
-        "Example: evlog info -o json | jq .head_hash"
+        "Describe the log: counts, first and last event, streams, types and head hash.\n\n"
+        "Shows the path, the size on disk, the number of events, the first and last seq and "
+        "time, the number of streams, each event type with its count, the format, the log id "
+        "and the head of the hash chain. Publish the head hash: anyone can later check that "
+        "the history up to it is unchanged (evlog verify recomputes it).\n\n"
+        "Examples:\n\n"
+        "  evlog info\n\n"
+        "  evlog info -o json | jq .events\n\n"
+        "  evlog info --log /backups/events.lmdb"
     ),
 )
 def info(

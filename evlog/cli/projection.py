@@ -24,15 +24,29 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Named folds stored in the log (read models): add, list, show at any position, remove.",
+    help=(
+        "Named folds (read models): add, list, show at any position, remove.\n\n"
+        "A projection is a fold definition stored in the log under a name, the read model of "
+        "CQRS. Its state can be asked for at any position; snapshots saved as it folds keep "
+        "each question cheap.\n\n"
+        "Examples:\n\n"
+        "  evlog projection add counts --fold 's[e.type] = s.get(e.type, 0) + 1'\n\n"
+        "  evlog projection show counts --at yesterday\n\n"
+        "  evlog projection list"
+    ),
 )
 
 
 @app.command(
     help=(
-        "Store a fold under NAME.\n\n"
-        "Example: evlog projection add balances --by stream --init '{\"balance\": 0}' "
-        "--on deposit 's.balance += d.amount' --on withdraw 's.balance -= d.amount'"
+        "Store a fold definition under NAME.\n\n"
+        "Takes the fold options of evlog replay (--fold, --on, --init, --by, --where, "
+        "--fold-file, --stream, --type) and --from. Nothing is folded now: evlog projection "
+        "show folds when asked, saving a snapshot every --snapshot-every events.\n\n"
+        "Examples:\n\n"
+        "  evlog projection add balances --by stream --init '{\"balance\": 0}' "
+        "--on deposit 's.balance += d.amount' --on withdraw 's.balance -= d.amount'\n\n"
+        "  evlog projection add counts --replace --fold 's[e.type] = s.get(e.type, 0) + 1'"
     ),
 )
 def add(
@@ -75,7 +89,16 @@ def add(
             note(f"replaced projection {name!r}; dropped {dropped} snapshots of its old definition")
 
 
-@app.command("list", help="List projections: name, definition, snapshot interval.")
+@app.command(
+    "list",
+    help=(
+        "List projections: name, definition, snapshot interval.\n\n"
+        "A table on a terminal, NDJSON when piped.\n\n"
+        "Examples:\n\n"
+        "  evlog projection list\n\n"
+        "  evlog projection list -o ndjson | jq -r .name"
+    ),
+)
 def list_(
     output: OutputOption = Output.auto,
     log: LogOption = DEFAULT_LOG,
@@ -97,10 +120,14 @@ def list_(
 
 @app.command(
     help=(
-        "The projection's state at --at (default: now).\n\n"
-        "Snapshots are saved as it folds, so the next question at any later point costs only "
-        "the events since the nearest snapshot.\n\n"
-        "Example: evlog projection show balances --at 2026-11-01T12:00"
+        "Print the projection's state at a position.\n\n"
+        "--at takes every position form and defaults to the last event. Snapshots are saved "
+        "as it folds, so the next question at any later point costs only the events since "
+        "the nearest snapshot.\n\n"
+        "Examples:\n\n"
+        "  evlog projection show balances\n\n"
+        "  evlog projection show balances --at 2026-11-01T12:00\n\n"
+        "  evlog projection show balances --at -2h -o json | jq '.[\"account-7\"]'"
     ),
 )
 def show(
@@ -121,7 +148,15 @@ def show(
                    use_snapshots=True, snapshot_every=projection.snapshot_every)
 
 
-@app.command(help="Remove a projection and its snapshots.")
+@app.command(
+    help=(
+        "Remove a projection and its snapshots.\n\n"
+        "The events are not touched; add the projection again to fold them anew.\n\n"
+        "Examples:\n\n"
+        "  evlog projection rm balances\n\n"
+        "  evlog projection list -o ndjson | jq -r .name | xargs -n1 evlog projection rm"
+    ),
+)
 def rm(
     name: Annotated[str, typer.Argument(help="The projection's name.")],
     log: LogOption = DEFAULT_LOG,

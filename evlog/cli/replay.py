@@ -48,10 +48,8 @@ POSITION_HELP = (
         "state, printed as JSON; --by keeps one state per key; --scan prints the state after "
         "every event. Snapshots of the same fold make the past as cheap to ask about as the present.\n\n"
         "Examples:\n\n"
-        "  evlog replay --from -100\n\n"
         "  evlog replay --until 2026-11-01T12:00 -s 'account-*' -t deposit\n\n"
-        "  evlog replay --template '{seq} {type} {data[amount]}'\n\n"
-        "  evlog replay --fold 's[e.type] = s.get(e.type, 0) + 1'\n\n"
+        "  evlog replay --from -100 --template '{seq} {type} {data[amount]}'\n\n"
         "  evlog replay --by stream --init '{\"balance\": 0}' --on deposit 's.balance += d.amount' "
         "--on withdraw 's.balance -= d.amount'"
     ),

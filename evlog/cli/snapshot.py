@@ -23,15 +23,28 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Save, list and drop snapshots: fold states stored at a position, keyed by the fold's definition.",
+    help=(
+        "Save, list and drop snapshots of fold states.\n\n"
+        "A snapshot is a fold's state stored at a seq, keyed by a hash of the fold's whole "
+        "definition (clauses, --init, --by, filters). A replay with the same definition starts "
+        "from the newest snapshot at or before its --until; another definition never sees it.\n\n"
+        "Examples:\n\n"
+        "  evlog snapshot save --fold 's += 1' --init 0\n\n"
+        "  evlog snapshot list\n\n"
+        "  evlog snapshot drop --before -7d"
+    ),
 )
 
 
 @app.command(
     help=(
-        "Fold up to --at (default: the last event) and store the state there.\n\n"
-        "A later replay with the same fold options (the same definition) starts from it.\n\n"
-        "Example: evlog snapshot save --at 2026-11-01 --by stream --init '{\"balance\": 0}' "
+        "Fold up to --at and store the state there.\n\n"
+        "--at defaults to the last event. A later replay with the same fold options (the same "
+        "definition) up to --at or beyond starts from this state instead of from seq 1; "
+        "replay --snapshot-every N saves them as it goes.\n\n"
+        "Examples:\n\n"
+        "  evlog snapshot save --fold 's[e.type] = s.get(e.type, 0) + 1'\n\n"
+        "  evlog snapshot save --at 2026-11-01 --by stream --init '{\"balance\": 0}' "
         "--on deposit 's.balance += d.amount'"
     ),
 )
@@ -71,7 +84,17 @@ def save(
     note(f"saved the state after seq {result.last} ({size} bytes) as snapshot {digest.hex()}")
 
 
-@app.command("list", help="List snapshots: definition hash, seq, time, size and number of states.")
+@app.command(
+    "list",
+    help=(
+        "List snapshots: definition hash, seq, time, size and number of states.\n\n"
+        "The hash names the fold definition the snapshot belongs to; evlog snapshot drop "
+        "takes it (or a prefix). A table on a terminal, NDJSON when piped.\n\n"
+        "Examples:\n\n"
+        "  evlog snapshot list\n\n"
+        "  evlog snapshot list -o ndjson | jq -s 'map(.size) | add'"
+    ),
+)
 def list_(
     output: OutputOption = Output.auto,
     log: LogOption = DEFAULT_LOG,
@@ -92,8 +115,13 @@ def list_(
 
 @app.command(
     help=(
-        "Delete snapshots: of one definition (HASH, or a prefix of it), before a position, or all.\n\n"
-        "Snapshots are a cache: dropping them never changes an answer, only how fast it comes."
+        "Delete snapshots: of one definition, before a position, or all.\n\n"
+        "HASH is a definition hash from evlog snapshot list, or a prefix of it. "
+        "Snapshots are a cache: dropping them never changes an answer, only how fast it comes.\n\n"
+        "Examples:\n\n"
+        "  evlog snapshot drop 3f9a2c\n\n"
+        "  evlog snapshot drop --before -30d\n\n"
+        "  evlog snapshot drop --all"
     ),
 )
 def drop(

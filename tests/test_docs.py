@@ -191,3 +191,11 @@ def test_import_evlog_loads_no_command_line_libraries() -> None:
     for library in ("typer", "click", "rich"):
         assert not [name for name in loaded if name == library or name.startswith(library + ".")], library
     assert "evlog" in loaded and "evlog.cli" not in loaded
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = run_evlog("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode() == f"evlog {version('evlog-cli')}\n"

@@ -91,6 +91,9 @@ class Feeder:
 
     ``parse`` turns each input item into a :class:`Pending`; the NDJSON and
     msgpack front ends below supply the items and their line numbers.
+    ``progress`` is called with the size in bytes of each chunk of input
+    once its events are taken (added to the batch or committed), and
+    ``on_commit`` after each commit with the summary so far.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class Feeder:
         keep_events: bool = False,
         max_delay: float = MAX_DELAY,
         on_commit: Callable[[AppendSummary], None] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         self.log = log
         self.batch_size = max(1, batch_size)
@@ -111,6 +115,7 @@ class Feeder:
         self.keep_events = keep_events
         self.max_delay = max_delay
         self.on_commit = on_commit
+        self.progress = progress
         self.summary = AppendSummary()
         self.batch: list[Pending] = []
         self.deadline: float | None = None
@@ -182,6 +187,8 @@ class Feeder:
             if not data:
                 return
             yield data
+            if self.progress is not None:  # once per chunk (up to 1 MiB), never per event
+                self.progress(len(data))
 
 
 def feed_ndjson(

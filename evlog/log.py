@@ -419,6 +419,7 @@ class Log:
         until: str | int | None = None,
         streams: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        progress: scan.Progress | None = None,
     ) -> Iterator[scan.Row]:
         """Like :meth:`read` but yields ``(seq, envelope)`` tuples: for fast renderers."""
         store = self._open(create=False)
@@ -429,8 +430,10 @@ class Log:
         type_test = scan.matcher(types, prefix_star=False)
         if streams and not any(name.endswith("*") for name in streams):
             seqs = scan.merged_stream_seqs(store, streams, first, last)
-            return scan.rows_by_seq(store, seqs, types=type_test)
-        return scan.scan(store, first, last, types=type_test, streams=scan.matcher(streams, prefix_star=True))
+            return scan.rows_by_seq(store, seqs, types=type_test, progress=progress)
+        return scan.scan(
+            store, first, last, types=type_test, streams=scan.matcher(streams, prefix_star=True), progress=progress
+        )
 
     def read(
         self,
@@ -439,17 +442,27 @@ class Log:
         until: str | int | None = None,
         streams: Sequence[str] | None = None,
         types: Sequence[str] | None = None,
+        progress: scan.Progress | None = None,
     ) -> Iterator[Event]:
         """Events in seq order, lazily and in constant memory.
 
         ``from_`` and ``until`` are positions (see :mod:`evlog.positions`),
         both inclusive. ``streams`` are names, a trailing ``*`` matching a
-        prefix; ``types`` are shell globs (``order.*``).
+        prefix; ``types`` are shell globs (``order.*``). ``progress`` is
+        called after each chunk read with ``(done, total)``: the seqs of the
+        range read so far and all of them, or, reading named streams
+        through the stream index, the events read and None.
         """
         for seq, (_, ts, version, etype, stream, id_, meta, data) in self.rows(
-            from_=from_, until=until, streams=streams, types=types
+            from_=from_, until=until, streams=streams, types=types, progress=progress
         ):
             yield Event(seq, ts, etype, stream, version, id_, meta, data)
+
+    def types(self) -> dict[str, int]:
+        """Each event type in the log with its number of events, by name."""
+        store = self._open(create=False)
+        with store.reading() as txn:
+            return _type_counts(txn, store.dbs[b"types"])
 
     def info(self) -> dict[str, Any]:
         """Facts about the log: counts, first and last event, head hash, format."""
@@ -465,10 +478,7 @@ class Log:
                 cursor.last()
                 last_seq = key_seq(bytes(cursor.key()))
                 last = (last_seq, decode_body(cursor.value(), last_seq)[1], record_hash(cursor.value()))
-            types = {
-                bytes(key).decode(): U64.unpack(bytes(value))[0]
-                for key, value in txn.cursor(db=dbs[b"types"])
-            }
+            types = _type_counts(txn, dbs[b"types"])
             streams_raw = store.meta(txn, b"streams")
             created_raw = store.meta(txn, b"created")
             log_id = (store.meta(txn, b"log_id") or b"").decode()
@@ -493,6 +503,10 @@ class Log:
             "created": format_ts(U64.unpack(created_raw)[0]) if created_raw else None,
             "head_hash": (last[2] if last else GENESIS_HASH).hex(),
         }
+
+
+def _type_counts(txn: lmdb.Transaction, types_db: Any) -> dict[str, int]:
+    return {bytes(key).decode(): U64.unpack(bytes(value))[0] for key, value in txn.cursor(db=types_db)}
 
 
 def _with_line(cause: EvlogError, line: int) -> EvlogError:

@@ -43,10 +43,16 @@ class FoldResult:
         return self.states.get(None)
 
 
-def raw_range(store: Store, first: int, last: int) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
-    """Record bytes of seqs ``first..last`` in chunks, each read in its own short transaction."""
+def raw_range(
+    store: Store, first: int, last: int, progress: scan.Progress | None = None
+) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
+    """Record bytes of seqs ``first..last`` in chunks, each read in its own short transaction.
+
+    ``progress`` hears of each chunk once it has been folded: the seqs done so far, of all in the range.
+    """
     events = store.dbs[b"events"]
-    seq = max(first, 1)
+    seq = start = max(first, 1)
+    total = max(last - start + 1, 0)
     while seq <= last:
         with store.reading(buffers=False) as txn:
             cursor = txn.cursor(db=events)
@@ -55,11 +61,19 @@ def raw_range(store: Store, first: int, last: int) -> Iterator[tuple[int | Itera
             values: list[bytes] = list(itertools.islice(cursor.iternext(keys=False), min(RAW_CHUNK, last - seq + 1)))
         yield seq, values  # contiguous: the first seq stands for the run
         seq += len(values)
+        if progress is not None:
+            progress(seq - start, total)
 
 
-def raw_seqs(store: Store, seqs: Iterator[int]) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
-    """Record bytes of the given increasing seqs (from the stream index), in chunks."""
+def raw_seqs(
+    store: Store, seqs: Iterator[int], progress: scan.Progress | None = None
+) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
+    """Record bytes of the given increasing seqs (from the stream index), in chunks.
+
+    ``progress`` hears of each chunk once it has been folded: the records done so far (the total is unknown).
+    """
     events = store.dbs[b"events"]
+    done = 0
     while True:
         batch = list(itertools.islice(seqs, RAW_CHUNK))
         if not batch:
@@ -67,6 +81,9 @@ def raw_seqs(store: Store, seqs: Iterator[int]) -> Iterator[tuple[int | Iterable
         with store.reading(buffers=False) as txn:
             values = [txn.get(seq_key(seq), db=events) for seq in batch]
         yield batch, values
+        if progress is not None:
+            done += len(batch)
+            progress(done, None)
 
 
 def run_fold(
@@ -79,6 +96,7 @@ def run_fold(
     snapshot_every: int = 0,
     scan_mode: bool = False,
     on_snapshot_error: Callable[[str], None] | None = None,
+    progress: scan.Progress | None = None,
 ) -> tuple[FoldResult, Iterator[tuple[int, int, Any, Any]] | None]:
     """Fold ``spec`` over the log up to ``until``.
 
@@ -86,6 +104,10 @@ def run_fold(
     state)`` after every event that must be consumed before the result's
     states are final. A scan always folds from the start (it must show every
     step), but may still save snapshots.
+
+    ``progress`` is called after each chunk of records folded with the
+    records done so far and all there are to fold (from the snapshot used,
+    if any), or None for all when named streams are read through their index.
     """
     store = log.store()
     if snapshot_every:
@@ -110,10 +132,10 @@ def run_fold(
     compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
     save = _saver(store, digest, on_snapshot_error) if snapshot_every else None
     if spec.streams and not any(name.endswith("*") for name in spec.streams):
-        chunks = raw_seqs(store, scan.merged_stream_seqs(store, spec.streams, start, last))
+        chunks = raw_seqs(store, scan.merged_stream_seqs(store, spec.streams, start, last), progress)
         stream_test = None
     else:
-        chunks = raw_range(store, start, last)
+        chunks = raw_range(store, start, last, progress)
         stream_test = scan.matcher(spec.streams, prefix_star=True)
     outcome = compiled.run(
         chunks,

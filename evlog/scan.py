@@ -25,6 +25,12 @@ CHUNK = 1024
 Row = tuple[int, Envelope]
 """A seq with its decoded envelope ``(format, ts, version, type, stream, id, meta, data_bytes)``."""
 
+Progress = Callable[[int, int | None], None]
+"""Called after each chunk of work with the units done so far and all of them (None: not known).
+
+For reporting only: readers call it once per chunk, never per event.
+"""
+
 
 def head_seq(store: Store) -> int:
     """The last seq in the log (0 when empty)."""
@@ -101,10 +107,16 @@ def scan(
     *,
     types: Callable[[str | None], bool] | None = None,
     streams: Callable[[str | None], bool] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[Row]:
-    """Rows with seq in ``[first, last]`` that pass both filters, in seq order."""
+    """Rows with seq in ``[first, last]`` that pass both filters, in seq order.
+
+    ``progress`` is called after each chunk with the seqs read so far and
+    the seqs in the range.
+    """
     events = store.dbs[b"events"]
-    next_seq = max(first, 1)
+    next_seq = start = max(first, 1)
+    total = max(last - start + 1, 0)
     while next_seq <= last:
         rows: list[Row] = []
         with store.reading() as txn:
@@ -124,6 +136,8 @@ def scan(
                 seq += 1
             next_seq = seq + 1
         yield from rows
+        if progress is not None:
+            progress(next_seq - start, total)
 
 
 def stream_seqs(store: Store, stream: str, first: int, last: int) -> Iterator[int]:
@@ -151,11 +165,20 @@ def stream_seqs(store: Store, stream: str, first: int, last: int) -> Iterator[in
 
 
 def rows_by_seq(
-    store: Store, seqs: Iterable[int], *, types: Callable[[str | None], bool] | None = None
+    store: Store,
+    seqs: Iterable[int],
+    *,
+    types: Callable[[str | None], bool] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[Row]:
-    """Fetch the rows of the given (increasing) seqs, in chunks."""
+    """Fetch the rows of the given (increasing) seqs, in chunks.
+
+    ``progress`` is called after each chunk with the rows fetched so far
+    (and None: how many an index holds in the range is not known up front).
+    """
     events = store.dbs[b"events"]
     iterator = iter(seqs)
+    fetched = 0
     while True:
         batch = list(itertools.islice(iterator, CHUNK))
         if not batch:
@@ -170,6 +193,9 @@ def rows_by_seq(
                 if types is None or types(envelope[3]):
                     rows.append((seq, envelope))
         yield from rows
+        if progress is not None:
+            fetched += len(batch)
+            progress(fetched, None)
 
 
 def merged_stream_seqs(store: Store, names: Sequence[str], first: int, last: int) -> Iterator[int]:

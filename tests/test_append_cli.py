@@ -316,7 +316,7 @@ def test_msgpack_stdin_bad_map_stops_naming_byte_offset(log_path: str) -> None:
     assert result.returncode == 65
     assert err_lines(result) == [
         f'evlog: byte offset {len(first)}: missing "type" (every event needs one) (event 2)',
-        "appended 1 event (seq 1); stopped at byte offset 8, nothing after it was written",
+        "evlog: appended 1 event (seq 1); stopped at byte offset 8, nothing after it was written",
     ]
     assert [e.type for e in stored(log_path)] == ["a"]
 
@@ -400,7 +400,8 @@ def test_bad_line_stops_keeping_what_came_before(
     else:
         assert first.startswith(f"evlog: line {bad_at}: {reason}")
     assert summary == (
-        f"appended {bad_at - 1} events (seq 1-{bad_at - 1}); stopped at line {bad_at}, nothing after it was written"
+        f"evlog: appended {bad_at - 1} events (seq 1-{bad_at - 1}); stopped at line {bad_at}, "
+        "nothing after it was written"
     )
     assert [(e.seq, e.type, e.data, e.ts) for e in stored(log_path)] == [
         (n, "ok", {"n": n}, T0 + n) for n in range(1, bad_at)
@@ -412,7 +413,7 @@ def test_bad_first_line_writes_nothing(log_path: str) -> None:
     assert result.returncode == 65
     assert err_lines(result) == [
         'evlog: line 1: missing "type" (every event needs one)',
-        "appended 0 events; stopped at line 1, nothing after it was written",
+        "evlog: appended 0 events; stopped at line 1, nothing after it was written",
     ]
     assert stored(log_path) == []
 
@@ -440,7 +441,7 @@ def test_ts_before_the_logs_last_event_stops(log_path: str) -> None:
         'evlog: line 3: "ts" 2030-03-17T17:46:40.000000999Z is before the previous event '
         "(2030-03-17T17:46:40.000002001Z); times in a log never go backwards"
     )
-    assert summary == "appended 2 events (seq 2-3); stopped at line 3, nothing after it was written"
+    assert summary == "evlog: appended 2 events (seq 2-3); stopped at line 3, nothing after it was written"
     assert [(e.type, e.ts) for e in stored(log_path)] == [("old", T0 + 1000), ("ok", T0 + 2000), ("ok", T0 + 2001)]
 
 
@@ -455,7 +456,7 @@ def test_expect_conflict_in_a_line_after_stream_events(log_path: str) -> None:
     assert result.returncode == 3
     assert err_lines(result) == [
         "evlog: line 3: stream 'acct' is at version 2, expected 1; nothing was written for this event",
-        "appended 2 events (seq 1-2); stopped at line 3, nothing after it was written",
+        "evlog: appended 2 events (seq 1-2); stopped at line 3, nothing after it was written",
     ]
     assert [(e.type, e.version) for e in stored(log_path)] == [("a", 1), ("b", 2)]
 
@@ -484,7 +485,7 @@ def test_atomic_bad_line_anywhere_writes_nothing(log_path: str, bad_at: int, bad
     assert result.stdout == b""
     lines = err_lines(result)
     assert len(lines) == 2 and lines[0].startswith("evlog: ")
-    assert lines[1] == f"stopped at line {bad_at}; --atomic: nothing was written"
+    assert lines[1] == f"evlog: stopped at line {bad_at}; --atomic: nothing was written"
     assert stored(log_path) == []
 
 
@@ -604,7 +605,7 @@ def test_line_numbers_count_blank_lines(log_path: str) -> None:
     assert result.returncode == 65
     assert err_lines(result) == [
         'evlog: line 4: "type" must be a string, not a number (5)',
-        "appended 1 event (seq 1); stopped at line 4, nothing after it was written",
+        "evlog: appended 1 event (seq 1); stopped at line 4, nothing after it was written",
     ]
     assert [e.type for e in stored(log_path)] == ["a"]
 

@@ -39,19 +39,22 @@ OPTIONS: dict[str, list[str]] = {
         "--log",
         "--debug",
     ],
-    "replay": ["--from", "--until", "--stream", "--type", "--limit", "--output", "--template", "--log", "--debug"],
-    "info": ["--output", "--log", "--debug"],
+    "replay": ["--from", "--until", "--stream", "--type", "--limit", "--output", "--template", "--no-color", "--log",
+               "--debug"],
+    "info": ["--output", "--no-color", "--log", "--debug"],
+    "stats": ["--from", "--until", "--stream", "--type", "--output", "--no-color", "--log", "--debug"],
+    "streams": ["--sort", "--limit", "--output", "--log", "--debug"],
     "snapshot save": ["--at", "--from", "--fold", "--on", "--init", "--by", "--where", "--fold-file", "--log"],
-    "snapshot list": ["--output", "--log"],
+    "snapshot list": ["--output", "--no-color", "--log"],
     "snapshot drop": ["--before", "--all", "--log"],
     "projection add": ["--fold", "--on", "--init", "--by", "--where", "--fold-file", "--snapshot-every",
                        "--replace", "--from", "--stream", "--type", "--log"],
-    "projection list": ["--output", "--log"],
+    "projection list": ["--output", "--no-color", "--log"],
     "projection show": ["--at", "--output", "--log"],
     "projection rm": ["--log"],
     "tail": ["--lines", "--follow", "--from", "--stream", "--type", "--where", "--group", "--wait", "--output",
-             "--template", "--log"],
-    "group list": ["--output", "--log"],
+             "--template", "--no-color", "--log"],
+    "group list": ["--output", "--no-color", "--log"],
     "group reset": ["--to", "--log"],
     "group rm": ["--log"],
     "verify": ["--from", "--output", "--log"],
@@ -150,6 +153,14 @@ def test_top_level_help_lists_the_commands() -> None:
 
 def _in_readme(option: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", README) is not None
+
+
+def test_top_level_options_are_described_and_named_in_the_readme() -> None:
+    text = help_text("")
+    for option in ("--version", "--install-completion", "--show-completion"):
+        assert option in text, option
+    offered = set(LONG_OPTION.findall(text)) - {"--help", "--log"}
+    assert not {option for option in offered if not _in_readme(option)}
 
 
 @pytest.mark.parametrize(("name", "command"), ALL_COMMANDS, ids=[name for name, _ in ALL_COMMANDS])

@@ -450,7 +450,7 @@ def test_appending_to_a_full_disk(small_disk: Path, tmp_path: Path) -> None:
     lines = run.stderr.decode().splitlines()
     assert lines and lines[0].startswith("evlog: "), lines
     # the second line says what was written before the failure, as for any stopped bulk append
-    assert len(lines) == 1 or lines[1].startswith("appended "), lines
+    assert len(lines) == 1 or lines[1].startswith("evlog: appended "), lines
     assert log in run.stderr.decode()
 
     verified = run_evlog("verify", log=log)

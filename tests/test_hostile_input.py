@@ -43,7 +43,7 @@ def assert_refused(run: Any, *, line: int | None = None, offset: int | None = No
     where = f"line {line}: " if line is not None else f"byte offset {offset}: "
     assert first.startswith(f"evlog: {where}"), text
     assert reason.lower() in first.lower(), text
-    assert rest.startswith("appended ") and "nothing after it was written" in rest, text
+    assert rest.startswith("evlog: appended ") and "nothing after it was written" in rest, text
     return str(first)
 
 

@@ -279,13 +279,27 @@ def test_template_missing_key_with_a_format_spec_prints_nothing(varied_log: str)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def run_in_terminal(*args: str, log: str, columns: int = 100) -> tuple[int, list[str], bytes]:
+def run_in_terminal(
+    *args: str, log: str, columns: int = 100, env: dict[str, str] | None = None
+) -> tuple[int, list[str], bytes]:
     """Run evlog with stdout on a pseudo-terminal; its exit code, visible lines and stderr."""
+    code, raw, stderr = terminal_output(*args, log=log, columns=columns, env=env)
+    text = ANSI.sub("", raw)
+    return code, [line.rstrip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()], stderr
+
+
+def terminal_output(
+    *args: str, log: str, columns: int = 100, env: dict[str, str] | None = None
+) -> tuple[int, str, bytes]:
+    """Run evlog with stdout on a pseudo-terminal; its exit code, raw output (with escape codes) and stderr."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_")}
     env.update(COLUMNS=str(columns), TERM="xterm-256color")
-    env.pop("NO_COLOR", None)
+    for name in ("NO_COLOR", "FORCE_COLOR", "COLORTERM"):
+        env.pop(name, None)
+    env.update(extra)
     process = subprocess.Popen(
         [sys.executable, "-m", "evlog", *args, "--log", log],
         stdin=subprocess.DEVNULL,
@@ -307,8 +321,7 @@ def run_in_terminal(*args: str, log: str, columns: int = 100) -> tuple[int, list
     assert process.stderr is not None
     stderr = process.stderr.read()
     code = process.wait(timeout=60)
-    text = ANSI.sub("", b"".join(chunks).decode())
-    return code, [line.rstrip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()], stderr
+    return code, b"".join(chunks).decode(), stderr
 
 
 def display_width(text: str) -> int:
@@ -328,17 +341,19 @@ def table_log(log_path: str) -> str:
 
 
 def test_replay_on_a_terminal_draws_a_table(table_log: str) -> None:
-    code, lines, stderr = run_in_terminal("replay", log=table_log)
+    code, lines, stderr = run_in_terminal("replay", log=table_log, env={"TZ": "UTC"})
     assert (code, stderr) == (0, b"")
     assert len(lines) == 4, lines
-    assert lines[0].split()[:2] == ["seq", "ts"] and "type" in lines[0] and "stream" in lines[0]
-    for line, (seq, etype, stream) in zip(
-        lines[1:], [(1, "deposit", "account-7"), (2, "order.created", ""), (3, "withdraw", "account-7")], strict=True
+    assert lines[0].split() == ["seq", "local", "time", "type", "stream@version", "data"]
+    for line, (seq, etype, stream, second) in zip(
+        lines[1:],
+        [(1, "deposit", "account-7@1", "00"), (2, "order.created", "", "01"), (3, "withdraw", "account-7@2", "02")],
+        strict=True,
     ):
         cells = line.split()
         assert cells[0] == str(seq)
         assert etype in cells and (not stream or stream in cells)
-        assert "2026-11-26" in cells
+        assert cells[1:3] == ["11-26", f"10:00:{second}.000"]
     assert "…" in lines[2]  # long data is cut to the column
     assert all(display_width(line) <= 100 for line in lines)
 
@@ -404,6 +419,326 @@ def test_write_table_streams_rows_without_collecting_them(monkeypatch: pytest.Mo
     with pytest.raises(_Enough):
         write_table(rows(200_000))
     assert pulled == 300
+
+
+# -- tables: layout, colour, local time, hostile text ----------------------------------
+
+ESCAPE = "\x1b["
+TYPE_IN_COLOUR = re.compile(r"\x1b\[38;2;(\d+);(\d+);(\d+)m([^\x1b]+)\x1b\[0m")
+
+
+def draw(rows: Any, width: int, color_system: str | None = None, last_seq: int | None = None) -> str:
+    """A table drawn in-process on a fixed-width console, as it would reach a terminal."""
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    write_table(rows, console=Console(file=buffer, width=width, color_system=color_system), last_seq=last_seq)
+    return buffer.getvalue()
+
+
+def draw_log(log: str, width: int, color_system: str | None = None) -> str:
+    with Log(log) as opened:
+        return draw(opened.rows(), width, color_system, last_seq=opened.head())
+
+
+def visible_lines(text: str) -> list[str]:
+    return ANSI.sub("", text).split("\n")[:-1]
+
+
+def type_colours(text: str) -> dict[str, str]:
+    """Each type cell's colour in truecolor output, as #RRGGBB."""
+    found: dict[str, str] = {}
+    for red, green, blue, cell in TYPE_IN_COLOUR.findall(text):
+        found[cell.strip()] = f"#{int(red):02X}{int(green):02X}{int(blue):02X}"
+    return found
+
+
+@pytest.fixture
+def colour_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+@pytest.mark.parametrize("width", [80, 160])
+@pytest.mark.parametrize("color_system", [None, "truecolor"])
+def test_every_table_line_fits_the_console(
+    varied_log: str, width: int, color_system: str | None, colour_env: None
+) -> None:
+    from rich.cells import cell_len
+
+    lines = visible_lines(draw_log(varied_log, width, color_system))
+    assert len(lines) == len(VARIED) + 1
+    assert all(cell_len(line) <= width for line in lines), [cell_len(line) for line in lines]
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_data_takes_the_rest_of_the_width(table_log: str, width: int) -> None:
+    from rich.cells import cell_len
+
+    long_row = visible_lines(draw_log(table_log, width))[2]
+    assert long_row.endswith("…") and cell_len(long_row) == width
+    assert 'text="xxx' in long_row
+
+
+def test_a_row_reads_seq_local_time_type_stream_version_and_data(table_log: str) -> None:
+    code, lines, _ = run_in_terminal("replay", log=table_log, columns=80, env={"TZ": "UTC"})
+    assert code == 0
+    assert lines[1].split() == ["1", "11-26", "10:00:00.000", "deposit", "account-7@1", "amount=100"]
+    assert lines[3].split() == ["3", "11-26", "10:00:02.000", "withdraw", "account-7@2", "amount=30"]
+    assert lines[2].split()[3] == "order.created" and lines[2].split()[4].startswith('text="xxx')  # no stream
+
+
+@pytest.mark.parametrize(
+    ("zone", "columns", "shown"),
+    [
+        ("UTC", 100, "11-26 10:00:00.000"),
+        ("Asia/Tokyo", 100, "11-26 19:00:00.000"),
+        ("America/New_York", 100, "11-26 05:00:00.000"),
+        ("Pacific/Kiritimati", 100, "11-27 00:00:00.000"),
+        ("Asia/Tokyo", 160, "2026-11-26 19:00:00.000"),  # wide terminals show the year too
+    ],
+)
+def test_table_time_is_local_time_following_tz(table_log: str, zone: str, columns: int, shown: str) -> None:
+    out = ok(run_evlog("replay", "-o", "table", "--until", "1", log=table_log,
+                       env={"TZ": zone, "COLUMNS": str(columns)})).decode()
+    header, row = out.splitlines()
+    assert "local time" in header
+    assert shown in row
+
+
+@pytest.mark.parametrize(
+    ("value", "preview"),
+    [
+        ({"amount": 100, "currency": "EUR"}, 'amount=100 currency="EUR"'),
+        ({"ok": True, "note": None, "rate": 0.5}, "ok=true note=null rate=0.5"),
+        ({"two words": 1, "x": {"y": [1, 2]}}, '"two words"=1 x={"y":[1,2]}'),
+        ([1, "x", None], '[1,"x",null]'),
+        (42, "42"),
+        ("text", '"text"'),
+        (None, "null"),
+        ({}, "{}"),
+        ({"note": "a\nb\tc\x1b[31m\u2028d\u202ee\x85f"}, 'note="a\\nb\\tc\\u001b[31m\\u2028d\\u202ee\\u0085f"'),
+    ],
+)
+def test_data_preview(value: Any, preview: str) -> None:
+    from evlog.output import data_preview
+
+    assert data_preview(value, 1000) == preview
+
+
+def test_data_preview_of_a_large_object_stops_early() -> None:
+    from evlog.output import data_preview
+
+    text = data_preview({f"k{i}": i for i in range(100_000)}, 50)
+    assert text.startswith("k0=0 k1=1 ") and len(text) < 100
+
+
+def test_markup_like_text_prints_literally(log_path: str, colour_env: None) -> None:
+    make_log(log_path, [{"type": "[bold]t[/bold]", "stream": "[red]s", "data": {"note": "[link=x]y[/link] [b]z :x:"}}])
+    piped = ok(run_evlog("replay", "-o", "table", log=log_path, env={"COLUMNS": "120"})).decode()
+    for text in ("[bold]t[/bold]", "[red]s@1", 'note="[link=x]y[/link] [b]z :x:"'):
+        assert text in piped
+        assert text in ANSI.sub("", draw_log(log_path, 120, "truecolor"))
+    coloured = draw_log(log_path, 120, "truecolor")
+    assert "\x1b]8;" not in coloured  # no hyperlink was made of [link=...]
+    assert type_colours(coloured) == {"[bold]t[/bold]": _type_color("[bold]t[/bold]")}
+
+
+def test_control_characters_in_data_never_break_a_row(log_path: str) -> None:
+    make_log(log_path, [
+        {"type": "note", "data": {"text": "one\ntwo\r\nthree\x1b[2Jfour\u2028five\u2029six\u202eseven\x07"}},
+        {"type": "note", "data": "line\nbreak"},
+    ])
+    for width in (80, 160):
+        text = draw_log(log_path, width, "truecolor")
+        assert text.count("\n") == 3 and "\r" not in text and "\u2028" not in text and "\u202e" not in text
+        assert "\x1b[2J" not in text and "\x07" not in text
+        shown = '"one\\ntwo\\r\\nthree\\u001b[2Jfour\\u2028five\\u2029six'
+        assert 'text="one\\ntwo\\r\\nthree' in text and (width < 120 or shown in text)
+    code, lines, _ = run_in_terminal("replay", log=log_path, columns=100)
+    assert code == 0 and len(lines) == 3, lines
+    assert lines[2].endswith('"line\\nbreak"')
+
+
+def _type_color(name: str) -> str:
+    from evlog.output import type_color
+
+    return type_color(name)
+
+
+def test_type_colours_are_fixed_per_type_name() -> None:
+    from evlog.output import TYPE_PALETTE
+
+    # Pinned: a type keeps its colour across runs, processes and evlog versions.
+    assert [_type_color(name) for name in ("deposit", "withdraw", "account.opened")] == [
+        "#9B59D0", "#B8860B", "#3D7BE0"]
+    assert len(set(TYPE_PALETTE)) == len(TYPE_PALETTE) >= 10
+
+
+def _contrast(colour: str, background: float) -> float:
+    def channel(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.03928 else float(((c + 0.055) / 1.055) ** 2.4)
+
+    red, green, blue = (channel(int(colour[i:i + 2], 16)) for i in (1, 3, 5))
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    return (max(luminance, background) + 0.05) / (min(luminance, background) + 0.05)
+
+
+def test_type_palette_reads_on_dark_and_light_backgrounds() -> None:
+    from evlog.output import TYPE_PALETTE
+
+    for colour in TYPE_PALETTE:
+        assert _contrast(colour, 0.0) >= 4.5, colour  # on black
+        assert _contrast(colour, 1.0) >= 3.0, colour  # on white
+
+
+def test_same_type_gets_the_same_colour_in_two_runs(log_path: str) -> None:
+    make_log(log_path, [{"type": name, "data": {}} for name in ("deposit", "withdraw", "account.opened", "deposit")])
+    runs = []
+    for seed in ("1", "2"):  # Python's str hash differs between these; the colours must not
+        out = ok(run_evlog("replay", "-o", "table", log=log_path, env={
+            "FORCE_COLOR": "1", "COLORTERM": "truecolor", "NO_COLOR": "", "COLUMNS": "100", "PYTHONHASHSEED": seed,
+        })).decode()
+        runs.append(type_colours(out))
+    assert runs[0] == runs[1] == {name: _type_color(name) for name in ("deposit", "withdraw", "account.opened")}
+
+
+def test_different_types_in_a_sample_get_different_colours(log_path: str, colour_env: None) -> None:
+    sample = ("deposit", "withdraw", "account.opened", "account.closed", "transfer.sent")
+    make_log(log_path, [{"type": name} for name in sample])
+    colours = type_colours(draw_log(log_path, 100, "truecolor"))
+    assert sorted(colours) == sorted(sample)
+    assert len(set(colours.values())) == len(sample)
+
+
+BANKING_TYPES = ("deposit", "withdraw", "transfer.sent", "transfer.received", "fee.charged",
+                 "account.opened", "interest.paid", "account.closed")
+
+
+def test_a_logs_types_get_colours_of_their_own(log_path: str) -> None:
+    # A hash alone gives these eight types five colours; the table gives each its own.
+    make_log(log_path, [{"type": name} for name in BANKING_TYPES])
+    env = {"FORCE_COLOR": "1", "COLORTERM": "truecolor", "NO_COLOR": "", "COLUMNS": "100"}
+    for command in (["replay"], ["tail", "-n", "8"]):
+        colours = type_colours(ok(run_evlog(*command, "-o", "table", log=log_path, env=env)).decode())
+        assert sorted(colours) == sorted(BANKING_TYPES)
+        assert len(set(colours.values())) == len(BANKING_TYPES), colours
+
+
+def test_type_colours_depend_only_on_the_set_of_types() -> None:
+    from evlog.output import TYPE_PALETTE, type_colors
+
+    colours = type_colors(BANKING_TYPES)
+    assert type_colors(reversed(BANKING_TYPES)) == colours
+    assert len(set(colours.values())) == len(BANKING_TYPES)
+    many = [f"type-{i}" for i in range(len(TYPE_PALETTE) + 5)]
+    assert set(type_colors(many).values()) == set(TYPE_PALETTE)  # all colours used before any repeats
+
+
+def test_sixteen_colour_terminals_get_the_base_colours(log_path: str, colour_env: None) -> None:
+    sample = ("deposit", "withdraw", "account.opened")
+    make_log(log_path, [{"type": name} for name in sample])
+    drawn = draw_log(log_path, 80, "standard")
+    found = {cell.strip(): int(code) for code, cell in re.findall(r"\x1b\[(\d+)m([^\x1b]+)\x1b\[0m", drawn)
+             if cell.strip() in sample}
+    assert sorted(found) == sorted(sample)
+    assert all(31 <= code <= 36 for code in found.values()) and len(set(found.values())) == len(sample)
+
+
+@pytest.fixture
+def listed_log(table_log: str) -> str:
+    with Log(table_log) as log:
+        from evlog import follow
+
+        follow.set_group_position(log.store(write=True), "billing", 1)
+    ok(run_evlog("projection", "add", "counts", "--fold", "s[e.type] = s.get(e.type, 0) + 1", log=table_log))
+    return table_log
+
+
+@pytest.mark.parametrize(
+    "command", [["replay"], ["tail"], ["info"], ["group", "list"], ["snapshot", "list"], ["projection", "list"]]
+)
+def test_no_color_option_draws_without_escape_codes(listed_log: str, command: list[str]) -> None:
+    code, raw, stderr = terminal_output(*command, log=listed_log)
+    assert code == 0, stderr
+    if command[0] in ("replay", "tail", "info"):
+        assert ESCAPE in raw  # on a terminal tables are styled ...
+    code, raw, stderr = terminal_output(*command, "--no-color", log=listed_log)
+    assert code == 0, stderr
+    assert ESCAPE not in raw and "\x1b" not in raw  # ... and with --no-color not at all
+    assert "seq" in raw or "events" in raw or "group" in raw or "hash" in raw or "name" in raw
+
+
+@pytest.mark.parametrize("command", [["replay"], ["tail", "-n", "2"], ["info"], ["group", "list"]])
+def test_no_color_environment_draws_without_escape_codes(listed_log: str, command: list[str]) -> None:
+    code, raw, stderr = terminal_output(*command, log=listed_log, env={"NO_COLOR": "1"})
+    assert code == 0, stderr
+    assert "\x1b" not in raw
+    assert raw.strip()
+
+
+def test_markup_like_names_in_listings_print_literally(log_path: str) -> None:
+    make_log(log_path, [{"type": "[red]x[/red]", "stream": "[bold]s"}])
+    with Log(log_path) as log:
+        from evlog import follow
+
+        follow.set_group_position(log.store(write=True), "[blue]g", 1)
+    for command, shown in ((["info"], "[red]x[/red]"), (["group", "list"], "[blue]g")):
+        code, lines, stderr = run_in_terminal(*command, log=log_path)
+        assert code == 0, stderr
+        assert any(shown in line for line in lines), lines
+
+
+def test_tail_table_on_a_terminal(table_log: str) -> None:
+    code, lines, _ = run_in_terminal("tail", "-n", "2", log=table_log, columns=80, env={"TZ": "Asia/Tokyo"})
+    assert code == 0
+    assert lines[0].split()[:3] == ["seq", "local", "time"]
+    assert [line.split()[:3] for line in lines[1:]] == [["2", "11-26", "19:00:01.000"], ["3", "11-26", "19:00:02.000"]]
+    assert all(display_width(line) <= 80 for line in lines)
+
+
+def test_piped_replay_stays_ndjson_without_escape_codes(table_log: str) -> None:
+    out = ok(run_evlog("replay", log=table_log, env={"TERM": "xterm-256color", "NO_COLOR": ""}))
+    assert b"\x1b" not in out
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3]
+
+
+def test_a_seq_longer_than_its_column_takes_cells_from_the_data() -> None:
+    from rich.cells import cell_len
+
+    data = msgpack.packb({"text": "y" * 200})
+    rows = [(seq, (1, 1_795_687_200 * NS, None, "t", None, None, None, data)) for seq in (9, 12_345_678_901)]
+    lines = visible_lines(draw(rows, 80, last_seq=9))
+    assert [line.split()[0] for line in lines] == ["seq", "9", "12345678901"]
+    assert all(cell_len(line) == 80 for line in lines[1:])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.text(min_size=1, max_size=40), st.none() | st.text(min_size=1, max_size=60), json_values),
+        min_size=1, max_size=5,
+    ),
+    width=st.sampled_from([40, 80, 120, 160]),
+)
+def test_any_event_is_one_line_that_fits(events: list[tuple[str, str | None, Any]], width: int) -> None:
+    from rich.cells import cell_len
+
+    rows = [
+        (seq, (1, 1_795_687_200 * NS + seq, seq if stream else None, etype, stream, None, None, msgpack.packb(data)))
+        for seq, (etype, stream, data) in enumerate(events, 1)
+    ]
+    lines = visible_lines(draw(rows, width, "truecolor", last_seq=len(rows)))
+    assert len(lines) == len(rows) + 1
+    assert all(cell_len(line) <= width for line in lines), (width, lines)
 
 
 # -- evlog.timefmt --------------------------------------------------------------
@@ -500,3 +835,21 @@ def test_parse_rfc3339_edge_cases(text: str, ns: int) -> None:
 )
 def test_parse_rfc3339_rejects(text: str) -> None:
     assert parse_rfc3339(text) is None
+
+
+def test_a_fold_state_as_a_table(log_path: str) -> None:
+    make_log(log_path, [
+        {"type": "deposit", "stream": "acct-1", "data": {"amount": 5}},
+        {"type": "deposit", "stream": "acct-2", "data": {"amount": 7}},
+        {"type": "withdraw", "stream": "acct-1", "data": {"amount": 2}},
+    ])
+    ledger = ok(run_evlog("replay", "--by", "stream", "--init", '{"balance": 0, "note": "[b]x"}',
+                          "--on", "deposit", "s.balance += d.amount", "--on", "withdraw", "s.balance -= d.amount",
+                          "-o", "table", log=log_path, env={"COLUMNS": "80"})).decode()
+    assert [line.split() for line in ledger.splitlines()] == [
+        ["key", "balance", "note"], ["acct-1", "3", "[b]x"], ["acct-2", "7", "[b]x"]]
+    counts = ok(run_evlog("replay", "--fold", "s[e.type] = s.get(e.type, 0) + 1", "-o", "table",
+                          log=log_path)).decode()
+    assert [line.split() for line in counts.splitlines()] == [["key", "value"], ["deposit", "2"], ["withdraw", "1"]]
+    ok(run_evlog("projection", "add", "total", "--init", "0", "--on", "deposit", "s + d.amount", log=log_path))
+    assert ok(run_evlog("projection", "show", "total", "-o", "table", log=log_path)).decode().strip() == "12"

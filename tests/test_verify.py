@@ -7,6 +7,7 @@ directly, on the databases of a log no evlog process has open.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -105,9 +106,12 @@ def test_an_empty_log_verifies(log_path: str) -> None:
     assert "ok: the log is empty" in err and _head_hash(log_path) in err
 
 
-def test_a_missing_log_is_not_created(log_path: str) -> None:
-    result = run_evlog("verify", log=log_path)
+@pytest.mark.parametrize("output", ["auto", "json"])
+def test_a_missing_log_is_not_created(log_path: str, output: str) -> None:
+    result = run_evlog("verify", "-o", output, log=log_path)
     assert result.returncode == 66
+    assert result.stdout == b""  # not the start of a JSON document
+    assert not os.path.exists(log_path)
 
 
 def test_the_library_reports_as_it_goes(filled: str) -> None:

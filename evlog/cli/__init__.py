@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("evlog.cli.replay", "Read"),
     "tail": ("evlog.cli.tail", "Read"),
     "group": ("evlog.cli.group", "Read"),
+    "stats": ("evlog.cli.stats", "Read"),
+    "streams": ("evlog.cli.streams", "Read"),
     "snapshot": ("evlog.cli.snapshot", "State"),
     "projection": ("evlog.cli.projection", "State"),
     "info": ("evlog.cli.info", "Maintenance"),
@@ -95,7 +97,9 @@ app = typer.Typer(
         "The log is an LMDB directory chosen by --log, else $EVLOG_PATH, else ./events.lmdb."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion/--show-completion: typer loads its completion code with itself,
+    # so offering them costs start-up nothing measurable (see scripts/bench.py --only startup).
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -148,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         _flush_quietly()
         if debug:
             traceback.print_exc()
-        print(f"evlog: {exc}", file=sys.stderr)
+        # Each line of a message is marked as evlog's, but for indented excerpts
+        # (a fold's source with a caret under the fault) that the mark would shift.
+        for line in str(exc).splitlines():
+            print(line if line.startswith(" ") else f"evlog: {line}", file=sys.stderr)
         code = exc.exit_code
     except lmdb.Error as exc:
         # Storage failures the library did not anticipate: still no traceback.

@@ -65,12 +65,14 @@ def print_records(records: list[dict[str, Any]], output: Output, columns: list[s
     """Listings (groups, snapshots, projections): a table on a terminal, NDJSON when piped."""
     if output is Output.table or (output is Output.auto and stdout_is_terminal()):
         from rich.table import Table
+        from rich.text import Text
 
         from ..output import make_console
 
         table = Table(*columns, box=None, header_style="bold")
         for record in records:
-            table.add_row(*(_cell(record[column]) for column in columns))
+            # Text, not markup: a name such as '[red]x' is shown as it is written.
+            table.add_row(*(Text(_cell(record[column])) for column in columns))
         make_console().print(table)
         return
     import orjson
@@ -108,6 +110,11 @@ def binary_stdout() -> BinaryIO:
     """Stdout as bytes (flushing any text written before)."""
     sys.stdout.flush()
     return sys.stdout.buffer
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 snapshot``, ``2 snapshots``, ``1,000 events``."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
 def note(message: str) -> None:

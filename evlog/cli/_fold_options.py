@@ -13,6 +13,7 @@ import typer
 
 from ..errors import UsageError
 from ._common import Output
+from ._complete import complete_streams, complete_types
 
 FoldOption = Annotated[
     list[str] | None,
@@ -63,11 +64,13 @@ SnapshotEveryOption = Annotated[
 ]
 StreamOption = Annotated[
     list[str] | None,
-    typer.Option("--stream", "-s", help="Only this stream (repeatable; a trailing * matches a prefix)."),
+    typer.Option("--stream", "-s", help="Only this stream (repeatable; a trailing * matches a prefix).",
+                 autocompletion=complete_streams),
 ]
 TypeOption = Annotated[
     list[str] | None,
-    typer.Option("--type", "-t", help="Only this type (repeatable; glob like 'order.*')."),
+    typer.Option("--type", "-t", help="Only this type (repeatable; glob like 'order.*').",
+                 autocompletion=complete_types),
 ]
 
 
@@ -133,25 +136,29 @@ def print_fold(
     from ..runner import run_fold
     from ..timefmt import format_ts
     from ._common import binary_stdout, note, stdout_is_terminal
+    from ._progress import progress
 
-    result, steps = run_fold(
-        log, spec, from_=from_, until=until, use_snapshots=use_snapshots, snapshot_every=snapshot_every,
-        scan_mode=scan, on_snapshot_error=note,
-    )
-    out = binary_stdout()
-    by = spec.by is not None
-    if steps is not None:
-        option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
-        for seq, ts, key, state in steps:
-            record = {"seq": seq, "ts": format_ts(ts), "key": key, "state": state} if by else {
-                "seq": seq, "ts": format_ts(ts), "state": state}
-            try:
-                out.write(orjson.dumps(record, option=option))
-            except TypeError:
-                check_serialisable(state)
-                raise
-            out.flush()
-        return
+    # The bar ends before the state is printed; with --scan the states stream
+    # out as the fold runs, and on the terminal they are the progress.
+    with progress("folding", "folded", enabled=not (scan and stdout_is_terminal())) as meter:
+        result, steps = run_fold(
+            log, spec, from_=from_, until=until, use_snapshots=use_snapshots, snapshot_every=snapshot_every,
+            scan_mode=scan, on_snapshot_error=note, progress=meter,
+        )
+        out = binary_stdout()
+        by = spec.by is not None
+        if steps is not None:
+            option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+            for seq, ts, key, state in steps:
+                record = {"seq": seq, "ts": format_ts(ts), "key": key, "state": state} if by else {
+                    "seq": seq, "ts": format_ts(ts), "state": state}
+                try:
+                    out.write(orjson.dumps(record, option=option))
+                except TypeError:
+                    check_serialisable(state)
+                    raise
+                out.flush()
+            return
     value = result.value(by=by)
     if output is Output.msgpack:
         import msgpack
@@ -160,6 +167,11 @@ def print_fold(
         out.write(msgpack.packb(value, use_bin_type=True))
         return
     check_serialisable(value)
+    if output is Output.table:
+        from ..output import write_state_table
+
+        write_state_table(value)
+        return
     option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
     if output is not Output.ndjson and stdout_is_terminal():
         option |= orjson.OPT_INDENT_2

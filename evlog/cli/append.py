@@ -226,11 +226,13 @@ def _append_stdin(
                 raise UsageError(f"--rejects {rejects}: cannot open for writing ({exc.strerror})") from None
             on_reject = feed.reject_recorder(reject_file)
         else:
-            on_reject = feed.reject_printer(sys.stderr.write)
+            on_reject = feed.reject_printer(_write_stderr)
     print_events = output in (AppendOutput.json, AppendOutput.ndjson, AppendOutput.seq)
     out = sys.stdout.buffer
 
     def on_commit(summary: Any) -> None:
+        if meter is not None:
+            meter.count_events(summary.appended)
         if not print_events:
             return
         if output is AppendOutput.seq:
@@ -243,11 +245,21 @@ def _append_stdin(
         out.flush()
         summary.events.clear()
 
-    feeder = feed.Feeder(
-        log, batch_size=batch, atomic=atomic, on_reject=on_reject, keep_events=print_events, on_commit=on_commit
-    )
+    from ._common import stdout_is_terminal
+    from ._progress import progress, stdin_size
+
+    # A bar by bytes read (of the file's size when stdin is one); no bar when
+    # the events themselves are printed on the terminal.
+    bar = progress("appending", "appended", unit="bytes", report=False,
+                   enabled=not (print_events and stdout_is_terminal()))
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
-    with closing:
+    with closing, bar as meter:
+        if meter is not None:
+            meter.total = stdin_size()
+        feeder = feed.Feeder(
+            log, batch_size=batch, atomic=atomic, on_reject=on_reject, keep_events=print_events,
+            on_commit=on_commit, progress=meter.advance if meter is not None else None,
+        )
         run = feed.feed_msgpack if input_format is InputFormat.msgpack else feed.feed_ndjson
         try:
             summary = run(feeder, sys.stdin.fileno(), data_type=data_type, default_stream=default_stream,
@@ -263,7 +275,13 @@ def _append_stdin(
                 exit_code=code,
             ) from None
     if summary.skipped or summary.duplicates or sys.stderr.isatty():
-        note(summary.describe())
+        timing = f" {meter.timing(summary.appended, 'events')}" if meter is not None and meter.shown else ""
+        note(summary.describe() + timing)
+
+
+def _write_stderr(text: str) -> None:
+    # sys.stderr looked up at each call: a progress bar redirects it, to print above the bar.
+    sys.stderr.write(text)
 
 
 class _Terminated(Exception):

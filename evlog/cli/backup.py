@@ -43,9 +43,10 @@ def backup(
 ) -> None:
     from ..backup import backup as copy_log
     from ..log import Log
+    from ._progress import progress
 
-    with Log(log) as opened:
-        facts = copy_log(opened, dest, compact=compact)
+    with Log(log) as opened, progress("backing up", "copied", unit="bytes") as meter:
+        facts = copy_log(opened, dest, compact=compact, progress=meter)
     if output is BackupOutput.json:
         import orjson
 

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, OutputOption, note, print_records
+from ._common import (
+    DEFAULT_LOG,
+    DebugOption,
+    LogOption,
+    NoColorOption,
+    Output,
+    OutputOption,
+    note,
+    print_records,
+)
+from ._complete import complete_groups
 
 app = typer.Typer(
     add_completion=False,
@@ -37,6 +47,7 @@ app = typer.Typer(
 )
 def list_(
     output: OutputOption = Output.auto,
+    no_color: NoColorOption = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -63,7 +74,7 @@ def list_(
     ),
 )
 def reset(
-    name: Annotated[str, typer.Argument(help="The group.")],
+    name: Annotated[str, typer.Argument(help="The group.", autocompletion=complete_groups)],
     to: Annotated[str, typer.Option("--to", metavar="POS", help="The position of the next event to deliver.")],
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
@@ -90,7 +101,7 @@ def reset(
     ),
 )
 def rm(
-    name: Annotated[str, typer.Argument(help="The group.")],
+    name: Annotated[str, typer.Argument(help="The group.", autocompletion=complete_groups)],
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:

@@ -4,7 +4,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, binary_stdout, stdout_is_terminal
+from ._common import (
+    DEFAULT_LOG,
+    DebugOption,
+    LogOption,
+    NoColorOption,
+    Output,
+    binary_stdout,
+    stdout_is_terminal,
+)
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -20,6 +28,7 @@ def _size(size: int) -> str:
 
 def _draw(facts: dict[str, Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from ..output import make_console
 
@@ -40,14 +49,14 @@ def _draw(facts: dict[str, Any]) -> None:
         ("head hash", facts["head_hash"]),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, Text(value))  # Text, not markup: a path or type may hold '[...]'
     console.print(table)
     if facts["types"]:
         types = Table(title=None, box=None, pad_edge=False)
         types.add_column("type", style="bold green")
         types.add_column("events", justify="right")
         for name, count in facts["types"].items():
-            types.add_row(name, str(count))
+            types.add_row(Text(name), str(count))
         console.print()
         console.print(types)
 
@@ -69,6 +78,7 @@ def info(
     output: Annotated[
         Output, typer.Option("--output", "-o", help="auto: a table on a terminal, JSON when piped.")
     ] = Output.auto,
+    no_color: NoColorOption = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:

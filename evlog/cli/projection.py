@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, OutputOption, note, print_records
+from ._common import (
+    DEFAULT_LOG,
+    DebugOption,
+    LogOption,
+    NoColorOption,
+    Output,
+    OutputOption,
+    counted,
+    note,
+    print_records,
+)
+from ._complete import complete_projections
 from ._fold_options import (
     ByOption,
     FoldFileOption,
@@ -86,7 +97,7 @@ def add(
         replaced = snapshots.add_projection(store, projection, replace=replace)
         if replaced is not None:
             dropped = snapshots.drop_digest(store, replaced.spec.digest(opened.resolve(replaced.from_)))
-            note(f"replaced projection {name!r}; dropped {dropped} snapshots of its old definition")
+            note(f"replaced projection {name!r}; dropped {counted(dropped, 'snapshot')} of its old definition")
 
 
 @app.command(
@@ -101,6 +112,7 @@ def add(
 )
 def list_(
     output: OutputOption = Output.auto,
+    no_color: NoColorOption = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -131,7 +143,7 @@ def list_(
     ),
 )
 def show(
-    name: Annotated[str, typer.Argument(help="The projection's name.")],
+    name: Annotated[str, typer.Argument(help="The projection's name.", autocompletion=complete_projections)],
     at: Annotated[str | None, typer.Option("--at", metavar="POS", help="The position to ask about.")] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="auto: pretty JSON on a terminal.")] = Output.auto,
     log: LogOption = DEFAULT_LOG,
@@ -158,7 +170,7 @@ def show(
     ),
 )
 def rm(
-    name: Annotated[str, typer.Argument(help="The projection's name.")],
+    name: Annotated[str, typer.Argument(help="The projection's name.", autocompletion=complete_projections)],
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -169,4 +181,4 @@ def rm(
         store = opened.store(write=True)
         removed = snapshots.remove_projection(store, name)
         dropped = snapshots.drop_digest(store, removed.spec.digest(opened.resolve(removed.from_)))
-    note(f"removed projection {name!r} and {dropped} snapshots")
+    note(f"removed projection {name!r} and {counted(dropped, 'snapshot')}")

@@ -10,12 +10,14 @@ from ._common import (
     DEFAULT_LOG,
     DebugOption,
     LogOption,
+    NoColorOption,
     Output,
     OutputOption,
     TemplateOption,
     binary_stdout,
     stdout_is_terminal,
 )
+from ._complete import complete_projections
 from ._fold_options import (
     ByOption,
     FoldFileOption,
@@ -66,6 +68,7 @@ def replay(
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most N events.")] = None,
     output: OutputOption = Output.auto,
     template: TemplateOption = None,
+    no_color: NoColorOption = False,
     fold: FoldOption = None,
     on: OnOption = None,
     init: InitOption = None,
@@ -75,7 +78,7 @@ def replay(
     projection: Annotated[
         str | None,
         typer.Option("--projection", metavar="NAME", help="Fold with a stored projection's definition.",
-                     rich_help_panel="Fold"),
+                     rich_help_panel="Fold", autocompletion=complete_projections),
     ] = None,
     scan: Annotated[
         bool, typer.Option("--scan", help="Print the state after every event as NDJSON.", rich_help_panel="Fold")
@@ -91,6 +94,7 @@ def replay(
     from .. import output as render
     from .._tuning import for_streaming
     from ..log import Log
+    from ._progress import progress
 
     if template is not None and output is not Output.auto:
         raise UsageError("--template and --output are alternatives: give one")
@@ -117,24 +121,28 @@ def replay(
             return
         if scan or snapshot_every:
             raise UsageError("--scan and --snapshot-every need a fold (--fold, --on or --fold-file)")
-        rows = opened.rows(from_=from_, until=until, streams=stream, types=event_type)
-        if where is not None:
-            from ..fold import compile_where
+        # No bar when the events go to the terminal: there they are the progress.
+        with progress("replaying", "replayed", enabled=not stdout_is_terminal()) as meter:
+            rows = opened.rows(from_=from_, until=until, streams=stream, types=event_type, progress=meter)
+            if where is not None:
+                from ..fold import compile_where
 
-            test = compile_where(where)
-            rows = (row for row in rows if test(*row))
-        if limit is not None:
-            rows = itertools.islice(rows, limit)
-        chosen = output
-        if chosen is Output.auto:
-            chosen = Output.table if stdout_is_terminal() else Output.ndjson
-        if template is not None:
-            render.write_template(binary_stdout(), rows, template)
-        elif chosen is Output.table:
-            render.write_table(rows)
-        elif chosen is Output.json:
-            render.write_json_array(binary_stdout(), rows, pretty=stdout_is_terminal())
-        elif chosen is Output.msgpack:
-            render.write_msgpack(binary_stdout(), rows)
-        else:
-            render.write_ndjson(binary_stdout(), rows)
+                test = compile_where(where)
+                rows = (row for row in rows if test(*row))
+            if limit is not None:
+                rows = itertools.islice(rows, limit)
+            chosen = output
+            if chosen is Output.auto:
+                chosen = Output.table if stdout_is_terminal() else Output.ndjson
+            if template is not None:
+                printed = render.write_template(binary_stdout(), rows, template)
+            elif chosen is Output.table:
+                printed = render.write_table(rows, last_seq=opened.head(), types=opened.types())
+            elif chosen is Output.json:
+                printed = render.write_json_array(binary_stdout(), rows, pretty=stdout_is_terminal())
+            elif chosen is Output.msgpack:
+                printed = render.write_msgpack(binary_stdout(), rows)
+            else:
+                printed = render.write_ndjson(binary_stdout(), rows)
+            if meter is not None:
+                meter.summary_count = printed

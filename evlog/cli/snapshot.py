@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, Output, OutputOption, note, print_records
+from ._common import (
+    DEFAULT_LOG,
+    DebugOption,
+    LogOption,
+    NoColorOption,
+    Output,
+    OutputOption,
+    note,
+    print_records,
+)
 from ._fold_options import (
     ByOption,
     FoldFileOption,
@@ -66,13 +75,15 @@ def save(
     from ..errors import UsageError
     from ..log import Log
     from ..runner import run_fold
+    from ._progress import progress
 
     spec = spec_from_options(fold=fold, on=on, init=init, by=by, where=where, fold_file=fold_file,
                              streams=stream, types=event_type)
     if not spec.is_fold():
         raise UsageError("a snapshot is of a fold: give --fold, --on or --fold-file")
     with Log(log) as opened:
-        result, _ = run_fold(opened, spec, from_=from_, until=at)
+        with progress("folding", "folded") as meter:
+            result, _ = run_fold(opened, spec, from_=from_, until=at, progress=meter)
         if result.last < result.first:
             raise UsageError("there is no event to take a snapshot at (the range is empty)")
         store = opened.store(write=True)
@@ -97,6 +108,7 @@ def save(
 )
 def list_(
     output: OutputOption = Output.auto,
+    no_color: NoColorOption = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:

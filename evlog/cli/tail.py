@@ -13,12 +13,14 @@ from ._common import (
     DEFAULT_LOG,
     DebugOption,
     LogOption,
+    NoColorOption,
     Output,
     OutputOption,
     TemplateOption,
     binary_stdout,
     stdout_is_terminal,
 )
+from ._complete import complete_groups
 from ._fold_options import StreamOption, TypeOption, WhereOption
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,11 +51,14 @@ def tail(
     event_type: TypeOption = None,
     where: WhereOption = None,
     group: Annotated[
-        str | None, typer.Option("--group", "-g", metavar="NAME", help="Resume after the group's last event.")
+        str | None,
+        typer.Option("--group", "-g", metavar="NAME", help="Resume after the group's last event.",
+                     autocompletion=complete_groups),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="If the log does not exist yet, wait for it.")] = False,
     output: OutputOption = Output.auto,
     template: TemplateOption = None,
+    no_color: NoColorOption = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -91,7 +96,8 @@ def tail(
         if template is not None:
             render.write_template(out, rows, template)
         elif chosen is Output.table:
-            table_started = render.write_table(rows, header=not table_started) > 0 or table_started
+            table_started = render.write_table(rows, header=not table_started, last_seq=head,
+                                              types=log_types) > 0 or table_started
         elif chosen is Output.json:
             render.write_json_array(out, rows, pretty=stdout_is_terminal())
         elif chosen is Output.msgpack:
@@ -105,6 +111,7 @@ def tail(
         types = scan.matcher(event_type, prefix_star=False)
         streams = scan.matcher(stream, prefix_star=True)
         head = scan.head_seq(store)
+        log_types = opened.types() if chosen is Output.table else {}
         before: list[Any] = []
         if group is not None:
             lock = following.GroupLock(log, group)

@@ -103,6 +103,14 @@ def test_streams_complete_by_prefix(named_log: str) -> None:
     assert complete(f"evlog projection add p --log {named_log} -s account-8") == ["account-8"]
 
 
+def test_append_and_streams_complete_from_the_log(named_log: str) -> None:
+    assert complete(f"evlog append --log {named_log} de") == ["deposit"]
+    assert complete(f"evlog append --log {named_log} deposit -s acc") == ["account-7", "account-8"]
+    assert complete(f"evlog append --log {named_log} --type order.s") == ["order.shipped"]
+    assert complete(f"evlog streams --log {named_log} ord") == ["order-1"]
+    assert complete(f"evlog stats --log {named_log} -t with") == ["withdraw"]
+
+
 def test_groups_complete(named_log: str) -> None:
     assert complete(f"evlog tail --log {named_log} --group ") == ["backfill", "billing"]
     assert complete(f"evlog tail --log {named_log} -g bi") == ["billing"]

@@ -14,6 +14,7 @@ import typer
 
 from ..errors import BadInputError, Interrupted, UsageError
 from ._common import DEFAULT_LOG, DebugOption, LogOption, note, stdin_is_terminal
+from ._complete import complete_streams, complete_types
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -99,7 +100,8 @@ def parse_meta(items: list[str]) -> dict[str, Any] | None:
 )
 def append(
     event_type: Annotated[
-        str | None, typer.Argument(metavar="[TYPE]", help="Event type; omit (or -) to read stdin.")
+        str | None, typer.Argument(metavar="[TYPE]", help="Event type; omit (or -) to read stdin.",
+                                    autocompletion=complete_types)
     ] = None,
     fields: Annotated[
         list[str] | None,
@@ -107,7 +109,8 @@ def append(
     ] = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help="The whole data value as JSON.")] = None,
     stream: Annotated[
-        str | None, typer.Option("--stream", "-s", help="Stream (entity) of the event(s).")
+        str | None, typer.Option("--stream", "-s", help="Stream (entity) of the event(s).",
+                                  autocompletion=complete_streams)
     ] = None,
     meta: Annotated[
         list[str] | None, typer.Option("--meta", "-m", help="Metadata key=value (repeatable).")
@@ -120,7 +123,8 @@ def append(
         typer.Option("--expect", min=0, help="The version the stream must be at (0: it must not exist yet)."),
     ] = None,
     data_type: Annotated[
-        str | None, typer.Option("--type", "-t", help="Read stdin lines as the data of events of this type.")
+        str | None, typer.Option("--type", "-t", help="Read stdin lines as the data of events of this type.",
+                                  autocompletion=complete_types)
     ] = None,
     input_format: Annotated[
         InputFormat, typer.Option("--input", "-i", help="Format of stdin.")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ._common import DEFAULT_LOG, DebugOption, LogOption, binary_stdout, stdout_is_terminal
+from ._complete import complete_streams
 
 if TYPE_CHECKING:
     from ..stats import StreamSummary
@@ -60,7 +61,8 @@ class SortKey(str, Enum):
 def streams(
     prefix: Annotated[
         str | None,
-        typer.Argument(metavar="[PREFIX]", help="Only streams whose names start with PREFIX (a trailing * too)."),
+        typer.Argument(metavar="[PREFIX]", help="Only streams whose names start with PREFIX (a trailing * too).",
+                       autocompletion=complete_streams),
     ] = None,
     sort: Annotated[
         SortKey,

@@ -155,7 +155,9 @@ class Store:
         try:
             with env.begin() as txn:
                 names = set(env.dbs(txn))
-                plain_keys = not names and env.stat()["entries"] > 0
+                # In this transaction, not env.stat(): that would see a newer commit, and a
+                # log another process has just created would look like a foreign environment.
+                plain_keys = not names and txn.cursor().first()
             if plain_keys:
                 raise foreign
             if not names:
@@ -190,7 +192,7 @@ class Store:
         """Create the databases of a new log; None if another process just did."""
         env = self.env
         with self.writing() as txn:
-            if set(env.dbs(txn)) or env.stat()["entries"] > 0:
+            if set(env.dbs(txn)) or txn.cursor().first():
                 return None  # created meanwhile by another process (or foreign: checked next)
             dbs = {
                 name: env.open_db(name, txn=txn, dupsort=name == b"streams", dupfixed=name == b"streams")

@@ -459,12 +459,13 @@ def write_table(
         return line if fits else cut(line, layout.width)
 
     out = console.file
-    if header:
+    title = ""
+    if header:  # written above the first row: no events, no table (and a follower's empty read draws nothing)
         bold_start, bold_end = codes("bold")
         stream_label = "stream@version" if layout.stream >= 14 else "stream@ver" if layout.stream >= 10 else "stream"
         title = " ".join((pad("seq", layout.seq, right=True), pad("local time", layout.time),
                           pad("type", layout.type), pad(stream_label, layout.stream), "data"))
-        out.write(f"{bold_start}{finish(title)}{bold_end}\n")
+        title = f"{bold_start}{finish(title)}{bold_end}\n"
     dim_start, dim_end = codes("dim")
     local_time = local_time_formatter(layout)
     unpack = msgpack.unpackb
@@ -472,6 +473,9 @@ def write_table(
     blank_stream = " " * (layout.stream + 1)
     count = 0
     for seq, (_, ts, version, etype, stream, _id, _meta, data) in rows:
+        if title:
+            out.write(title)
+            title = ""
         seq_text = str(seq)
         overflow = max(0, len(seq_text) - layout.seq)
         type_start, type_end = codes(colors.get(etype) or type_color(etype, sixteen=sixteen))

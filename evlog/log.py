@@ -462,7 +462,7 @@ class Log:
         """Each event type in the log with its number of events, by name."""
         store = self._open(create=False)
         with store.reading() as txn:
-            return _type_counts(txn, store.dbs[b"types"])
+            return type_counts(txn, store.dbs[b"types"])
 
     def info(self) -> dict[str, Any]:
         """Facts about the log: counts, first and last event, head hash, format."""
@@ -478,7 +478,7 @@ class Log:
                 cursor.last()
                 last_seq = key_seq(bytes(cursor.key()))
                 last = (last_seq, decode_body(cursor.value(), last_seq)[1], record_hash(cursor.value()))
-            types = _type_counts(txn, dbs[b"types"])
+            types = type_counts(txn, dbs[b"types"])
             streams_raw = store.meta(txn, b"streams")
             created_raw = store.meta(txn, b"created")
             log_id = (store.meta(txn, b"log_id") or b"").decode()
@@ -505,7 +505,8 @@ class Log:
         }
 
 
-def _type_counts(txn: lmdb.Transaction, types_db: Any) -> dict[str, int]:
+def type_counts(txn: lmdb.Transaction, types_db: Any) -> dict[str, int]:
+    """The stored count of each event type, read in ``txn``."""
     return {bytes(key).decode(): U64.unpack(bytes(value))[0] for key, value in txn.cursor(db=types_db)}
 
 

@@ -27,8 +27,9 @@ from typing import Any, Literal
 
 from .errors import NotALogError, UsageError
 from .log import Log
+from .log import type_counts as stored_type_counts
 from .record import decode_body, key_seq, seq_key
-from .store import U64, Store
+from .store import Store
 from .timefmt import format_ts
 
 NS = 1_000_000_000
@@ -216,7 +217,7 @@ def _whole_log(
     offset: int,
 ) -> Stats:
     """Stats of every event from the stored type counts and the stream index: no record is read."""
-    type_counts = _stored_type_counts(txn, store)
+    type_counts = stored_type_counts(txn, store.dbs[b"types"])
     in_streams, distinct_streams, top_streams = _indexed_stream_counts(txn, store, top)
     return Stats(
         head, 1, head, first_ts, last_ts, size, bins,
@@ -264,10 +265,6 @@ def _bins_by_search(
         bins.append(Bin(origin + index * step, lo - low))
         low = lo
     return tuple(bins)
-
-
-def _stored_type_counts(txn: Any, store: Store) -> dict[str, int]:
-    return {bytes(key).decode(): U64.unpack(bytes(value))[0] for key, value in txn.cursor(db=store.dbs[b"types"])}
 
 
 def _indexed_stream_counts(txn: Any, store: Store, top: int) -> tuple[int, int, list[tuple[str, int]]]:

@@ -263,6 +263,11 @@ class CompiledFold:
             ).body
             pick[0].value = by  # type: ignore[attr-defined]
             body.extend(pick)
+        # Clauses for different plain type names exclude each other (an event has one
+        # type, and fold code cannot rebind _e_type): they chain as if/elif, so an event
+        # is compared only until its clause is found.
+        chain_tail: ast.If | None = None  # the last test of a chain of plain type names
+        chained: set[str] = set()
         for index, clause in enumerate(clauses):
             statements = statements_of[index]
             if clause.pattern is not None:
@@ -272,9 +277,19 @@ class CompiledFold:
                 guard = ast.parse(f"if {condition}: pass").body[0]
                 assert isinstance(guard, ast.If)
                 guard.body = statements
-                body.append(guard)
+                if exact and chain_tail is not None and clause.pattern not in chained:
+                    chain_tail.orelse = [guard]
+                else:
+                    body.append(guard)
+                    chained = set()
+                if exact:
+                    chain_tail = guard
+                    chained.add(clause.pattern)
+                else:
+                    chain_tail, chained = None, set()
             else:
                 body.extend(statements)
+                chain_tail, chained = None, set()
         if self.file_handlers is not None:
             body.extend(ast.parse("_v = _file(_e_type, s, e)\nif _v is not None: s = _v").body)
         guarded = ast.parse("try:\n pass\nexcept Exception as _x:\n _fail(_x, _e_seq, _e_type, _e_stream)").body[0]

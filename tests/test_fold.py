@@ -783,3 +783,19 @@ def test_spec_digest_changes_with_every_part_of_the_definition() -> None:
     digests = {base.digest(), base.digest(first_seq=2), *(make().digest() for make in variants)}
     assert len(digests) == len(variants) + 2
     assert FoldSpec(init={}, clauses=((None, "s.n = 1"),)).digest() == base.digest()
+
+
+def test_clauses_for_plain_and_glob_types_apply_in_order(log_path: str) -> None:
+    # Clauses for different plain type names are compiled as one if/elif chain; a
+    # repeated name or a glob starts a new test, so every matching clause still runs,
+    # in command-line order.
+    with Log(log_path) as log:
+        log.append_many([{"type": name} for name in ("deposit", "withdraw", "fee", "deposit")])
+    clauses = [("deposit", "s.append('d1')"), ("withdraw", "s.append('w1')"), ("deposit", "s.append('d2')"),
+               ("w*", "s.append('w-glob')"), ("fee", "s.append('f')"), ("withdraw", "s.append('w2')")]
+    args = [part for pattern, code in clauses for part in ("--on", pattern, code)]
+    expected: list[str] = []
+    for event_type in ("deposit", "withdraw", "fee", "deposit"):
+        expected += [code[10:-2] for pattern, code in clauses
+                     if pattern == event_type or (pattern == "w*" and event_type.startswith("w"))]
+    assert fold(log_path, "--init", "[]", *args) == expected

@@ -33,11 +33,14 @@ from .foldlang import (
     FoldSyntaxError,
     event_prelude,
     new_state_rule,
+    ordered_view,
     parse_clause,
 )
 
-FOLD_ENGINE = 1
-"""Bumped whenever the meaning of a fold could change: part of every snapshot key."""
+FOLD_ENGINE = 2
+"""Bumped whenever the meaning of a fold could change: part of every snapshot key.
+
+2: set operations on an object's keys and items give ordered lists, not sets."""
 
 class FoldError(EvlogError):
     """A fold failed on an event (its seq, type and stream are named)."""
@@ -311,7 +314,9 @@ class CompiledFold:
         if self.scan:
             function.body[-1] = ast.Return(value=None)
         ast.fix_missing_locations(module)
-        namespace: dict[str, Any] = {"__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS}}
+        namespace: dict[str, Any] = {
+            "__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS}, "_view": ordered_view,
+        }
         if self.file_handlers is not None:
             namespace["_file"] = self.file_handlers
         exec(compile(module, "<fold>", "exec"), namespace)  # the generated loop, compiled once
@@ -366,7 +371,7 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
 
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS},
-        "_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _fail,
+        "_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _fail, "_view": ordered_view,
     }
     exec(compile(module, "<where>", "exec"), namespace)  # compiled once, called per event
     return namespace["_where"]  # type: ignore[no-any-return]

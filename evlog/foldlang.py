@@ -13,6 +13,7 @@ clause reads, so that the loop decodes only the parts of an event in use.
 from __future__ import annotations
 
 import ast
+from collections.abc import ItemsView, Iterable, KeysView
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,11 @@ class _Rewriter(ast.NodeTransformer):
         if isinstance(func, ast.Attribute):
             if func.attr.startswith("_"):
                 raise self.refuse(func, f"the method {func.attr!r}")
+            if func.attr in ("keys", "items") and not node.args and not node.keywords:
+                # x.keys() -> _view(x, "keys"): see ordered_view.
+                view = ast.Call(func=ast.Name(id="_view", ctx=ast.Load()),
+                                args=[self.visit(func.value), ast.Constant(func.attr)], keywords=[])
+                return ast.copy_location(view, node)
             method = ast.Attribute(value=self.visit(func.value), attr=func.attr, ctx=ast.Load())
             node.func = ast.copy_location(method, func)
         else:
@@ -161,7 +167,7 @@ def parse_clause(option: str, code: str, analysis: Analysis, *, expression: bool
     return tree.body
 
 
-LOOP_NAMES = {"s", "e", "d", "_e_seq", "_e_ts", "_e_type", "_e_stream", "_e_version", "_e_id", "_e_meta"}
+LOOP_NAMES = {"s", "e", "d", "_view", "_e_seq", "_e_ts", "_e_type", "_e_stream", "_e_version", "_e_id", "_e_meta"}
 
 
 def _check_names(tree: ast.AST, rewriter: _Rewriter) -> set[str]:
@@ -175,6 +181,51 @@ def _check_names(tree: ast.AST, rewriter: _Rewriter) -> set[str]:
                 node, f"the name {node.id!r} (folds have s, e, d and pure builtins such as len, sum, max)"
             )
     return own
+
+
+class _OrderedSetOperations:
+    """Set operations that give lists in the order of their operands, without repeats."""
+
+    @classmethod
+    def _from_iterable(cls, values: Iterable[Any]) -> list[Any]:
+        return list(dict.fromkeys(values))
+
+    def __xor__(self, other: object) -> Any:
+        # The ABC's own __xor__ joins two results of _from_iterable with |, which lists lack.
+        if not isinstance(other, Iterable):
+            return NotImplemented
+        others = dict.fromkeys(other)
+        mine = self  # a KeysView or ItemsView: iterable, with fast membership
+        assert isinstance(mine, Iterable)
+        return [value for value in mine if value not in others] + [
+            value for value in others if value not in mine
+        ]
+
+    __rxor__ = __xor__
+
+
+# The views' set operations deliberately give lists, where the stubs say sets.
+class _OrderedKeys(_OrderedSetOperations, KeysView[Any]):  # type: ignore[misc]
+    """An object's keys for a fold (see :func:`ordered_view`)."""
+
+
+class _OrderedItems(_OrderedSetOperations, ItemsView[Any, Any]):  # type: ignore[misc]
+    """An object's items for a fold (see :func:`ordered_view`)."""
+
+
+def ordered_view(value: Any, method: str) -> Any:
+    """``value.keys()`` or ``value.items()`` in a fold.
+
+    A dict's key and item views make sets under ``|``, ``&``, ``-`` and ``^``, and
+    a set's order of iteration depends on the process's string hashing: a fold
+    using one could answer differently in two processes, and snapshots would
+    disagree with a replay from the start. A fold gets views whose set
+    operations give lists instead, in the order of their operands, without
+    repeats. Anything but a dict keeps its own method.
+    """
+    if type(value) is dict:
+        return _OrderedKeys(value) if method == "keys" else _OrderedItems(value)
+    return getattr(value, method)()
 
 
 def new_state_rule(statements: list[ast.stmt]) -> list[ast.stmt]:

@@ -9,6 +9,7 @@ process dies). `evlog group` lists, resets and removes groups.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from conftest import run_evlog
 from running import TIMEOUT, Running, append
@@ -265,3 +267,17 @@ def test_group_follower_across_map_growth(log_path: str, spawn: Callable[..., Ru
     assert [e["data"]["i"] for e in events] == list(range(9000))
     wait_for_position(log_path, "g", 9001)
     assert follower.proc.poll() is None and follower.stderr == b""
+
+
+@pytest.mark.parametrize("command", [["group", "list"], ["snapshot", "list"], ["projection", "list"]])
+def test_listings_honour_each_output_format(log_path: str, command: list[str]) -> None:
+    with Log(log_path) as log:
+        log.append_many([{"type": "deposit", "data": {"amount": n}} for n in range(3)])
+    assert run_evlog("tail", "-n", "1", "--group", "billing", log=log_path).returncode == 0
+    assert run_evlog("snapshot", "save", "--init", "0", "--fold", "s + 1", log=log_path).returncode == 0
+    assert run_evlog("projection", "add", "count", "--init", "0", "--fold", "s + 1", log=log_path).returncode == 0
+    lines = run_evlog(*command, "-o", "ndjson", log=log_path).stdout.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 1
+    assert json.loads(run_evlog(*command, "-o", "json", log=log_path).stdout) == records
+    assert list(msgpack.Unpacker(io.BytesIO(run_evlog(*command, "-o", "msgpack", log=log_path).stdout))) == records

@@ -62,7 +62,10 @@ TemplateOption = Annotated[
 
 
 def print_records(records: list[dict[str, Any]], output: Output, columns: list[str]) -> None:
-    """Listings (groups, snapshots, projections): a table on a terminal, NDJSON when piped."""
+    """Listings (groups, snapshots, projections): a table on a terminal, NDJSON when piped.
+
+    ``-o json`` is one array, ``-o msgpack`` one map per record.
+    """
     if output is Output.table or (output is Output.auto and stdout_is_terminal()):
         from rich.table import Table
         from rich.text import Text
@@ -78,8 +81,17 @@ def print_records(records: list[dict[str, Any]], output: Output, columns: list[s
     import orjson
 
     out = binary_stdout()
-    for record in records:
-        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    if output is Output.json:
+        pretty = orjson.OPT_INDENT_2 if stdout_is_terminal() else 0
+        out.write(orjson.dumps(records, option=orjson.OPT_APPEND_NEWLINE | pretty))
+    elif output is Output.msgpack:
+        import msgpack
+
+        for record in records:
+            out.write(msgpack.packb(record, use_bin_type=True))
+    else:
+        for record in records:
+            out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 
 
 def _cell(value: Any) -> str:

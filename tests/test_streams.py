@@ -172,6 +172,14 @@ def test_json_is_one_array(streams_log: str) -> None:
     assert empty.stdout == b"[]\n"
 
 
+def test_msgpack_is_one_map_per_stream(streams_log: str) -> None:
+    import msgpack
+
+    result = run_evlog("streams", "-o", "msgpack", log=streams_log)
+    assert result.returncode == 0
+    assert list(msgpack.Unpacker(io.BytesIO(result.stdout))) == list(EXPECTED.values())
+
+
 def display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
@@ -222,7 +230,7 @@ def test_missing_log_is_exit_66(tmp_path: Path) -> None:
     [
         (["--sort", "size"], "'size' is not one of 'name', 'version', 'last'"),
         (["-n", "-1"], "-1 is not in the range x>=0"),
-        (["-o", "msgpack"], "'msgpack' is not one of 'auto', 'ndjson', 'json', 'table'"),
+        (["-o", "csv"], "'csv' is not one of 'auto', 'ndjson', 'json', 'msgpack', 'table'"),
         (["a", "b"], "unexpected extra argument"),
     ],
 )

@@ -32,6 +32,7 @@ class StreamsOutput(str, Enum):
     auto = "auto"
     ndjson = "ndjson"
     json = "json"
+    msgpack = "msgpack"
     table = "table"
 
 
@@ -87,6 +88,8 @@ def streams(
             write_table(summaries, head=opened.head())
         elif chosen is StreamsOutput.json:
             write_json(summaries, pretty=stdout_is_terminal())
+        elif chosen is StreamsOutput.msgpack:
+            write_msgpack(summaries)
         else:
             write_ndjson(summaries)
 
@@ -97,6 +100,17 @@ def write_ndjson(summaries: Iterable[StreamSummary]) -> None:
     out = binary_stdout()
     for summary in summaries:
         out.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_APPEND_NEWLINE))
+    out.flush()
+
+
+def write_msgpack(summaries: Iterable[StreamSummary]) -> None:
+    """One msgpack map per stream."""
+    import msgpack
+
+    out = binary_stdout()
+    pack = msgpack.Packer(use_bin_type=True).pack
+    for summary in summaries:
+        out.write(pack(summary.to_dict()))
     out.flush()
 
 

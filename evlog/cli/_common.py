@@ -22,6 +22,17 @@ LogOption = Annotated[
 ]
 DEFAULT_LOG = "events.lmdb"
 
+POSITION_HELP = (
+    "seq, -N from the end, a date/time (2026-11-26T10:00, ...Z; local without a zone), "
+    "-15m/-2h/-7d, now, today, yesterday, or id:KEY"
+)
+FromOption = Annotated[
+    str | None, typer.Option("--from", metavar="POS", help=f"First position (inclusive): {POSITION_HELP}.")
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", metavar="POS", help="Last position (inclusive), same forms as --from.")
+]
+
 DebugOption = Annotated[
     bool,
     typer.Option("--debug", help="Show the full traceback of an error.", hidden=False),

@@ -9,11 +9,13 @@ from ..errors import UsageError
 from ._common import (
     DEFAULT_LOG,
     DebugOption,
+    FromOption,
     LogOption,
     NoColorOption,
     Output,
     OutputOption,
     TemplateOption,
+    UntilOption,
     binary_stdout,
     stdout_is_terminal,
 )
@@ -34,10 +36,6 @@ from ._fold_options import (
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
 
-POSITION_HELP = (
-    "seq, -N from the end, a date/time (2026-11-26T10:00, ...Z; local without a zone), "
-    "-15m/-2h/-7d, now, today, yesterday, or id:KEY"
-)
 
 
 @app.command(
@@ -57,12 +55,8 @@ POSITION_HELP = (
     ),
 )
 def replay(
-    from_: Annotated[
-        str | None, typer.Option("--from", metavar="POS", help=f"First position (inclusive): {POSITION_HELP}.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", metavar="POS", help="Last position (inclusive), same forms as --from.")
-    ] = None,
+    from_: FromOption = None,
+    until: UntilOption = None,
     stream: StreamOption = None,
     event_type: TypeOption = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", min=0, help="At most N events.")] = None,

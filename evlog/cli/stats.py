@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..positions import HELP as POSITION_HELP
-from ._common import DEFAULT_LOG, DebugOption, LogOption, NoColorOption, binary_stdout, stdout_is_terminal
+from ._common import (
+    DEFAULT_LOG,
+    DebugOption,
+    FromOption,
+    LogOption,
+    NoColorOption,
+    UntilOption,
+    binary_stdout,
+    stdout_is_terminal,
+)
 from ._fold_options import StreamOption, TypeOption
 
 if TYPE_CHECKING:
@@ -54,12 +62,8 @@ class StatsOutput(str, Enum):
     ),
 )
 def stats(
-    from_: Annotated[
-        str | None, typer.Option("--from", metavar="POS", help=f"First position (inclusive): {POSITION_HELP}.")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", metavar="POS", help="Last position (inclusive), same forms as --from.")
-    ] = None,
+    from_: FromOption = None,
+    until: UntilOption = None,
     stream: StreamOption = None,
     event_type: TypeOption = None,
     output: Annotated[

@@ -429,6 +429,7 @@ class StreamSummary:
         return {
             "stream": self.stream,
             "version": self.version,
+            "events": self.version,  # the same number: versions count a stream's events from 1
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "first_ts": format_ts(self.first_ts),

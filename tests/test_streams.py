@@ -21,7 +21,7 @@ from evlog import Log
 from evlog.stats import CHUNK, stream_summaries
 from evlog.timefmt import parse_rfc3339
 
-KEYS = ["stream", "version", "first_seq", "last_seq", "first_ts", "last_ts"]
+KEYS = ["stream", "version", "events", "first_seq", "last_seq", "first_ts", "last_ts"]
 
 EVENTS: list[dict[str, Any]] = [
     {"type": "opened", "stream": "account-2", "ts": "2026-11-01T09:00:00Z"},
@@ -34,13 +34,13 @@ EVENTS: list[dict[str, Any]] = [
     {"type": "opened", "stream": "account-10", "ts": "2026-11-01T10:00:00Z"},
 ]
 EXPECTED = {
-    "account-1": {"stream": "account-1", "version": 3, "first_seq": 2, "last_seq": 7,
+    "account-1": {"stream": "account-1", "version": 3, "events": 3, "first_seq": 2, "last_seq": 7,
                   "first_ts": "2026-11-01T09:10:00.000000000Z", "last_ts": "2026-11-01T09:50:00.000000000Z"},
-    "account-10": {"stream": "account-10", "version": 1, "first_seq": 8, "last_seq": 8,
+    "account-10": {"stream": "account-10", "version": 1, "events": 1, "first_seq": 8, "last_seq": 8,
                    "first_ts": "2026-11-01T10:00:00.000000000Z", "last_ts": "2026-11-01T10:00:00.000000000Z"},
-    "account-2": {"stream": "account-2", "version": 2, "first_seq": 1, "last_seq": 5,
+    "account-2": {"stream": "account-2", "version": 2, "events": 2, "first_seq": 1, "last_seq": 5,
                   "first_ts": "2026-11-01T09:00:00.000000000Z", "last_ts": "2026-11-01T09:40:00.000000000Z"},
-    "order-9": {"stream": "order-9", "version": 1, "first_seq": 4, "last_seq": 4,
+    "order-9": {"stream": "order-9", "version": 1, "events": 1, "first_seq": 4, "last_seq": 4,
                 "first_ts": "2026-11-01T09:30:00.000000000Z", "last_ts": "2026-11-01T09:30:00.000000000Z"},
 }
 

@@ -7,14 +7,9 @@ and is the same for two logs that hold the same events at the same times.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import struct
-import subprocess
-import sys
-import termios
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import run_evlog
+from terminal import terminal_output
 
 from evlog import Log
 from evlog.timefmt import parse_rfc3339
@@ -193,32 +189,8 @@ def test_head_hash_depends_on_the_whole_history(tmp_path: Path) -> None:
 
 def run_in_terminal(*args: str, log: str, columns: int = 100) -> tuple[int, str, bytes]:
     """Run evlog with stdout on a pseudo-terminal: exit code, visible text, stderr."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_")}
-    env.update(COLUMNS=str(columns), TERM="xterm-256color")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "evlog", *args, "--log", log],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the other end closed
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert process.stderr is not None
-    stderr = process.stderr.read()
-    code = process.wait(timeout=60)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    code, raw, stderr = terminal_output(*args, log=log, columns=columns)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
     return code, text.replace("\r\n", "\n"), stderr
 
 

@@ -8,15 +8,11 @@ Terminal tables are drawn under a pseudo-terminal, as a user would see them.
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import os
 import re
-import struct
 import subprocess
 import sys
-import termios
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -28,6 +24,7 @@ import pytest
 from conftest import run_evlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from terminal import terminal_output
 
 from evlog import Log
 from evlog.output import write_table
@@ -286,42 +283,6 @@ def run_in_terminal(
     code, raw, stderr = terminal_output(*args, log=log, columns=columns, env=env)
     text = ANSI.sub("", raw)
     return code, [line.rstrip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()], stderr
-
-
-def terminal_output(
-    *args: str, log: str, columns: int = 100, env: dict[str, str] | None = None
-) -> tuple[int, str, bytes]:
-    """Run evlog with stdout on a pseudo-terminal; its exit code, raw output (with escape codes) and stderr."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_")}
-    env.update(COLUMNS=str(columns), TERM="xterm-256color")
-    for name in ("NO_COLOR", "FORCE_COLOR", "COLORTERM"):
-        env.pop(name, None)
-    env.update(extra)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "evlog", *args, "--log", log],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: the terminal's other end closed
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert process.stderr is not None
-    stderr = process.stderr.read()
-    code = process.wait(timeout=60)
-    return code, b"".join(chunks).decode(), stderr
 
 
 def display_width(text: str) -> int:

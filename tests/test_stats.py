@@ -24,6 +24,7 @@ import pytest
 from conftest import run_evlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from terminal import terminal_output
 
 from evlog import Log
 from evlog.stats import Bin, choose_bin_seconds, stats
@@ -389,32 +390,10 @@ def test_drawn_output_fits_the_width(bank_log: str, columns: int) -> None:
 
 
 def test_no_color_option_and_a_terminal(bank_log: str) -> None:
-    import fcntl
-    import struct
-    import subprocess
-    import sys
-    import termios
-
     def on_terminal(*args: str) -> str:
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_") and k != "NO_COLOR"}
-        env.update(COLUMNS="100", TERM="xterm-256color", TZ="UTC")
-        process = subprocess.Popen([sys.executable, "-m", "evlog", "stats", *args, "--log", bank_log],
-                                   stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.DEVNULL, env=env)
-        os.close(slave)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(master)
-        assert process.wait(timeout=60) == 0
-        return b"".join(chunks).decode()
+        code, raw, _ = terminal_output("stats", *args, log=bank_log, env={"TZ": "UTC"})
+        assert code == 0
+        return raw
 
     coloured = on_terminal()
     assert "events per 10 minutes" in coloured and "\x1b[" in coloured  # auto on a terminal: drawn, in colour

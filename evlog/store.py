@@ -91,13 +91,15 @@ class Store:
     def _check_path(self, create: bool) -> None:
         path = self.path
         if os.path.isdir(path):
-            data = os.path.join(path, "data.mdb")
-            if os.path.exists(data):
-                if os.path.getsize(data) == 0 and not create:
+            # One listing decides: checking data.mdb apart from the listing would let a
+            # log that another process creates in between look like a foreign directory.
+            names = os.listdir(path)
+            if "data.mdb" in names:
+                if os.path.getsize(os.path.join(path, "data.mdb")) == 0 and not create:
                     # What a process killed while creating a log leaves behind.
                     raise LogNotFoundError(f"no log at {path}: its data.mdb is empty; append to create the log")
                 return
-            others = [name for name in os.listdir(path) if not _is_log_file(name)]
+            others = [name for name in names if not _is_log_file(name)]
             if others:
                 raise NotALogError(
                     f"{path} is a directory with other files ({', '.join(sorted(others)[:3])}) and no log "

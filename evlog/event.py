@@ -109,9 +109,9 @@ class AppendSummary:
         return f"AppendSummary({self.describe()!r})"
 
     def describe(self) -> str:
-        """``appended 1233 events (seq 5001-6233)`` and what else happened."""
+        """``appended 1,233 events (seq 5001-6233)`` and what else happened: counts grouped, seqs as ids."""
         noun = "event" if self.appended == 1 else "events"
-        text = f"appended {self.appended} {noun}"
+        text = f"appended {self.appended:,} {noun}"
         if self.appended:
             text += (
                 f" (seq {self.first_seq})"
@@ -119,7 +119,7 @@ class AppendSummary:
                 else f" (seq {self.first_seq}-{self.last_seq})"
             )
         if self.duplicates:
-            text += f"; {self.duplicates} already present by id, not appended again"
+            text += f"; {self.duplicates:,} already present by id, not appended again"
         if self.skipped:
-            text += f"; skipped {self.skipped} invalid"
+            text += f"; skipped {self.skipped:,} invalid"
         return text

@@ -568,7 +568,7 @@ def test_skip_invalid_reports_a_rejected_line_once_when_the_map_grows(tmp_path: 
     result = run_evlog("append", "--skip-invalid", "--rejects", str(rejects), input=ndjson(*lines),
                        log=log_path, env={"EVLOG_MAP_SIZE": "1M"})
     assert result.returncode == 0
-    assert result.stderr.decode() == "evlog: appended 3000 events (seq 1-3000); skipped 1 invalid\n"
+    assert result.stderr.decode() == "evlog: appended 3,000 events (seq 1-3000); skipped 1 invalid\n"
     assert len(stored(log_path)) == 3000
     assert [json.loads(line)["line"] for line in rejects.read_text().splitlines()] == [1]
 

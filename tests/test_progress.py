@@ -152,7 +152,7 @@ def test_append_from_a_file_shows_a_bar_by_bytes(tmp_path: Path) -> None:
         code, out, shown = evlog_on_terminal("append", "-o", "seq", "--log", str(tmp_path / "a.lmdb"), stdin=stdin)
     assert code == 0, shown
     assert "appending" in shown and "100%" in shown
-    assert re.search(rf"^evlog: appended {EVENTS} events \(seq 1-{EVENTS}\) {TIMING}$", shown, re.MULTILINE), shown
+    assert re.search(rf"^evlog: appended {EVENTS:,} events \(seq 1-{EVENTS}\) {TIMING}$", shown, re.MULTILINE), shown
     with source.open("rb") as stdin:
         piped = evlog_piped("append", "-o", "seq", "--log", str(tmp_path / "b.lmdb"), stdin=stdin)
     assert (piped.returncode, piped.stderr) == (0, b"")
@@ -164,7 +164,7 @@ def test_append_from_a_pipe_counts_without_a_total(tmp_path: Path) -> None:
     assert (code, out) == (0, b""), shown
     assert "appending" in shown and f"{EVENTS:,} events" in shown
     assert "%" not in shown  # the size of a pipe's input is not known: no percentage
-    assert re.search(rf"^evlog: appended {EVENTS} events \(seq 1-{EVENTS}\) {TIMING}$", shown, re.MULTILINE), shown
+    assert re.search(rf"^evlog: appended {EVENTS:,} events \(seq 1-{EVENTS}\) {TIMING}$", shown, re.MULTILINE), shown
 
 
 def test_append_messages_in_a_pipe_are_as_before(tmp_path: Path) -> None:
@@ -173,7 +173,7 @@ def test_append_messages_in_a_pipe_are_as_before(tmp_path: Path) -> None:
     assert piped.returncode == 0
     assert piped.stderr == (
         b'evlog: skipped: line 3: missing "type" (every event needs one)\n'
-        b"evlog: appended 4999 events (seq 1-4999); skipped 1 invalid\n"
+        b"evlog: appended 4,999 events (seq 1-4999); skipped 1 invalid\n"
     )
     code, out, shown = evlog_on_terminal(
         "append", "--skip-invalid", "-o", "seq", "--log", str(tmp_path / "b.lmdb"), input=data
@@ -181,7 +181,7 @@ def test_append_messages_in_a_pipe_are_as_before(tmp_path: Path) -> None:
     assert code == 0 and out == piped.stdout
     # On the terminal the same messages, the rejected line above the bar, the summary with its timing.
     assert 'evlog: skipped: line 3: missing "type" (every event needs one)\n' in shown
-    assert re.search(rf"^evlog: appended 4999 events \(seq 1-4999\); skipped 1 invalid {TIMING}$", shown, re.MULTILINE)
+    assert re.search(rf"^evlog: appended 4,999 events \(seq 1-4999\); skipped 1 invalid {TIMING}$", shown, re.MULTILINE)
 
 
 def test_replay_shows_a_bar_by_events(make_log: Callable[[], str]) -> None:

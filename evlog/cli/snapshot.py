@@ -13,6 +13,7 @@ from ._common import (
     NoColorOption,
     Output,
     OutputOption,
+    counted,
     note,
     print_records,
 )
@@ -149,4 +150,4 @@ def drop(
     with Log(log) as opened:
         before_seq = opened.resolve(before) if before is not None else None
         count = snapshots.drop(opened.store(write=True), digest=digest, before=before_seq, everything=everything)
-    note(f"dropped {count} snapshot{'s' if count != 1 else ''}")
+    note(f"dropped {counted(count, 'snapshot')}")

@@ -180,6 +180,8 @@ def stats(
     """
     if max_bins < 1:
         raise UsageError(f"max_bins must be at least 1, not {max_bins}")
+    if top < 0:
+        raise UsageError(f"top must be 0 or more, not {top}")
     store = log.store()
     first = log.resolve(from_)
     last_wanted = None if until is None else log.resolve(until, end=True)
@@ -281,7 +283,10 @@ def _indexed_stream_counts(txn: Any, store: Store, top: int) -> tuple[int, int, 
             found = cursor.next_nodup()
 
     # UTF-8 bytes sort like the text, so ties break by name as in _top.
-    best = heapq.nsmallest(top, keys(), key=lambda item: (-item[0], item[1]))
+    ranked = keys()
+    best = heapq.nsmallest(top, ranked, key=lambda item: (-item[0], item[1]))
+    for _ in ranked:  # nsmallest(0, ...) reads nothing, and every key must be counted
+        pass
     in_streams = int(txn.stat(store.dbs[b"streams"])["entries"])  # every duplicate: one per event
     return in_streams, distinct, [(key.decode(), count) for count, key in best]
 

@@ -161,7 +161,12 @@ def test_library_arguments_are_checked(bank_log: str) -> None:
         with pytest.raises(UsageError, match="max_bins must be at least 1"):
             stats(log, max_bins=0)
         assert len(stats(log, max_bins=1, utc_offset=0).bins) == 1
-        assert stats(log, top=0).types == ()
+        with pytest.raises(UsageError, match="top must be 0 or more"):
+            stats(log, top=-1)
+        for no_lists in (stats(log, top=0), stats(log, top=0, types=["*"])):
+            assert (no_lists.types, no_lists.streams) == ((), ())
+            # The lists are cut, not the counts of everything.
+            assert (no_lists.distinct_types, no_lists.distinct_streams, no_lists.events) == (4, 2, 6)
 
 
 def test_one_event_has_no_rate(log_path: str) -> None:
@@ -308,6 +313,20 @@ def test_counts_equal_a_replay(bank_log: str, args: list[str]) -> None:
         assert item["percent"] == round(100 * item["count"] / len(events), 2)
 
 
+def test_top_and_bins_options(bank_log: str) -> None:
+    facts = stats_json(bank_log, "--top", "1", "--bins", "4")
+    assert [item["type"] for item in facts["types"]] == ["account.opened"]
+    assert [item["stream"] for item in facts["streams"]] == ["account-1"]
+    assert (facts["distinct_types"], facts["distinct_streams"]) == (4, 2)
+    # Three hours in at most 4 bins: an hour each, 09:00 to 12:00.
+    assert (facts["bin_seconds"], [b["count"] for b in facts["bins"]]) == (3600, [2, 2, 1, 1])
+    drawn = run_evlog("stats", "-o", "table", "--top", "1", log=bank_log, env=UTC).stdout.decode()
+    assert "top types" in drawn and "… 3 more: 4 events" in drawn
+    bare = run_evlog("stats", "-o", "table", "--top", "0", log=bank_log, env=UTC).stdout.decode()
+    assert "share" not in bare and "no streams" not in bare
+    assert bare.rstrip("\n").splitlines()[-1].startswith("           12:00 1 ")  # the chart ends it
+
+
 def test_bins_follow_the_local_zone(bank_log: str) -> None:
     # POSIX zone strings (no tz database needed); their sign is west of UTC.
     assert stats_json(bank_log, env={"TZ": "EST5"})["bins"][0]["start"] == "2026-11-01T09:00:00.000000000Z"
@@ -354,6 +373,9 @@ def test_missing_log_is_exit_66_and_creates_nothing(tmp_path: Path) -> None:
         (["--from", "soon"], "'soon' is not a position"),
         (["--until", "0"], "seqs start at 1"),
         (["--limit", "3"], "No such option: --limit"),
+        (["--top", "-1"], "'--top': -1 is not in the range x>=0"),
+        (["--bins", "0"], "'--bins': 0 is not in the range 1<=x<=1000"),
+        (["--bins", "1001"], "'--bins': 1001 is not in the range 1<=x<=1000"),
     ],
 )
 def test_bad_options_exit_2(bank_log: str, args: list[str], message: str) -> None:

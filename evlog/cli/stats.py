@@ -27,6 +27,9 @@ from ._common import (
     stdout_is_terminal,
 )
 from ._fold_options import StreamOption, TypeOption
+from ..stats import MAX_BINS, TOP
+
+MAX_BINS_LIMIT = 1000  # a bar per line: more would not be a chart to look at
 
 if TYPE_CHECKING:
     from ..stats import Count, Stats
@@ -50,14 +53,14 @@ class StatsOutput(str, Enum):
     help=(
         "Look before you read: how many events, when, of which types, in which streams.\n\n"
         "On a terminal: a chart of the selected events over time (bins of seconds to days chosen "
-        "from the time range, labelled in local time), the top 10 types and streams with their "
+        "from the time range, labelled in local time), the top 10 (--top) types and streams with their "
         "shares, and totals: events, first and last seq and time, span and rate. Piped, or with "
         "-o json, the same numbers as one JSON object. Without --stream and --type no record is "
         "read: bin counts come from binary searches over the times, and over the whole log the "
         "type and stream counts from the stored counters.\n\n"
         "Examples:\n\n"
         "  evlog stats\n\n"
-        "  evlog stats --from -7d -t 'order.*'\n\n"
+        "  evlog stats --from -7d -t 'order.*' --top 3\n\n"
         "  evlog stats -o json | jq -r '.bins[] | \"\\(.start) \\(.count)\"'"
     ),
 )
@@ -66,6 +69,17 @@ def stats(
     until: UntilOption = None,
     stream: StreamOption = None,
     event_type: TypeOption = None,
+    top: Annotated[
+        int,
+        typer.Option("--top", min=0, metavar="N", help="How many types and streams to list, most events first."),
+    ] = TOP,
+    bins: Annotated[
+        int,
+        typer.Option(
+            "--bins", min=1, max=MAX_BINS_LIMIT, metavar="N",
+            help="At most N bars in the chart; the bin size is the smallest that covers the range in N.",
+        ),
+    ] = MAX_BINS,
     output: Annotated[
         StatsOutput,
         typer.Option("--output", "-o", help="auto: a chart on a terminal, JSON when piped; json; table (the chart)."),
@@ -78,7 +92,9 @@ def stats(
     from ..stats import stats as compute
 
     with Log(log) as opened:
-        result = compute(opened, from_=from_, until=until, streams=stream, types=event_type)
+        result = compute(
+            opened, from_=from_, until=until, streams=stream, types=event_type, top=top, max_bins=bins
+        )
         log_events = opened.head() if result.events == 0 else result.events
     if output is StatsOutput.table or (output is StatsOutput.auto and stdout_is_terminal()):
         from ..output import make_console
@@ -105,7 +121,8 @@ def draw(result: Stats, console: Any, *, log_events: int) -> None:
             console.print(Text(f"No events selected ({log_events:,} in the log).", style="bold"))
             console.print("Widen --from/--until, or check the --stream and --type patterns.")
         return
-    for line in [*_totals(result), Text(), *_chart(result, width), Text(), *_tops(result, width)]:
+    tops = _tops(result, width)
+    for line in [*_totals(result), Text(), *_chart(result, width), *([Text(), *tops] if tops else [])]:
         console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
 
 
@@ -189,7 +206,8 @@ def _top_lines(kind: str, counts: tuple[Count, ...], distinct: int, events: int,
     from rich.text import Text
 
     if not counts:
-        return [Text(f"no {kind}", style="dim")] if kind == "streams" else []
+        # Types always exist when events do; no streams is worth saying, unless --top 0 hid them.
+        return [Text(f"no {kind}", style="dim")] if kind == "streams" and distinct == 0 else []
     title = f"top {kind}" if distinct > len(counts) else kind
     number_w = max(len("events"), *(len(f"{c.count:,}") for c in counts))
     name_w = max(4, min(max(cell_len(title), *(cell_len(c.name) for c in counts)), width - number_w - 9))

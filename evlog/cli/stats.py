@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..stats import MAX_BINS, TOP
 from ._common import (
     DEFAULT_LOG,
     DebugOption,
@@ -27,7 +28,6 @@ from ._common import (
     stdout_is_terminal,
 )
 from ._fold_options import StreamOption, TypeOption
-from ..stats import MAX_BINS, TOP
 
 MAX_BINS_LIMIT = 1000  # a bar per line: more would not be a chart to look at
 

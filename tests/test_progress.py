@@ -358,7 +358,7 @@ def test_ctrl_c_stops_the_bar_and_restores_the_cursor(tmp_path: Path) -> None:
     assert raw.rfind(b"\x1b[?25h") > raw.rfind(b"\x1b[?25l") >= 0  # the cursor is shown again
     shown = text_of(raw)
     assert "Traceback" not in shown
-    assert re.search(r"^evlog: interrupted by Ctrl-C: appended \d+ events", shown, re.MULTILINE), shown
+    assert re.search(r"^evlog: interrupted by Ctrl-C: appended [\d,]+ events", shown, re.MULTILINE), shown
 
 
 # -- what is imported -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -90,7 +91,13 @@ class Store:
 
     def _check_path(self, create: bool) -> None:
         path = self.path
-        if os.path.isdir(path):
+        try:
+            # One stat decides: isdir() then exists() would call a directory that
+            # another process makes in between a file.
+            is_dir: bool | None = stat.S_ISDIR(os.stat(path).st_mode)
+        except FileNotFoundError:
+            is_dir = None
+        if is_dir:
             # One listing decides: checking data.mdb apart from the listing would let a
             # log that another process creates in between look like a foreign directory.
             names = os.listdir(path)
@@ -109,7 +116,7 @@ class Store:
                 raise LogNotFoundError(
                     f"no log at {path}: the directory holds no data.mdb; append an event to create a log there"
                 )
-        elif os.path.exists(path):
+        elif is_dir is not None:
             raise NotALogError(f"{path} is a file, not a log; a log is a directory (data.mdb, lock.mdb)")
         elif not create:
             raise LogNotFoundError(
@@ -284,10 +291,10 @@ class Store:
 
 def _nearly_full(path: str) -> bool:
     try:
-        stat = os.statvfs(path)
+        disk = os.statvfs(path)
     except OSError:
         return False
-    return stat.f_bavail * stat.f_frsize < max(4 << 20, stat.f_blocks * stat.f_frsize // 100)
+    return disk.f_bavail * disk.f_frsize < max(4 << 20, disk.f_blocks * disk.f_frsize // 100)
 
 
 def _is_log_file(name: str) -> bool:

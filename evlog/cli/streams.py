@@ -145,11 +145,11 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
     width = console.width
     digits = len(str(max(head, 1)))
     version_w, first_w, last_w = max(digits, 7), max(digits, 9), max(digits, 8)
-    ts_w = 19 if width >= 100 else 16  # narrow terminals lose the seconds
+    # Narrower terminals lose the seconds, then the year (as replay's short times do).
+    time_format = "%Y-%m-%d %H:%M:%S" if width >= 100 else "%Y-%m-%d %H:%M" if width >= 80 else "%m-%d %H:%M"
+    ts_w = len(time.strftime(time_format, time.gmtime(0)))
     fixed = version_w + first_w + last_w + 2 * ts_w + 5  # five single-space gaps
     stream_w = max(8, min(width - fixed, 48))
-
-    time_format = "%Y-%m-%d %H:%M:%S" if ts_w == 19 else "%Y-%m-%d %H:%M"
 
     def local(ns: int) -> str:
         # Local time, as in the event tables of replay and tail.
@@ -166,7 +166,8 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
             title = Text(style="bold")
             title.append(cell("stream", stream_w) + " " + "version".rjust(version_w) + " ")
             title.append("first seq".rjust(first_w) + " " + "last seq".rjust(last_w) + " ")
-            title.append(cell("first (local)", ts_w) + " " + "last (local)")
+            zone = " (local)" if ts_w >= len("first (local)") else ""
+            title.append(cell("first" + zone, ts_w) + " " + "last" + zone)
             console.print(title, no_wrap=True, overflow="ellipsis", crop=True)
         line = Text()
         line.append(cell(summary.stream, stream_w) + " ", style="magenta")

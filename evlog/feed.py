@@ -159,8 +159,11 @@ class Feeder:
                         keep_events=self.keep_events,
                     )
                 except StorageError as exc:
-                    written = "nothing was written" if self.atomic else f"{self.summary.describe()} before it"
-                    raise AppendStopped(exc, self.summary, f"{written}; the batch being written was not") from exc
+                    if self.atomic or not self.summary.appended:
+                        written = "nothing was written"
+                    else:
+                        written = f"{self.summary.describe()} before it; the batch being written was not"
+                    raise AppendStopped(exc, self.summary, written) from exc
                 if self.on_commit is not None:
                     self.on_commit(self.summary)
                 if not self.keep_events:

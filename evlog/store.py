@@ -95,8 +95,10 @@ class Store:
             # One stat decides: isdir() then exists() would call a directory that
             # another process makes in between a file.
             is_dir: bool | None = stat.S_ISDIR(os.stat(path).st_mode)
-        except FileNotFoundError:
-            is_dir = None
+        except (FileNotFoundError, NotADirectoryError):
+            is_dir = None  # creating it says what is in the way
+        except OSError as exc:
+            raise StorageError(f"cannot use {path}: {exc.strerror}; check the path and its permissions") from exc
         if is_dir:
             # One listing decides: checking data.mdb apart from the listing would let a
             # log that another process creates in between look like a foreign directory.
@@ -146,6 +148,8 @@ class Store:
                 map_size //= 4
             except lmdb.Error as exc:
                 raise _storage_error(self.path, exc) from exc
+            except OSError as exc:  # making the directory failed
+                raise _directory_error(self.path, exc) from exc
 
     def _open_databases(self, create: bool) -> dict[bytes, lmdb._Database]:
         while True:
@@ -300,6 +304,19 @@ def _nearly_full(path: str) -> bool:
 def _is_log_file(name: str) -> bool:
     """Files a log directory may hold besides data.mdb."""
     return name in ("lock.mdb", SIDECAR) or (name.startswith("group-") and name.endswith(".lock"))
+
+
+def _directory_error(path: str, exc: OSError) -> EvlogError:
+    """Why the directory of a new log could not be made, and what to do."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(
+            f"cannot create a log at {path}: the directory {parent} does not exist; "
+            f"create it first (mkdir -p {parent}) or point --log elsewhere"
+        )
+    if isinstance(exc, NotADirectoryError):
+        return StorageError(f"cannot create a log at {path}: a part of that path is a file, not a directory")
+    return StorageError(f"cannot create a log at {path}: {exc.strerror}; check the permissions of {parent}")
 
 
 def _storage_error(path: str, exc: lmdb.Error) -> EvlogError:

@@ -671,6 +671,37 @@ def test_debug_shows_the_traceback(log_path: str, how: str) -> None:
     assert len(stored(log_path)) == 1
 
 
+UNFORESEEN_OS_ERROR = """
+import sys
+import evlog.log
+from evlog.cli import main
+
+
+def info(self):
+    raise PermissionError(13, "Permission denied", self.path + "/data.mdb")
+
+
+evlog.log.Log.info = info
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unforeseen_os_error_is_exit_74_without_traceback(tmp_path: Path, debug: bool) -> None:
+    log = str(tmp_path / "events.lmdb")
+    run_evlog("append", "a", log=log)
+    hook = tmp_path / "hook.py"
+    hook.write_text(UNFORESEEN_OS_ERROR)
+    args = [sys.executable, str(hook), "info", "--log", log, *(["--debug"] if debug else [])]
+    result = subprocess.run(args, capture_output=True, timeout=60)
+    text = result.stderr.decode()
+    if debug:
+        assert text.startswith("Traceback (most recent call last):") and "PermissionError" in text
+    else:
+        assert (result.returncode, result.stdout) == (74, b"")
+        assert text == f"evlog: Permission denied: {log}/data.mdb; run with --debug for details\n"
+
+
 # -- live batching ---------------------------------------------------------------------------
 
 

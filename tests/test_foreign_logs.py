@@ -112,6 +112,28 @@ def test_a_path_that_does_not_exist(tmp_path: Path) -> None:
     assert run_evlog("verify", log=str(target)).returncode == 0
 
 
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        ("missing-parent/sub/events.lmdb", "does not exist; create it first (mkdir -p "),
+        ("notes.txt/events.lmdb", "a part of that path is a file, not a directory"),
+    ],
+)
+def test_a_path_that_cannot_be_made(tmp_path: Path, where: str, words: str) -> None:
+    (tmp_path / "notes.txt").write_bytes(b"just some text\n")
+    target = tmp_path / where
+    for command in READ_COMMANDS:
+        run = run_evlog(*command, log=str(target))
+        assert (run.returncode, run.stdout) == (66, b""), (command, run.stderr)
+        assert run.stderr.startswith(b"evlog: no log at ")
+    one = run_evlog("append", "x", log=str(target))
+    assert_refused_by_all([(["append", "x"], one)], 74, words)
+    many = run_evlog("append", log=str(target), input=APPEND_STDIN)
+    assert (many.returncode, many.stdout) == (74, b"")
+    assert many.stderr.decode() == one.stderr.decode() + "evlog: nothing was written\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]  # nothing was made
+
+
 def test_an_empty_directory(tmp_path: Path) -> None:
     target = tmp_path / "empty"
     target.mkdir()

@@ -181,6 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     except (BrokenPipeError, _PipeClosed):
         _quiet_stdout()
         code = 0
+    except OSError as exc:
+        # I/O failures no command anticipated: exit 74 like storage errors, and no traceback.
+        if debug:
+            raise
+        _flush_quietly()
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"evlog: {exc.strerror or exc}{where}; run with --debug for details", file=sys.stderr)
+        code = 74
     sys.exit(code)
 
 

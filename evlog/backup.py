@@ -60,6 +60,8 @@ def backup(
     the size the copy will have (an estimate with ``compact``).
     """
     target = os.fspath(dest)
+    if not target:
+        raise UsageError("the backup destination is empty; name a new or empty directory")
     store = log.store()  # the source must exist before anything is created
     created = _claim(target)
     try:

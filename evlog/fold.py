@@ -431,9 +431,11 @@ _UNSET: Any = object()
 def _fail(exc: BaseException, seq: int, etype: str, stream: str | None, what: str = "the fold") -> None:
     if isinstance(exc, EvlogError):
         raise exc
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     hint = ""
-    if isinstance(exc, KeyError) and exc.args:
+    if isinstance(exc, MemoryError):
+        reason, hint = "out of memory", "; hint: the fold asked for more memory than there is; keep less in the state"
+    elif isinstance(exc, KeyError) and exc.args:
         key = exc.args[0]
         hint = (
             f"; hint: if the state has no {key!r} yet, start it with --init, e.g. --init '{{\"{key}\": 0}}'; "

@@ -91,6 +91,8 @@ class Store:
 
     def _check_path(self, create: bool) -> None:
         path = self.path
+        if not path:
+            raise UsageError("the log path is empty; name the log's directory (--log DIR or $EVLOG_PATH)")
         try:
             # One stat decides: isdir() then exists() would call a directory that
             # another process makes in between a file.

@@ -664,6 +664,14 @@ def test_a_bare_key_error_is_reported_cleanly(bank_log: str) -> None:
     assert "seq 1" in stderr
 
 
+def test_running_out_of_memory_is_said_in_words(bank_log: str) -> None:
+    # A list of 10**13 items is refused at once (far beyond any address space): a MemoryError with no text.
+    code, stderr = failure(bank_log, "replay", "--init", "0", "--fold", "len([0] * 10**13)")
+    assert code == 65
+    assert "failed at seq 1 (type " in stderr and "out of memory; hint: " in stderr
+    assert "MemoryError: \n" not in stderr
+
+
 def test_debug_shows_the_traceback(bank_log: str) -> None:
     result = run_evlog("replay", "--debug", "--init", "0", "--fold", "s + d.text", log=bank_log)
     assert result.returncode != 0

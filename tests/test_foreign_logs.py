@@ -134,6 +134,19 @@ def test_a_path_that_cannot_be_made(tmp_path: Path, where: str, words: str) -> N
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]  # nothing was made
 
 
+def test_an_empty_path(tmp_path: Path) -> None:
+    runs = [(command, run_evlog(*command, log="")) for command in [*READ_COMMANDS, ["tail", "-f", "--wait"]]]
+    runs.append((["backup"], run_evlog("backup", str(tmp_path / "copy"), log="")))
+    runs.append((["append", "-"], run_evlog("append", log="", input=APPEND_STDIN)))
+    runs.append((["append", "one"], run_evlog("append", "intruder", "n:=1", log="")))
+    assert_refused_by_all(runs, 2, "the log path is empty; name the log's directory")
+    log = str(tmp_path / "events.lmdb")
+    run_evlog("append", "x", log=log)
+    refused = run_evlog("backup", "", log=log)
+    assert refused.returncode == 2
+    assert refused.stderr == b"evlog: the backup destination is empty; name a new or empty directory\n"
+
+
 def test_an_empty_directory(tmp_path: Path) -> None:
     target = tmp_path / "empty"
     target.mkdir()

@@ -41,6 +41,7 @@ LOG_FORMAT = 1
 SIDECAR = "commits"  # touched after every commit; followers watch it
 DEFAULT_MAP_SIZE = 1 << 40
 _MIN_MAP_SIZE = 1 << 20
+_MAX_MAP_SIZE = 1 << 48  # 256 TiB: the user address space of x86-64 and arm64 Linux
 _DATABASES = (b"events", b"streams", b"ids", b"types", b"meta", b"snapshots", b"projections", b"groups")
 
 U64 = struct.Struct(">Q")
@@ -67,7 +68,9 @@ def configured_map_size() -> int:
         raise UsageError(
             f"EVLOG_MAP_SIZE={text!r} is not a size; use bytes or a number with K, M, G or T"
         ) from None
-    return max(size, _MIN_MAP_SIZE)
+    # Beyond any 64-bit address space a size cannot even be passed to LMDB; an
+    # unmappable one is halved until it maps (see Store._open_env).
+    return min(max(size, _MIN_MAP_SIZE), _MAX_MAP_SIZE)
 
 
 class Store:
@@ -142,9 +145,10 @@ class Store:
                     max_readers=512,
                     lib_version=0,
                 )
-            except MemoryError:
-                # An address-space limit (ulimit -v) refuses the mapping: the
-                # file grows with the data anyway, so a smaller map will do.
+            except (MemoryError, lmdb.MemoryError):
+                # An address-space limit (ulimit -v) refuses the mapping (LMDB
+                # says ENOMEM): the file grows with the data anyway, so a
+                # smaller map will do.
                 if map_size <= _MIN_MAP_SIZE:
                     raise StorageError(f"cannot map {self.path}: not enough address space") from None
                 map_size //= 4
@@ -264,7 +268,14 @@ class Store:
                     result = work(txn)
                 break
             except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                size = self.env.info()["map_size"] * 2
+                try:
+                    self.env.set_mapsize(size)
+                except lmdb.MemoryError:
+                    raise StorageError(
+                        f"{self.path}: the log needs a map of {size >> 20} MiB and the address space "
+                        "allows no more (ulimit -v); raise that limit"
+                    ) from None
             except lmdb.MapResizedError:
                 self.env.set_mapsize(0)
         if notify:
@@ -322,7 +333,7 @@ def _directory_error(path: str, exc: OSError) -> EvlogError:
 
 
 def _storage_error(path: str, exc: lmdb.Error) -> EvlogError:
-    text = str(exc)
+    text = str(exc).removeprefix(f"{path}: ")  # py-lmdb names the path in some messages, and so do these
     if "Input/output error" in text and _nearly_full(path):
         # LMDB reports a short write on a full disk as EIO.
         return StorageError(f"{path}: the disk is full ({text}); free space and retry")

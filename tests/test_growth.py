@@ -8,6 +8,8 @@
   (``reader_check()``), so the file does not grow as if the old snapshot
   were still needed. A control log without the stale reader, and one with a
   live reader (which must pin pages), bound the size from both sides.
+* Address space: under ``ulimit -v`` the default 1 TiB map cannot be mapped;
+  evlog maps less and still appends and reads.
 * Disk full: on a 2 MiB tmpfs, appends stop with exit 74 and a clear
   message, and the log keeps every event committed before.
 """
@@ -365,6 +367,30 @@ def size_after_appends(log: str, payload: bytes) -> int:
     run = run_evlog("append", "--batch", str(STALE_BATCH), log=log, input=payload, timeout=120)
     assert (run.returncode, run.stderr) == (0, b"")
     return os.path.getsize(os.path.join(log, "data.mdb"))
+
+
+def limit_address_space(limit: int) -> None:
+    """In the child, before exec: ``ulimit -v`` of ``limit`` bytes."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def test_an_address_space_limit_gets_a_smaller_map(tmp_path: Path) -> None:
+    log = str(tmp_path / "events.lmdb")
+
+    def limited(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "evlog", *args, "--log", log], input=input, capture_output=True,
+            env=clean_env(), timeout=60, preexec_fn=lambda: limit_address_space(2 << 30),
+        )
+
+    one = limited("append", "first")
+    assert (one.returncode, one.stdout, one.stderr) == (0, b"1\n", b"")
+    many = limited("append", input=kilobyte_events(0, 2000))
+    assert (many.returncode, many.stderr) == (0, b"")
+    counted = limited("replay", "--fold", "s + 1", "--init", "0")
+    assert (counted.returncode, counted.stdout, counted.stderr) == (0, b"2001\n", b"")
 
 
 def test_a_killed_reader_does_not_make_the_file_grow(tmp_path: Path) -> None:

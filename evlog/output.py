@@ -167,6 +167,9 @@ def _formatter_field_name_split(name: str) -> tuple[str, list[tuple[bool, Any]]]
     return str(first), list(rest)
 
 
+MAX_TEMPLATE_WIDTH = 10_000
+
+
 def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
     """Check a ``--template`` and return a function event-dict -> line."""
     text = template.replace("\\t", "\t").replace("\\n", "\n")
@@ -188,6 +191,12 @@ def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
             raise UsageError(f"--template field {{{name}!{conversion}}}: the conversion must be !r, !s or !a")
         if spec and "{" in spec:
             raise UsageError(f"--template field {{{name}:{spec}}}: nested fields are not supported")
+        if spec and any(int(number) > MAX_TEMPLATE_WIDTH for number in re.findall(r"\d+", spec)):
+            # Python would try to build the padded string, and run out of memory on the first event.
+            raise UsageError(
+                f"--template field {{{name}:{spec}}}: a width or precision above {MAX_TEMPLATE_WIDTH:,} "
+                "is not supported"
+            )
 
     def render(event: Mapping[str, Any]) -> str:
         return str(formatter.vformat(text, (), event))

@@ -227,7 +227,9 @@ def test_template_ts_is_rfc3339(varied_log: str) -> None:
     assert template(varied_log, "{ts}", "-n", "1") == "2026-11-26T10:00:00.000000001Z\n"
 
 
-@pytest.mark.parametrize("fmt", ["{nope}", "{seq} {datum[amount]}", "{0}", "{}", "{seq"])
+@pytest.mark.parametrize(
+    "fmt", ["{nope}", "{seq} {datum[amount]}", "{0}", "{}", "{seq", "{seq:>999999999999}", "{data[amount]:.20000f}"]
+)
 def test_template_unknown_field_or_bad_syntax_is_a_usage_error(varied_log: str, fmt: str) -> None:
     result = run_evlog("replay", "--template", fmt, log=varied_log)
     assert result.returncode == 2
@@ -263,6 +265,14 @@ def test_template_errors_found_while_rendering_are_not_tracebacks(varied_log: st
     result = run_evlog("replay", "--template", fmt, log=varied_log)
     assert "Traceback" not in result.stderr.decode()
     assert result.returncode in (0, 2)
+
+
+def test_template_widths_up_to_the_limit_are_kept(varied_log: str) -> None:
+    result = run_evlog("replay", "--template", "{seq:0>4}|{type:>10000}", "--until", "1", log=varied_log)
+    assert result.returncode == 0
+    first, padded = result.stdout.decode().rstrip("\n").split("|")
+    event_type = run_evlog("replay", "--template", "{type}", "--until", "1", log=varied_log).stdout.decode().strip()
+    assert (first, len(padded), padded.lstrip(" ")) == ("0001", 10_000, event_type)
 
 
 def test_template_missing_key_with_a_format_spec_prints_nothing(varied_log: str) -> None:

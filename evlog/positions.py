@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from .errors import PositionError
@@ -97,8 +97,14 @@ def _seq_or_from_end(number: int, raw: str) -> Position:
 def _local_ns(match: re.Match[str], raw: str) -> int:
     parts = [int(g) if g else 0 for g in match.groups()[:6]]
     try:
-        seconds = int(datetime(*parts).timestamp())  # type: ignore[arg-type]
-    except (ValueError, OverflowError, OSError) as exc:
+        moment = datetime(*parts)  # type: ignore[arg-type]
+    except ValueError as exc:
         raise PositionError(f"{raw!r} is not a valid date or time ({exc})") from None
+    try:
+        seconds = int(moment.timestamp())
+    except (ValueError, OverflowError, OSError):
+        # At the very edges of the calendar (0001-01-01) the local zone cannot be
+        # looked up; no event is that old or that new, so the zone's standard offset will do.
+        seconds = int(moment.replace(tzinfo=timezone.utc).timestamp()) + time.timezone
     fraction = (match.group(7) or "").ljust(9, "0")
     return seconds * _NS + int(fraction)

@@ -69,7 +69,7 @@ def configured_map_size() -> int:
             f"EVLOG_MAP_SIZE={text!r} is not a size; use bytes or a number with K, M, G or T"
         ) from None
     # Beyond any 64-bit address space a size cannot even be passed to LMDB; an
-    # unmappable one is halved until it maps (see Store._open_env).
+    # unmappable one is quartered until it maps (see Store._open_env).
     return min(max(size, _MIN_MAP_SIZE), _MAX_MAP_SIZE)
 
 

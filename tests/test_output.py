@@ -623,7 +623,17 @@ def listed_log(table_log: str) -> str:
 
         follow.set_group_position(log.store(write=True), "billing", 1)
     ok(run_evlog("projection", "add", "counts", "--fold", "s[e.type] = s.get(e.type, 0) + 1", log=table_log))
+    ok(run_evlog("snapshot", "save", "--init", "0", "--fold", "s + 1", log=table_log))
     return table_log
+
+
+@pytest.mark.parametrize("listing", ["group", "snapshot", "projection"])
+def test_an_empty_listing_says_so_in_a_sentence(log_path: str, listing: str) -> None:
+    ok(run_evlog("append", "x", log=log_path))
+    drawn = run_evlog(listing, "list", "-o", "table", log=log_path)
+    assert (drawn.returncode, drawn.stdout, drawn.stderr) == (0, f"No {listing}s.\n".encode(), b"")
+    piped = run_evlog(listing, "list", log=log_path)
+    assert (piped.returncode, piped.stdout) == (0, b"")  # NDJSON of nothing is nothing
 
 
 @pytest.mark.parametrize(

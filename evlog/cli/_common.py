@@ -72,10 +72,11 @@ TemplateOption = Annotated[
 ]
 
 
-def print_records(records: list[dict[str, Any]], output: Output, columns: list[str]) -> None:
+def print_records(records: list[dict[str, Any]], output: Output, columns: list[str], *, noun: str) -> None:
     """Listings (groups, snapshots, projections): a table on a terminal, NDJSON when piped.
 
-    ``-o json`` is one array, ``-o msgpack`` one map per record.
+    ``-o json`` is one array, ``-o msgpack`` one map per record. An empty table
+    is a sentence (``No snapshots.``), not a lone header.
     """
     if output is Output.table or (output is Output.auto and stdout_is_terminal()):
         from rich.table import Table
@@ -83,6 +84,9 @@ def print_records(records: list[dict[str, Any]], output: Output, columns: list[s
 
         from ..output import make_console
 
+        if not records:
+            make_console().print(Text(f"No {noun}."))
+            return
         table = Table(*columns, box=None, header_style="bold")
         for record in records:
             # Text, not markup: a name such as '[red]x' is shown as it is written.

@@ -59,7 +59,7 @@ def list_(
         head = scan.head_seq(store)
         groups = follow.list_groups(store)
     records = [{"group": name, "position": position, "lag": head - position} for name, position in groups]
-    print_records(records, output, ["group", "position", "lag"])
+    print_records(records, output, ["group", "position", "lag"], noun="groups")
 
 
 @app.command(

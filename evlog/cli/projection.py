@@ -127,7 +127,7 @@ def list_(
          "snapshot_every": item.snapshot_every, "created": format_ts(item.created)}
         for item in found
     ]
-    print_records(records, output, ["name", "definition", "from", "snapshot_every"])
+    print_records(records, output, ["name", "definition", "from", "snapshot_every"], noun="projections")
 
 
 @app.command(

@@ -123,7 +123,7 @@ def list_(
         {"hash": item.digest, "seq": item.seq, "ts": format_ts(item.ts), "size": item.size, "keys": item.keys}
         for item in found
     ]
-    print_records(records, output, ["hash", "seq", "ts", "size", "keys"])
+    print_records(records, output, ["hash", "seq", "ts", "size", "keys"], noun="snapshots")
 
 
 @app.command(

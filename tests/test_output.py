@@ -670,6 +670,32 @@ def test_markup_like_names_in_listings_print_literally(log_path: str) -> None:
         assert any(shown in line for line in lines), lines
 
 
+def test_snapshot_table_keeps_the_hash_whole_and_shows_local_time(listed_log: str) -> None:
+    listing = json.loads(ok(run_evlog("snapshot", "list", log=listed_log)).splitlines()[0])
+    for columns in (60, 80):
+        code, lines, stderr = run_in_terminal("snapshot", "list", log=listed_log, columns=columns, env={"TZ": "UTC"})
+        assert code == 0, stderr
+        assert len(lines) == 2 and lines[0].split()[0] == "hash"  # narrow: cells are cut, rows never wrap
+        assert lines[1].split()[0] == listing["hash"]  # whole: snapshot drop takes it
+        if columns == 80:
+            assert lines[0].split() == ["hash", "seq", "time", "(local)", "size", "keys"]
+            assert lines[1].split()[2:4] == listing["ts"][:19].split("T")
+
+
+def test_projection_table_shows_the_definition_as_options(log_path: str) -> None:
+    make_log(log_path, [{"type": "deposit", "stream": "acct-1", "data": {"amount": 5}}])
+    ok(run_evlog("projection", "add", "balances", "--by", "stream", "--on", "deposit",
+                 "s.balance = s.get('balance', 0) + d.amount", "--snapshot-every", "1000", log=log_path))
+    ok(run_evlog("projection", "add", "big", "--init", '{"n": 0}', "--fold", "s.n += 1", "-t", "dep*",
+                 "--where", "d.amount > 1", log=log_path))
+    code, lines, stderr = run_in_terminal("projection", "list", log=log_path, columns=160)
+    assert code == 0, stderr
+    assert lines[0].split() == ["name", "definition", "from", "snapshot", "every"]
+    assert lines[1].split(None, 1)[1].rstrip().endswith("1000")
+    assert "--on deposit 's.balance = s.get('\"'\"'balance'\"'\"', 0) + d.amount' --by stream" in lines[1]
+    assert "--init '{\"n\":0}' --fold 's.n += 1' --where 'd.amount > 1' -t 'dep*'" in lines[2]
+
+
 def test_tail_table_on_a_terminal(table_log: str) -> None:
     code, lines, _ = run_in_terminal("tail", "-n", "2", log=table_log, columns=80, env={"TZ": "Asia/Tokyo"})
     assert code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from enum import Enum
 from typing import Annotated, Any, BinaryIO
 
@@ -72,13 +73,16 @@ TemplateOption = Annotated[
 ]
 
 
-def print_records(records: list[dict[str, Any]], output: Output, columns: list[str], *, noun: str) -> None:
+def print_records(
+    records: list[dict[str, Any]], output: Output, columns: list[str], *, noun: str, wrap: tuple[str, ...] = ()
+) -> None:
     """Listings (groups, snapshots, projections): a table on a terminal, NDJSON when piped.
 
     ``-o json`` is one array, ``-o msgpack`` one map per record. An empty table
-    is a sentence (``No snapshots.``), not a lone header.
+    is a sentence (``No snapshots.``), not a lone header. In a narrow terminal
+    the cells of the ``wrap`` columns wrap, the others are cut with an ellipsis.
     """
-    if output is Output.table or (output is Output.auto and stdout_is_terminal()):
+    if draws_table(output):
         from rich.table import Table
         from rich.text import Text
 
@@ -87,7 +91,13 @@ def print_records(records: list[dict[str, Any]], output: Output, columns: list[s
         if not records:
             make_console().print(Text(f"No {noun}."))
             return
-        table = Table(*columns, box=None, header_style="bold")
+        table = Table(box=None, header_style="bold")
+        # The first column names the thing (a group, a snapshot's hash) that other
+        # commands take: it is never cut, the others give way.
+        widest = max(len(_cell(record[columns[0]])) for record in records)
+        table.add_column(columns[0], no_wrap=True, min_width=widest)
+        for column in columns[1:]:
+            table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis")
         for record in records:
             # Text, not markup: a name such as '[red]x' is shown as it is written.
             table.add_row(*(Text(_cell(record[column])) for column in columns))
@@ -107,6 +117,16 @@ def print_records(records: list[dict[str, Any]], output: Output, columns: list[s
     else:
         for record in records:
             out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def local_time(ns: int, time_format: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A ts in nanoseconds as local time, for tables (JSON keeps RFC 3339 UTC)."""
+    return time.strftime(time_format, time.localtime(ns // 1_000_000_000))
+
+
+def draws_table(output: Output) -> bool:
+    """Whether ``output`` means a drawn table here: asked for, or ``auto`` on a terminal."""
+    return output is Output.table or (output is Output.auto and stdout_is_terminal())
 
 
 def _cell(value: Any) -> str:

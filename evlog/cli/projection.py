@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +14,7 @@ from ._common import (
     Output,
     OutputOption,
     counted,
+    draws_table,
     note,
     print_records,
 )
@@ -30,6 +31,9 @@ from ._fold_options import (
     print_fold,
     spec_from_options,
 )
+
+if TYPE_CHECKING:
+    from ..fold import FoldSpec
 
 app = typer.Typer(
     add_completion=False,
@@ -122,12 +126,43 @@ def list_(
 
     with Log(log) as opened:
         found = snapshots.list_projections(opened.store())
+    if draws_table(output):
+        rows = [{"name": item.name, "definition": as_options(item.spec), "from": item.from_,
+                 "snapshot every": item.snapshot_every} for item in found]
+        print_records(rows, output, ["name", "definition", "from", "snapshot every"], noun="projections",
+                      wrap=("definition",))
+        return
     records = [
         {"name": item.name, "definition": item.spec.to_record(), "from": item.from_,
          "snapshot_every": item.snapshot_every, "created": format_ts(item.created)}
         for item in found
     ]
     print_records(records, output, ["name", "definition", "from", "snapshot_every"], noun="projections")
+
+
+def as_options(spec: FoldSpec) -> str:
+    """A definition as the options that give it (``--by stream --on deposit '...'``), to read in a table."""
+    import shlex
+
+    import orjson
+
+    words: list[str] = []
+    if spec.init != {}:
+        words += ["--init", orjson.dumps(spec.init).decode()]
+    for pattern, code in spec.clauses:
+        words += ["--fold", code] if pattern is None else ["--on", pattern, code]
+    for option, value in (("--by", spec.by), ("--where", spec.where)):
+        if value is not None:
+            words += [option, value]
+    for stream in spec.streams:
+        words += ["-s", stream]
+    for event_type in spec.types:
+        words += ["-t", event_type]
+    text = shlex.join(words)
+    if spec.fold_file is not None:  # the file's text is stored, not its name
+        lines = len(spec.fold_file.splitlines())
+        text = f"{text} --fold-file (a file of {lines} line{'' if lines == 1 else 's'})".lstrip()
+    return text
 
 
 @app.command(

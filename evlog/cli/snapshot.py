@@ -14,6 +14,8 @@ from ._common import (
     Output,
     OutputOption,
     counted,
+    draws_table,
+    local_time,
     note,
     print_records,
 )
@@ -119,6 +121,12 @@ def list_(
 
     with Log(log) as opened:
         found = list(snapshots.listing(opened.store()))
+    if draws_table(output):
+        # Local time to the second, as in the other tables; the JSON keeps the exact ts.
+        rows = [{"hash": item.digest, "seq": item.seq, "time (local)": local_time(item.ts), "size": item.size,
+                 "keys": item.keys} for item in found]
+        print_records(rows, output, ["hash", "seq", "time (local)", "size", "keys"], noun="snapshots")
+        return
     records = [
         {"hash": item.digest, "seq": item.seq, "ts": format_ts(item.ts), "size": item.size, "keys": item.keys}
         for item in found

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._common import DEFAULT_LOG, DebugOption, LogOption, binary_stdout, stdout_is_terminal
+from ._common import DEFAULT_LOG, DebugOption, LogOption, binary_stdout, local_time, stdout_is_terminal
 from ._complete import complete_streams
 
 if TYPE_CHECKING:
@@ -151,9 +151,6 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
     fixed = version_w + first_w + last_w + 2 * ts_w + 5  # five single-space gaps
     stream_w = max(8, min(width - fixed, 48))
 
-    def local(ns: int) -> str:
-        # Local time, as in the event tables of replay and tail.
-        return time.strftime(time_format, time.localtime(ns // 1_000_000_000))
 
     def cell(text: str, size: int) -> str:
         if cell_len(text) > size:
@@ -174,7 +171,8 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
         line.append(str(summary.version).rjust(version_w) + " ", style="bold")
         line.append(str(summary.first_seq).rjust(first_w) + " " + str(summary.last_seq).rjust(last_w) + " ",
                     style="cyan")
-        line.append(local(summary.first_ts) + " " + local(summary.last_ts), style="dim")
+        line.append(local_time(summary.first_ts, time_format) + " " + local_time(summary.last_ts, time_format),
+                    style="dim")
         console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
         count += 1
     if count == 0:

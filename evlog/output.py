@@ -225,6 +225,16 @@ def color_disabled() -> bool:
     return not _color or os.environ.get("NO_COLOR", "") != ""
 
 
+def fit_cells(text: str, size: int) -> str:
+    """``text`` cut with an ellipsis, or padded with spaces, to exactly ``size`` terminal cells."""
+    from rich.cells import cell_len, set_cell_size
+
+    if cell_len(text) > size:
+        # set_cell_size pads with a space where a wide character would straddle the cut.
+        text = set_cell_size(text, size - 1).rstrip(" ") + "…" if size > 1 else "…"
+    return text + " " * (size - cell_len(text))
+
+
 def make_console(**options: Any) -> Any:
     """A rich Console for stdout that lets a closed pipe end evlog quietly.
 

@@ -83,6 +83,7 @@ def print_records(
     the cells of the ``wrap`` columns wrap, the others are cut with an ellipsis.
     """
     if draws_table(output):
+        from rich.cells import cell_len
         from rich.table import Table
         from rich.text import Text
 
@@ -94,7 +95,7 @@ def print_records(
         table = Table(box=None, header_style="bold")
         # The first column names the thing (a group, a snapshot's hash) that other
         # commands take: it is never cut, the others give way.
-        widest = max(len(_cell(record[columns[0]])) for record in records)
+        widest = max(cell_len(_cell(record[columns[0]])) for record in records)
         table.add_column(columns[0], no_wrap=True, min_width=widest)
         for column in columns[1:]:
             table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis")

@@ -205,23 +205,25 @@ def _top_lines(kind: str, counts: tuple[Count, ...], distinct: int, events: int,
     from rich.cells import cell_len
     from rich.text import Text
 
+    from ..output import fit_cells
+
     if not counts:
         # Types always exist when events do; no streams is worth saying, unless --top 0 hid them.
         return [Text(f"no {kind}", style="dim")] if kind == "streams" and distinct == 0 else []
     title = f"top {kind}" if distinct > len(counts) else kind
     number_w = max(len("events"), *(len(f"{c.count:,}") for c in counts))
     name_w = max(4, min(max(cell_len(title), *(cell_len(c.name) for c in counts)), width - number_w - 9))
-    header = Text(_cell(title, name_w), style="bold")
+    header = Text(fit_cells(title, name_w), style="bold")
     header.append(" " + "events".rjust(number_w) + "   share", style="bold")
     lines = [header]
     for item in counts:
-        line = Text(_cell(item.name, name_w), style=style)
+        line = Text(fit_cells(item.name, name_w), style=style)
         line.append(f" {item.count:>{number_w},} {_percent(item.share):>7}")
         lines.append(line)
     if distinct > len(counts):
         rest = events - sum(c.count for c in counts)
         more = f"… {distinct - len(counts):,} more: {rest:,} event{'' if rest == 1 else 's'}"
-        lines.append(Text(_cell(more, width).rstrip(), style="dim"))
+        lines.append(Text(fit_cells(more, width).rstrip(), style="dim"))
     return lines
 
 
@@ -229,15 +231,6 @@ def _blank() -> Any:
     from rich.text import Text
 
     return Text()
-
-
-def _cell(text: str, size: int) -> str:
-    """``text`` cut (with an ellipsis) or padded to ``size`` terminal cells."""
-    from rich.cells import cell_len, set_cell_size
-
-    if cell_len(text) > size:
-        return set_cell_size(text, size - 1) + "…"
-    return text + " " * (size - cell_len(text))
 
 
 def _bar(count: int, most: int, width: int) -> str:

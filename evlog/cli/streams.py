@@ -135,12 +135,11 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
 
     Rows never wrap: on a console too narrow for the fixed columns they are cut with an ellipsis.
     """
-    from rich.cells import cell_len, set_cell_size
     from rich.text import Text
 
-    if console is None:
-        from ..output import make_console
+    from ..output import fit_cells, make_console
 
+    if console is None:
         console = make_console(soft_wrap=False)
     width = console.width
     digits = len(str(max(head, 1)))
@@ -151,23 +150,17 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
     fixed = version_w + first_w + last_w + 2 * ts_w + 5  # five single-space gaps
     stream_w = max(8, min(width - fixed, 48))
 
-
-    def cell(text: str, size: int) -> str:
-        if cell_len(text) > size:
-            return set_cell_size(text, size - 1) + "…"
-        return text + " " * (size - cell_len(text))
-
     count = 0
     for summary in summaries:
         if count == 0:
             title = Text(style="bold")
-            title.append(cell("stream", stream_w) + " " + "version".rjust(version_w) + " ")
+            title.append(fit_cells("stream", stream_w) + " " + "version".rjust(version_w) + " ")
             title.append("first seq".rjust(first_w) + " " + "last seq".rjust(last_w) + " ")
             zone = " (local)" if ts_w >= len("first (local)") else ""
-            title.append(cell("first" + zone, ts_w) + " " + "last" + zone)
+            title.append(fit_cells("first" + zone, ts_w) + " " + "last" + zone)
             console.print(title, no_wrap=True, overflow="ellipsis", crop=True)
         line = Text()
-        line.append(cell(summary.stream, stream_w) + " ", style="magenta")
+        line.append(fit_cells(summary.stream, stream_w) + " ", style="magenta")
         line.append(str(summary.version).rjust(version_w) + " ", style="bold")
         line.append(str(summary.first_seq).rjust(first_w) + " " + str(summary.last_seq).rjust(last_w) + " ",
                     style="cyan")

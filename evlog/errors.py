@@ -80,6 +80,21 @@ class StorageError(EvlogError):
     exit_code = 74
 
 
+class DamagedLogError(StorageError):
+    """A stored record, counter or entry does not decode as evlog wrote it.
+
+    Every byte read from a log is untrusted input (a log may come from
+    someone else), so a bad one is this error, never a traceback or a wrong
+    answer. ``seq`` names the event when the damage is in one.
+    """
+
+    def __init__(self, what: str, *, seq: int | None = None) -> None:
+        self.seq = seq
+        self.what = what
+        where = f"seq {seq} ({what})" if seq is not None else what
+        super().__init__(f"damaged log: {where}; run evlog verify")
+
+
 class Interrupted(EvlogError):
     """A signal (Ctrl-C, SIGTERM) ended the command; ``exit_code`` is 128 + its number."""
 

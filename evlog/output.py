@@ -30,6 +30,7 @@ import orjson
 
 from .errors import UsageError
 from .scan import Row
+from .textsafe import UNSAFE as _UNSAFE
 from .timefmt import format_ts
 
 _BLOCK = 512
@@ -319,18 +320,6 @@ def type_colors(types: Iterable[str], *, sixteen: bool = False) -> dict[str, str
     return colors
 
 
-def _unsafe_characters() -> dict[int, str]:
-    """Characters that would break or reorder a table line, mapped to visible escapes."""
-    table = {code: f"\\u{code:04x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-    table.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
-    # Line and paragraph separators end a line in some terminals; bidirectional
-    # controls reorder what follows them on the line.
-    for code in (0x2028, 0x2029, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)):
-        table[code] = f"\\u{code:04x}"
-    return table
-
-
-_UNSAFE = _unsafe_characters()
 _BARE_KEY = re.compile(r"[^\W\d][\w.-]*\Z")
 
 

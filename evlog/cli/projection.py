@@ -195,8 +195,7 @@ def as_options(spec: FoldSpec) -> str:
         "read without writing anything.\n\n"
         "Examples:\n\n"
         "  evlog projection show balances\n\n"
-        "  evlog projection show balances --at 2026-11-01T12:00\n\n"
-        "  evlog projection show balances --snapshot-every 0    # save no snapshots\n\n"
+        "  evlog projection show balances --at 2026-11-01T12:00 --snapshot-every 0\n\n"
         "  evlog projection show balances --at -2h -o json | jq '.[\"account-7\"]'"
     ),
 )

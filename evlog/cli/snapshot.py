@@ -103,7 +103,7 @@ def save(
 @app.command(
     "list",
     help=(
-        "List snapshots: definition hash, seq, time, size, number of states, and any problem.\n\n"
+        "List snapshots: definition hash, seq, time, size, states, and any problem.\n\n"
         "The hash names the fold definition the snapshot belongs to; evlog snapshot drop "
         "takes it (or a prefix). A snapshot that is never used says why in 'problem' (the old "
         "format without a chain hash, a value that does not decode, made for another history): "

@@ -88,8 +88,7 @@ def _describe(run: Verification, timing: str = "") -> str:
         "exit status 0 when all holds, 1 otherwise. Events appended meanwhile are left for the next run.\n\n"
         "Examples:\n\n"
         "  evlog verify\n\n"
-        "  evlog verify --snapshots     # also recompute every snapshot\n\n"
-        "  evlog verify --from -10000        # the last 10,000 events only\n\n"
+        "  evlog verify --snapshots          # also recompute every snapshot\n\n"
         "  evlog verify -o json | jq .head_hash"
     ),
 )

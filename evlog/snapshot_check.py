@@ -16,15 +16,16 @@ last snapshot, however many snapshots it has.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .errors import DamagedLogError, EvlogError
 from .fold import FoldSpec
-from .record import HASH_SIZE, record_hash
+from .record import HASH_SIZE, record_hash, seq_key
 from .snapshots import StoredSnapshot, decode, key_parts
 
 if TYPE_CHECKING:
@@ -60,26 +61,34 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
 
     def _checks(self) -> Iterator[SnapshotFinding]:
         store = self.log.store()
+        # Keys first, then each value in a transaction of its own: snapshots can be large and
+        # many, and neither they nor a long read transaction should be held for the whole check.
         with store.reading(buffers=False) as txn:
-            entries: list[tuple[bytes, bytes, bytes | None]] = [
-                (key, value, txn.get(key[16:], db=store.dbs[b"events"]) if len(key) == 24 else None)
-                for key, value in txn.cursor(db=store.dbs[b"snapshots"])
-            ]
-        # Definition digest -> its sound snapshots, in seq order (keys sort by digest, then seq).
-        pending: dict[bytes, list[StoredSnapshot]] = {}
-        for key, value, record in entries:
-            self.checked += 1
-            stored = decode(key, value)
-            if isinstance(stored, str):
-                yield SnapshotFinding(*key_parts(key), stored)
-                continue
-            problem = _claims(stored, record)
-            if problem is not None:
-                yield SnapshotFinding(stored.digest.hex(), stored.seq, problem)
-                continue
-            pending.setdefault(stored.digest, []).append(stored)
-        for group in pending.values():
-            yield from self._recompute(group)
+            keys: list[bytes] = list(txn.cursor(db=store.dbs[b"snapshots"]).iternext(values=False))
+        # Keys sort by digest, then seq: each definition's entries come together, and its
+        # findings are given in seq order once its sound snapshots have been recomputed.
+        for _digest, group in itertools.groupby(keys, key=lambda key: key[:16]):
+            findings: list[SnapshotFinding] = []
+            sound: list[StoredSnapshot] = []
+            for key in group:
+                with store.reading(buffers=False) as txn:
+                    value: bytes | None = txn.get(key, db=store.dbs[b"snapshots"])
+                    record: bytes | None = txn.get(key[16:], db=store.dbs[b"events"]) if len(key) == 24 else None
+                if value is None:
+                    continue  # dropped meanwhile
+                self.checked += 1
+                stored = decode(key, value)
+                if isinstance(stored, str):
+                    findings.append(SnapshotFinding(*key_parts(key), stored))
+                    continue
+                problem = _claims(stored, record)
+                if problem is not None:
+                    findings.append(SnapshotFinding(stored.digest.hex(), stored.seq, problem))
+                else:
+                    sound.append(replace(stored, pairs=[]))  # the states are read again when compared
+            if sound:
+                findings.extend(self._recompute(sound))
+            yield from sorted(findings, key=lambda finding: -1 if finding.seq is None else finding.seq)
 
     def _recompute(self, group: list[StoredSnapshot]) -> Iterator[SnapshotFinding]:
         from .runner import run_fold
@@ -90,6 +99,7 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
                 yield SnapshotFinding(stored.digest.hex(), stored.seq, "its definition names a fold file, whose "
                                       "code verify does not run, so its state cannot be checked")
             return
+        store = self.log.store()
         done: tuple[int, dict[Any, Any]] | None = None
         for index, stored in enumerate(group):
             try:
@@ -101,7 +111,10 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
                     yield SnapshotFinding(rest.digest.hex(), rest.seq,
                                           f"its state cannot be recomputed: folding its definition fails ({exc})")
                 return
-            if _packed(list(result.states.items())) != _packed(stored.pairs):
+            with store.reading(buffers=False) as txn:
+                value: bytes | None = txn.get(stored.digest + seq_key(stored.seq), db=store.dbs[b"snapshots"])
+            now = decode(stored.digest + seq_key(stored.seq), value) if value is not None else None
+            if isinstance(now, StoredSnapshot) and _packed(list(result.states.items())) != _packed(now.pairs):
                 yield SnapshotFinding(stored.digest.hex(), stored.seq,
                                       "its state differs from its definition folded from its first seq to its seq")
             done = (stored.seq, result.states)

@@ -293,7 +293,12 @@ def add_projection(store: Store, projection: Projection, *, replace: bool) -> Pr
         if old is not None and not replace:
             raise UsageError(f"projection {projection.name!r} exists; use --replace to redefine it")
         txn.put(name, value, db=store.dbs[b"projections"])
-        return None if old is None else _projection(name, bytes(old))
+        if old is None:
+            return None
+        try:
+            return _projection(name, bytes(old))
+        except DamagedLogError:  # replacing a damaged entry is how it is repaired
+            return None
 
     return store.write(work)
 
@@ -329,15 +334,30 @@ def remove_projection(store: Store, name: str) -> Projection | None:
     return store.write(work)
 
 
+def _shell_word(key: bytes) -> str:
+    """A projection's name as a shell word that gives these bytes back (``$'bad\\xff'`` where need be)."""
+    import shlex
+
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable():
+        return shlex.quote(text)
+    escaped = "".join(chr(byte) if 0x20 <= byte < 0x7F and byte not in b"\\'" else f"\\x{byte:02x}" for byte in key)
+    return f"$'{escaped}'"
+
+
 def _projection(key: bytes, value: bytes) -> Projection:
     """A stored projection, every field checked: a bad one is :class:`DamagedLogError` naming it."""
     try:
         name = key.decode()
     except UnicodeDecodeError:
-        raise DamagedLogError(f"projection {key!r}: its name is not UTF-8 text") from None
+        raise DamagedLogError(f"projection {key!r}: its name is not UTF-8 text; "
+                              f"remove it with evlog projection rm {_shell_word(key)}") from None
 
     def damaged(what: str) -> DamagedLogError:
-        return DamagedLogError(f"projection {name!r}: {what}; remove it with evlog projection rm")
+        return DamagedLogError(f"projection {name!r}: {what}; remove it with evlog projection rm {_shell_word(key)}")
 
     try:
         record = msgpack.unpackb(value, strict_map_key=False)

@@ -395,12 +395,22 @@ def test_a_malformed_projection_is_one_line_and_exit_74(small_log: str, value: b
     assert evlog_ok(small_log, "projection", "list") == b""
 
 
-def test_a_projection_name_that_is_not_utf8_is_damage(small_log: str) -> None:
+def test_a_projection_name_that_is_not_utf8_is_damage_and_can_be_removed(small_log: str) -> None:
     put_raw(small_log, b"projections", b"bad\xff", projection_value())
     result = run_evlog("projection", "list", log=small_log)
     assert result.returncode == 74
     [line] = result.stderr.decode().splitlines()
     assert "projection b'bad\\xff'" in line and "not UTF-8" in line
+    assert "remove it with evlog projection rm $'bad\\xff'" in line
+    # What the shell makes of $'bad\xff': the bytes, which Python hands over as a surrogate.
+    assert run_evlog("projection", "rm", os.fsdecode(b"bad\xff"), log=small_log).returncode == 0
+    assert evlog_ok(small_log, "projection", "list") == b""
+
+
+def test_a_damaged_projection_can_be_replaced(small_log: str) -> None:
+    put_raw(small_log, b"projections", b"total", b"\xc1")
+    evlog_ok(small_log, "projection", "add", "total", "--replace", *COUNT_ARGS)
+    assert json.loads(evlog_ok(small_log, "projection", "show", "total")) == 55
 
 
 def test_projection_list_shows_all_of_the_code_escaped(small_log: str) -> None:

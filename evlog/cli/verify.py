@@ -163,7 +163,7 @@ def _describe_snapshots(checked: SnapshotCheck) -> str:
         return f"ok: {counted(checked.checked, 'snapshot')} recomputed, each equal to its fold"
     return (
         f"{counted(checked.problems, 'problem')} in {counted(checked.checked, 'snapshot')}; "
-        "a snapshot never changes the log: drop the bad ones with evlog snapshot drop HASH"
+        "snapshots are a cache, so dropping one loses nothing: evlog snapshot drop HASH"
     )
 
 

@@ -111,7 +111,7 @@ def decode(key: bytes, value: bytes) -> StoredSnapshot | str:
     if "format" not in record:
         return "it is of the old format, without the chain hash of its seq, and is never used"
     if record["format"] != SNAPSHOT_FORMAT:
-        return f"it has format {record['format']!r}; this evlog reads format {SNAPSHOT_FORMAT}"
+        return f"it has format {repr(record['format'])[:40]}; this evlog reads format {SNAPSHOT_FORMAT}"
     fields = {"ts": int, "hash": bytes, "definition": dict, "first": int, "states": list}
     for name, kind in fields.items():
         if type(record.get(name)) is not kind:

@@ -7,11 +7,17 @@ on the way when asked. Records are read in chunks of raw bytes in short read
 transactions and handed to the compiled loop (:mod:`evlog.fold`), which
 decodes them itself: per event there is no Python call between the cursor
 and the user's clause.
+
+Saving snapshots writes to the log, so the reader sets its limits: none are
+written to a log the user cannot write (it is opened read-only), and a state
+larger than the size limit is left unsaved. A stored projection's interval
+is capped before it gets here (:func:`evlog.snapshots.allowed_interval`).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -94,9 +100,11 @@ def run_fold(
     until: str | int | None = None,
     use_snapshots: bool = True,
     snapshot_every: int = 0,
+    snapshot_max_size: int = snapshots.DEFAULT_SNAPSHOT_MAX_SIZE,
     scan_mode: bool = False,
     on_snapshot_error: Callable[[str], None] | None = None,
     progress: scan.Progress | None = None,
+    start_state: tuple[int, dict[Any, Any]] | None = None,
 ) -> tuple[FoldResult, Iterator[tuple[int, int, Any, Any]] | None]:
     """Fold ``spec`` over the log up to ``until``.
 
@@ -105,32 +113,48 @@ def run_fold(
     states are final. A scan always folds from the start (it must show every
     step), but may still save snapshots.
 
+    Snapshots are saved every ``snapshot_every`` events only where the user
+    may write the log (a log they cannot write is opened read-only and gets
+    none), and only those of at most ``snapshot_max_size`` bytes; each
+    limit that stops a save is said once through ``on_snapshot_error``.
+
+    ``start_state`` is ``(seq, states)`` to fold on from, as from a snapshot
+    but without one (verifying snapshots walks a definition's seqs this way);
+    the states are folded into in place.
+
     ``progress`` is called after each chunk of records folded with the
     records done so far and all there are to fold (from the snapshot used,
     if any), or None for all when named streams are read through their index.
     """
+    if snapshot_every and not writable(log.path):
+        snapshot_every = 0
+        if on_snapshot_error is not None:
+            on_snapshot_error(f"snapshots are not being saved: you cannot write to the log {log.path}")
     store = log.store()
     if snapshot_every:
         try:  # saving snapshots needs a writable handle, opened before any read begins
             store = log.store(write=True)
         except StorageError as exc:
             snapshot_every = 0
+            store = log.store()  # the failed attempt closed the read-only one
             if on_snapshot_error is not None:
                 on_snapshot_error(f"snapshots are not being saved: {exc}")
     head = scan.head_seq(store)
     first = log.resolve(from_)
     last = min(log.resolve(until, end=True), head)
-    digest = spec.digest(first)
     states: dict[Any, Any] = {}
     start = first
     snapshot_seq = None
-    if use_snapshots and not scan_mode and last >= first:
-        found = snapshots.latest(store, digest, last)
-        if found is not None and found[0] >= first - 1:
+    if start_state is not None:
+        snapshot_seq, states = start_state
+        start = snapshot_seq + 1
+    elif use_snapshots and not scan_mode and last >= first:
+        found = snapshots.latest(store, spec, first, last)
+        if found is not None:
             snapshot_seq, states = found
             start = snapshot_seq + 1
     compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
-    save = _saver(store, digest, on_snapshot_error) if snapshot_every else None
+    save = _saver(store, spec, first, snapshot_max_size, on_snapshot_error) if snapshot_every else None
     if spec.streams and not any(name.endswith("*") for name in spec.streams):
         chunks = raw_seqs(store, scan.merged_stream_seqs(store, spec.streams, start, last), progress)
         stream_test = None
@@ -152,21 +176,38 @@ def run_fold(
     return result, None
 
 
+def writable(path: str) -> bool:
+    """Whether the user may write the log at ``path`` (its directory and its data file)."""
+    return os.access(path, os.W_OK) and os.access(os.path.join(path, "data.mdb"), os.W_OK)
+
+
 def _saver(
-    store: Store, digest: bytes, on_error: Callable[[str], None] | None
+    store: Store, spec: FoldSpec, first: int, max_size: int, on_error: Callable[[str], None] | None
 ) -> Callable[[int, int, dict[Any, Any]], None]:
-    """Save snapshots; a failure (a full disk, say) only warns, once: the answer is still right."""
+    """Save snapshots; a failure (a full disk, say) only warns, once: the answer is still right.
+
+    A state over ``max_size`` is not saved, said once; later, smaller states still are.
+    """
     failed = False
+    too_large = False
 
     def save(seq: int, ts: int, states: dict[Any, Any]) -> None:
-        nonlocal failed
+        nonlocal failed, too_large
         if failed:
             return
         try:
-            snapshots.save(store, digest, seq, ts, states)
+            size = snapshots.save(store, spec, first, seq, ts, states, max_size=max_size)
         except StorageError as exc:
             failed = True
             if on_error is not None:
                 on_error(f"snapshots are not being saved: {exc}")
+            return
+        if size > max_size and not too_large:
+            too_large = True
+            if on_error is not None:
+                on_error(
+                    f"the state after seq {seq} is {size:,} bytes, more than the snapshot size limit "
+                    f"({max_size:,} bytes, --snapshot-max-size): it was not saved"
+                )
 
     return save

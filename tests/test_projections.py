@@ -91,7 +91,7 @@ def listed_snapshots(log_path: str) -> list[tuple[str, int]]:
 def plant(log_path: str, spec: FoldSpec, seq: int, states: dict[Any, Any], *, first: int = 1) -> None:
     with Log(log_path) as log:
         store = log.store(write=True)
-        snapshots.save(store, spec.digest(first), seq, ts_at(store, seq), states)
+        snapshots.save(store, spec, first, seq, ts_at(store, seq), states)
 
 
 @pytest.fixture
@@ -179,18 +179,36 @@ def test_show_at_any_position_matches_python(with_balances: str, at: str, until:
 
 def test_show_at_positions_in_any_order_uses_and_saves_snapshots_correctly(with_balances: str) -> None:
     for at in (7, 2, 12, 5, 9, 1, 12, 4, 11):
-        assert show(with_balances, "balances", "--at", str(at)) == balances(with_balances, at)
+        got = show(with_balances, "balances", "--at", str(at), "--snapshot-every", "1")
+        assert got == balances(with_balances, at)
+    assert len(listed_snapshots(with_balances)) == 3  # at 4, 8 and 12
 
 
 def test_show_saves_snapshots_every_n_events(with_balances: str) -> None:
     assert listed_snapshots(with_balances) == []
     show(with_balances, "balances", "--at", "6")
+    assert listed_snapshots(with_balances) == []  # the reader's default allows one every 50,000 events
+    # The reader allows one every event; the projection's stored 4 makes them rarer.
+    show(with_balances, "balances", "--at", "6", "--snapshot-every", "1")
     digest = BALANCE_SPEC.digest(1).hex()
     # every 4 seqs of the log, also where the event there is one the fold leaves out
     # (seq 4 is a note without a stream)
     assert listed_snapshots(with_balances) == [(digest, 4)]
-    show(with_balances, "balances")
+    show(with_balances, "balances", "--snapshot-every", "1")
     assert listed_snapshots(with_balances) == [(digest, 4), (digest, 8), (digest, 12)]
+
+
+def test_the_readers_interval_is_a_floor_the_stored_one_can_only_raise(with_balances: str) -> None:
+    digest = BALANCE_SPEC.digest(1).hex()
+    show(with_balances, "balances", "--snapshot-every", "6")  # rarer than the stored 4: the reader's 6
+    assert listed_snapshots(with_balances) == [(digest, 6), (digest, 12)]
+    ok(with_balances, "snapshot", "drop", "--all")
+    ok(with_balances, "replay", "--projection", "balances", "--snapshot-every", "5")
+    assert listed_snapshots(with_balances) == [(digest, 5), (digest, 10)]
+    ok(with_balances, "snapshot", "drop", "--all")
+    show(with_balances, "balances", "--snapshot-every", "0")  # none at all
+    ok(with_balances, "replay", "--projection", "balances")  # the default floor, 50,000
+    assert listed_snapshots(with_balances) == []
 
 
 def test_show_uses_the_snapshots_of_its_definition(with_balances: str) -> None:
@@ -282,7 +300,7 @@ def test_replay_of_an_unknown_projection_fails(bank_log: str) -> None:
 
 
 def test_replace_redefines_and_drops_the_old_snapshots(with_balances: str) -> None:
-    show(with_balances, "balances")
+    show(with_balances, "balances", "--snapshot-every", "4")
     old = BALANCE_SPEC.digest(1).hex()
     ok(with_balances, "replay", "--init", "0", "--fold", "s + 1", "--snapshot-every", "5")  # someone else's
     other = FoldSpec(init=0, clauses=((None, "s + 1"),)).digest(1).hex()
@@ -304,7 +322,7 @@ def test_replace_of_a_new_name_just_adds(bank_log: str) -> None:
 
 
 def test_rm_removes_the_projection_and_its_snapshots(with_balances: str) -> None:
-    show(with_balances, "balances")
+    show(with_balances, "balances", "--snapshot-every", "4")
     ok(with_balances, "replay", "--init", "0", "--fold", "s + 1", "--snapshot-every", "5")
     other = FoldSpec(init=0, clauses=((None, "s + 1"),)).digest(1).hex()
     result = run_evlog("projection", "rm", "balances", log=with_balances)
@@ -318,7 +336,7 @@ def test_rm_removes_the_projection_and_its_snapshots(with_balances: str) -> None
 
 def test_rm_of_a_projection_with_from_drops_its_snapshots(bank_log: str) -> None:
     ok(bank_log, "projection", "add", "late", *BALANCE_OPTIONS, "--from", "5", "--snapshot-every", "2")
-    show(bank_log, "late")
+    show(bank_log, "late", "--snapshot-every", "2")
     assert listed_snapshots(bank_log) != []
     ok(bank_log, "projection", "rm", "late")
     assert listed_snapshots(bank_log) == []

@@ -102,12 +102,11 @@ def listed(log_path: str) -> list[dict[str, Any]]:
 
 
 def plant(log_path: str, spec: FoldSpec, seq: int, states: dict[Any, Any], *, first: int = 1) -> str:
-    """Store ``states`` as the snapshot of ``spec`` after ``seq``; returns its hash."""
-    digest = spec.digest(first)
+    """Store ``states`` as the snapshot of ``spec`` after ``seq`` (sound but for the state); returns its hash."""
     with Log(log_path) as log:
         store = log.store(write=True)
-        snapshots.save(store, digest, seq, ts_at(store, seq), states)
-    return digest.hex()
+        snapshots.save(store, spec, first, seq, ts_at(store, seq), states)
+    return spec.digest(first).hex()
 
 
 # -- snapshot save / list ------------------------------------------------------------------
@@ -121,7 +120,8 @@ def test_save_prints_hash_and_seq_and_list_shows_it(bank_log: str) -> None:
     assert digest == BALANCES_SPEC.digest(1).hex()  # the command and the library name it alike
     assert result.stderr.decode().startswith("evlog: saved the state after seq 6")
     [entry] = listed(bank_log)
-    assert set(entry) == {"hash", "seq", "ts", "size", "keys"}
+    assert set(entry) == {"hash", "seq", "ts", "size", "keys", "problem"}
+    assert entry["problem"] is None
     assert entry["hash"] == digest and entry["seq"] == 6
     assert entry["ts"] == ts_text(6).replace("Z", ".000000000Z")
     assert entry["keys"] == 2 and entry["size"] > 0  # acct-a, acct-b so far
@@ -140,7 +140,7 @@ def test_save_defaults_to_the_last_event_and_accepts_times(bank_log: str) -> Non
 def test_saved_state_is_the_state_at_that_position(bank_log: str) -> None:
     run_evlog("snapshot", "save", "--at", "5", *BALANCES, log=bank_log)
     with Log(bank_log) as log:
-        found = snapshots.latest(log.store(), BALANCES_SPEC.digest(1), 10)
+        found = snapshots.latest(log.store(), BALANCES_SPEC, 1, 10)
     assert found == (5, balances_until(5))
 
 
@@ -553,7 +553,8 @@ def test_replay_with_snapshots_equals_replay_without(
                 result = fold_def.run(log, at, use_snapshots=False)
                 if result.last >= result.first:
                     store = log.store(write=True)
-                    snapshots.save(store, digest, result.last, ts_at(store, result.last), result.states)
+                    snapshots.save(store, fold_def.spec, first, result.last, ts_at(store, result.last),
+                                   result.states)
 
         saved = sorted(info.seq for info in snapshots.listing(log.store()) if info.digest == digest.hex())
         for until in [*data.draw(st.lists(positions, min_size=1, max_size=3), label="until"), count]:

@@ -128,12 +128,14 @@ def print_fold(
     scan: bool,
     use_snapshots: bool,
     snapshot_every: int,
+    snapshot_max_size: int | None = None,
 ) -> None:
     """Run a fold and print its state (or, with ``scan``, every intermediate state)."""
     import orjson
 
     from ..fold import check_serialisable
     from ..runner import run_fold
+    from ..snapshot_limits import DEFAULT_SNAPSHOT_MAX_SIZE
     from ..timefmt import format_ts
     from ._common import binary_stdout, note, stdout_is_terminal
     from ._progress import progress
@@ -143,6 +145,7 @@ def print_fold(
     with progress("folding", "folded", enabled=not (scan and stdout_is_terminal())) as meter:
         result, steps = run_fold(
             log, spec, from_=from_, until=until, use_snapshots=use_snapshots, snapshot_every=snapshot_every,
+            snapshot_max_size=DEFAULT_SNAPSHOT_MAX_SIZE if snapshot_max_size is None else snapshot_max_size,
             scan_mode=scan, on_snapshot_error=note, progress=meter,
         )
         out = binary_stdout()

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..snapshot_limits import DEFAULT_SNAPSHOT_EVERY
 from ._common import (
     DEFAULT_LOG,
     DebugOption,
@@ -31,6 +32,7 @@ from ._fold_options import (
     print_fold,
     spec_from_options,
 )
+from ._snapshot_limits import DEFAULT_SNAPSHOT_MAX_SIZE_TEXT, ReaderSnapshotEveryOption, SnapshotMaxSizeOption
 
 if TYPE_CHECKING:
     from ..fold import FoldSpec
@@ -57,7 +59,9 @@ app = typer.Typer(
         "Store a fold definition under NAME.\n\n"
         "Takes the fold options of evlog replay (--fold, --on, --init, --by, --where, "
         "--fold-file, --stream, --type) and --from. Nothing is folded now: evlog projection "
-        "show folds when asked, saving a snapshot every --snapshot-every events.\n\n"
+        "show folds when asked, saving a snapshot every --snapshot-every events: a wish stored with "
+        "the projection, which whoever runs show can make rarer (their own --snapshot-every), never "
+        "more frequent.\n\n"
         "Examples:\n\n"
         "  evlog projection add balances --by stream --init '{\"balance\": 0}' "
         "--on deposit 's.balance += d.amount' --on withdraw 's.balance -= d.amount'\n\n"
@@ -76,7 +80,8 @@ def add(
     event_type: TypeOption = None,
     from_: Annotated[str | None, typer.Option("--from", metavar="POS", help="Where the fold starts.")] = None,
     snapshot_every: Annotated[
-        int, typer.Option("--snapshot-every", metavar="N", min=1, help="Save a snapshot every N events while folding.")
+        int, typer.Option("--snapshot-every", metavar="N", min=1, help="Save a snapshot every N events while folding "
+                     "(the reader's floor may make it rarer).")
     ] = 50_000,
     replace: Annotated[bool, typer.Option("--replace", help="Redefine an existing projection (drops its snapshots).")]
     = False,
@@ -127,7 +132,11 @@ def list_(
     with Log(log) as opened:
         found = snapshots.list_projections(opened.store())
     if draws_table(output):
-        rows = [{"name": item.name, "definition": as_options(item.spec), "from": item.from_,
+        from ..textsafe import visible
+
+        # Every word from the log is escaped: a name or a clause could hold terminal controls.
+        rows = [{"name": visible(item.name), "definition": as_options(item.spec),
+                 "from": None if item.from_ is None else visible(item.from_),
                  "snapshot every": item.snapshot_every} for item in found]
         print_records(rows, output, ["name", "definition", "from", "snapshot every"], noun="projections",
                       wrap=("definition",))
@@ -141,14 +150,25 @@ def list_(
 
 
 def as_options(spec: FoldSpec) -> str:
-    """A definition as the options that give it (``--by stream --on deposit '...'``), to read in a table."""
+    """A definition as the options that give it (``--by stream --on deposit '...'``), to read in a table.
+
+    Nothing is left out, however long: a stored definition is code that runs on
+    ``show``, so all of it is shown, each word escaped (:func:`evlog.textsafe.visible`).
+    A fold file's stored text follows ``--fold-file``, quoted, its line breaks as ``\\n``.
+    """
     import shlex
 
     import orjson
 
+    from ..textsafe import visible
+
     words: list[str] = []
     if spec.init != {}:
-        words += ["--init", orjson.dumps(spec.init).decode()]
+        try:
+            init = orjson.dumps(spec.init, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # not JSON: a damaged entry, shown for what it is
+            init = repr(spec.init)
+        words += ["--init", init]
     for pattern, code in spec.clauses:
         words += ["--fold", code] if pattern is None else ["--on", pattern, code]
     for option, value in (("--by", spec.by), ("--where", spec.where)):
@@ -158,11 +178,9 @@ def as_options(spec: FoldSpec) -> str:
         words += ["-s", stream]
     for event_type in spec.types:
         words += ["-t", event_type]
-    text = shlex.join(words)
     if spec.fold_file is not None:  # the file's text is stored, not its name
-        lines = len(spec.fold_file.splitlines())
-        text = f"{text} --fold-file (a file of {lines} line{'' if lines == 1 else 's'})".lstrip()
-    return text
+        words += ["--fold-file", spec.fold_file]
+    return shlex.join(visible(word) for word in words)
 
 
 @app.command(
@@ -171,9 +189,13 @@ def as_options(spec: FoldSpec) -> str:
         "--at takes every position form and defaults to the last event. Snapshots are saved "
         "as it folds, so the next question at any later point costs only the events since "
         "the nearest snapshot.\n\n"
+        "The limits on saving are yours, not the log's: a snapshot is saved at most every "
+        "--snapshot-every events (the projection's own interval can only make them rarer), none "
+        "larger than --snapshot-max-size, and none at all on a log you cannot write, which is "
+        "read without writing anything.\n\n"
         "Examples:\n\n"
         "  evlog projection show balances\n\n"
-        "  evlog projection show balances --at 2026-11-01T12:00\n\n"
+        "  evlog projection show balances --at 2026-11-01T12:00 --snapshot-every 0\n\n"
         "  evlog projection show balances --at -2h -o json | jq '.[\"account-7\"]'"
     ),
 )
@@ -181,18 +203,24 @@ def show(
     name: Annotated[str, typer.Argument(help="The projection's name.", autocompletion=complete_projections)],
     at: Annotated[str | None, typer.Option("--at", metavar="POS", help="The position to ask about.")] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="auto: pretty JSON on a terminal.")] = Output.auto,
+    snapshot_every: ReaderSnapshotEveryOption = DEFAULT_SNAPSHOT_EVERY,
+    snapshot_max_size: SnapshotMaxSizeOption = DEFAULT_SNAPSHOT_MAX_SIZE_TEXT,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
     from .. import snapshots
     from .._tuning import for_streaming
     from ..log import Log
+    from ..snapshot_limits import allowed_interval, parse_size
 
     for_streaming()
+    max_size = parse_size(snapshot_max_size)
     with Log(log) as opened:
         projection = snapshots.get_projection(opened.store(), name)
         print_fold(opened, projection.spec, from_=projection.from_, until=at, output=output, scan=False,
-                   use_snapshots=True, snapshot_every=projection.snapshot_every)
+                   use_snapshots=True,
+                   snapshot_every=allowed_interval(projection.snapshot_every, snapshot_every),
+                   snapshot_max_size=max_size)
 
 
 @app.command(
@@ -215,5 +243,9 @@ def rm(
     with Log(log) as opened:
         store = opened.store(write=True)
         removed = snapshots.remove_projection(store, name)
+        if removed is None:
+            note(f"removed projection {name!r}; its entry was damaged, so its snapshots are left "
+                 "(see evlog snapshot list)")
+            return
         dropped = snapshots.drop_digest(store, removed.spec.digest(opened.resolve(removed.from_)))
     note(f"removed projection {name!r} and {counted(dropped, 'snapshot')}")

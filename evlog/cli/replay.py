@@ -33,6 +33,7 @@ from ._fold_options import (
     print_fold,
     spec_from_options,
 )
+from ._snapshot_limits import DEFAULT_SNAPSHOT_MAX_SIZE_TEXT, SnapshotMaxSizeOption
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -82,6 +83,7 @@ def replay(
                            rich_help_panel="Fold")
     ] = False,
     snapshot_every: SnapshotEveryOption = 0,
+    snapshot_max_size: SnapshotMaxSizeOption = DEFAULT_SNAPSHOT_MAX_SIZE_TEXT,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -102,7 +104,11 @@ def replay(
 
             stored = get_projection(opened.store(), projection)
             spec, from_ = stored.spec, from_ if from_ is not None else stored.from_
-            snapshot_every = snapshot_every or stored.snapshot_every
+            from ..snapshot_limits import DEFAULT_SNAPSHOT_EVERY, allowed_interval
+
+            # The stored interval is the log author's wish: it can make snapshots rarer than the
+            # reader's --snapshot-every (default 50,000 here), never more frequent.
+            snapshot_every = allowed_interval(stored.snapshot_every, snapshot_every or DEFAULT_SNAPSHOT_EVERY)
         else:
             spec = spec_from_options(fold=fold, on=on, init=init, by=by, where=where, fold_file=fold_file,
                                      streams=stream, types=event_type)
@@ -110,8 +116,11 @@ def replay(
         if spec.is_fold():
             if template is not None or limit is not None:
                 raise UsageError("--template and --limit print events; a fold prints its state")
+            from ..snapshot_limits import parse_size
+
             print_fold(opened, spec, from_=from_, until=until, output=output, scan=scan,
-                       use_snapshots=not no_snapshot, snapshot_every=snapshot_every)
+                       use_snapshots=not no_snapshot, snapshot_every=snapshot_every,
+                       snapshot_max_size=parse_size(snapshot_max_size))
             return
         if scan or snapshot_every:
             raise UsageError("--scan and --snapshot-every need a fold (--fold, --on or --fold-file)")

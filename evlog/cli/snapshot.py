@@ -39,7 +39,9 @@ app = typer.Typer(
         "Save, list and drop snapshots of fold states.\n\n"
         "A snapshot is a fold's state stored at a seq, keyed by a hash of the fold's whole "
         "definition (clauses, --init, --by, filters). A replay with the same definition starts "
-        "from the newest snapshot at or before its --until; another definition never sees it.\n\n"
+        "from the newest snapshot at or before its --until; another definition never sees it. "
+        "A snapshot carries the chain hash of the event at its seq and is used only on the history "
+        "it was made for; evlog verify --snapshots recomputes each one.\n\n"
         "Examples:\n\n"
         "  evlog snapshot save --fold 's += 1' --init 0\n\n"
         "  evlog snapshot list\n\n"
@@ -93,7 +95,7 @@ def save(
         from ..scan import ts_at
 
         digest = spec.digest(result.first)
-        size = snapshots.save(store, digest, result.last, ts_at(store, result.last), result.states)
+        size = snapshots.save(store, spec, result.first, result.last, ts_at(store, result.last), result.states)
     print(f"{digest.hex()} {result.last}")
     note(f"saved the state after seq {result.last} ({size} bytes) as snapshot {digest.hex()}")
 
@@ -101,9 +103,11 @@ def save(
 @app.command(
     "list",
     help=(
-        "List snapshots: definition hash, seq, time, size and number of states.\n\n"
+        "List snapshots: definition hash, seq, time, size, states, and any problem.\n\n"
         "The hash names the fold definition the snapshot belongs to; evlog snapshot drop "
-        "takes it (or a prefix). A table on a terminal, NDJSON when piped.\n\n"
+        "takes it (or a prefix). A snapshot that is never used says why in 'problem' (the old "
+        "format without a chain hash, a value that does not decode, made for another history): "
+        "drop it. A table on a terminal, NDJSON when piped.\n\n"
         "Examples:\n\n"
         "  evlog snapshot list\n\n"
         "  evlog snapshot list -o ndjson | jq -s 'map(.size) | add'"
@@ -123,21 +127,26 @@ def list_(
         found = list(snapshots.listing(opened.store()))
     if draws_table(output):
         # Local time to the second, as in the other tables; the JSON keeps the exact ts.
-        rows = [{"hash": item.digest, "seq": item.seq, "time (local)": local_time(item.ts), "size": item.size,
-                 "keys": item.keys} for item in found]
-        print_records(rows, output, ["hash", "seq", "time (local)", "size", "keys"], noun="snapshots")
+        rows = [{"hash": item.digest, "seq": item.seq, "time (local)": None if item.ts is None else local_time(item.ts),
+                 "size": item.size, "keys": item.keys, "problem": item.problem} for item in found]
+        columns = ["hash", "seq", "time (local)", "size", "keys"]
+        if any(item.problem is not None for item in found):
+            columns.append("problem")
+        print_records(rows, output, columns, noun="snapshots", wrap=("problem",))
         return
     records = [
-        {"hash": item.digest, "seq": item.seq, "ts": format_ts(item.ts), "size": item.size, "keys": item.keys}
+        {"hash": item.digest, "seq": item.seq, "ts": None if item.ts is None else format_ts(item.ts),
+         "size": item.size, "keys": item.keys, "problem": item.problem}
         for item in found
     ]
-    print_records(records, output, ["hash", "seq", "ts", "size", "keys"], noun="snapshots")
+    print_records(records, output, ["hash", "seq", "ts", "size", "keys", "problem"], noun="snapshots")
 
 
 @app.command(
     help=(
         "Delete snapshots: of one definition, before a position, or all.\n\n"
-        "HASH is a definition hash from evlog snapshot list, or a prefix of it. "
+        "HASH is a definition hash from evlog snapshot list or evlog verify --snapshots, or a prefix "
+        "of it; damaged and old-format snapshots go the same way. "
         "Snapshots are a cache: dropping them never changes an answer, only how fast it comes.\n\n"
         "Examples:\n\n"
         "  evlog snapshot drop 3f9a2c\n\n"

@@ -20,6 +20,7 @@ import typer
 from ._common import DEFAULT_LOG, DebugOption, LogOption, binary_stdout, counted, note, stdout_is_terminal
 
 if TYPE_CHECKING:
+    from ..snapshot_check import SnapshotCheck
     from ..verify import Verification
     from ._progress import Meter
 
@@ -79,11 +80,15 @@ def _describe(run: Verification, timing: str = "") -> str:
         "Checks seqs without gaps, every record readable in a known format, times never going "
         "backwards, stream versions counting up, the hash chain recomputed record by record, "
         "and the streams, ids and types indexes against the events.\n\n"
+        "With --snapshots, every saved fold state is checked too: it decodes, the definition it carries "
+        "hashes to its key, the chain hash it carries is the one of the event at its seq, and its state "
+        "equals its definition folded again from the start (the slow part). A bad one is a line "
+        "(snapshot 3f9a2c4e1b7d at seq 1200: ...) that says how to drop it.\n\n"
         "Each problem is a line on stdout (seq 1234: ...), the summary goes to stderr; "
         "exit status 0 when all holds, 1 otherwise. Events appended meanwhile are left for the next run.\n\n"
         "Examples:\n\n"
         "  evlog verify\n\n"
-        "  evlog verify --from -10000        # the last 10,000 events only\n\n"
+        "  evlog verify --snapshots          # also recompute every snapshot\n\n"
         "  evlog verify -o json | jq .head_hash"
     ),
 )
@@ -101,6 +106,11 @@ def verify(
         VerifyOutput,
         typer.Option("--output", "-o", help="auto: findings as lines, summary on stderr; json: one JSON document."),
     ] = VerifyOutput.auto,
+    snapshots: Annotated[
+        bool,
+        typer.Option("--snapshots", help="Also check every snapshot, recomputing its state from its definition "
+                     "(e.g. evlog verify --snapshots)."),
+    ] = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> int:
@@ -115,13 +125,23 @@ def verify(
                                       report=output is VerifyOutput.json) as bar:
         opened.store()  # a missing log fails here, before a JSON document is begun
         run = run_verify(opened, from_=from_, progress=bar)
+        checked = None
+        if snapshots:
+            from ..snapshot_check import check_snapshots
+
+            checked = check_snapshots(opened)
         try:
             if output is VerifyOutput.json:
-                _write_json(run)
+                _write_json(run, checked)
             else:
                 write = _line_writer(bar)
                 for finding in run:
                     write(str(finding))
+                if checked is not None:
+                    from ..textsafe import visible
+
+                    for snapshot_finding in checked:
+                        write(visible(str(snapshot_finding)))  # a failing fold's message quotes the log
             sys.stdout.flush()
         except BrokenPipeError:
             # `evlog verify | head -1`: a closed pipe ends other commands with 0,
@@ -129,15 +149,30 @@ def verify(
             _quiet_stdout()
             if bar is not None:
                 bar.abandon()
-            return 1 if run.findings else 0
+            return 1 if run.findings or (checked is not None and checked.problems) else 0
     if output is VerifyOutput.auto:
         timing = f" {bar.timing(run.events, 'events')}" if bar is not None and bar.shown else ""
         note(_describe(run, timing))
-    return 0 if run.ok else 1
+        if checked is not None:
+            note(_describe_snapshots(checked))
+    return 0 if run.ok and (checked is None or not checked.problems) else 1
 
 
-def _write_json(run: Verification) -> None:
-    """One JSON document, written as the findings come: ``{"findings": [...], "ok": ..., ...}``."""
+def _describe_snapshots(checked: SnapshotCheck) -> str:
+    if not checked.problems:
+        return f"ok: {counted(checked.checked, 'snapshot')} recomputed, each equal to its fold"
+    return (
+        f"{counted(checked.problems, 'problem')} in {counted(checked.checked, 'snapshot')}; "
+        "snapshots are a cache, so dropping one loses nothing: evlog snapshot drop HASH"
+    )
+
+
+def _write_json(run: Verification, checked: SnapshotCheck | None) -> None:
+    """One JSON document, written as the findings come: ``{"findings": [...], "ok": ..., ...}``.
+
+    With snapshots checked, their findings follow the log's (each with its ``snapshot`` hash), and
+    the summary counts them (``snapshots``, ``snapshot_problems``) and takes them into ``ok``.
+    """
     import orjson
 
     out = binary_stdout()
@@ -146,5 +181,13 @@ def _write_json(run: Verification) -> None:
     for finding in run:
         out.write(separator + orjson.dumps({"seq": finding.seq, "problem": finding.problem}))
         separator = b","
-    summary = orjson.dumps(run.summary())
-    out.write(b"]," + summary[1:] + b"\n")
+    for snapshot_finding in checked or ():
+        out.write(separator + orjson.dumps({"seq": snapshot_finding.seq, "snapshot": snapshot_finding.digest,
+                                            "problem": snapshot_finding.problem}))
+        separator = b","
+    summary = run.summary()
+    if checked is not None:
+        summary["ok"] = summary["ok"] and not checked.problems
+        summary["snapshots"] = checked.checked
+        summary["snapshot_problems"] = checked.problems
+    out.write(b"]," + orjson.dumps(summary)[1:] + b"\n")

@@ -21,10 +21,12 @@ reports POLLERR (POLLHUP elsewhere), which wakes it at once, and it looks
 again after every read, whether that read printed anything or not. It then
 ends as a closed pipe ends any evlog command (BrokenPipeError, quietly).
 
-Durable groups (``tail --group``) live in :mod:`evlog.groups`; one follower
-per group at a time, refused with the holder's pid rather than shared among
-competing consumers, because a group's order and its one-number position are
-what make its at-least-once promise checkable (see that module).
+Durable groups (``tail --group``) keep their entries in :mod:`evlog.groups`;
+:class:`ExecConsumer` here hands a group's events to ``--exec CMD`` and
+acknowledges each one when CMD exits 0. One follower per group at a time,
+refused with the holder's pid rather than shared among competing consumers,
+because a group's order and its one-number position are what make its
+at-least-once promise checkable (see that module).
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ import ctypes.util
 import os
 import select
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -289,6 +290,8 @@ def command_environment(group: str, row: Row, attempt: int, base: dict[str, str]
 
 def run_command(command: str, line: bytes, env: dict[str, str]) -> int:
     """Run ``sh -c command`` with ``line`` on its stdin; its exit status (minus the signal that ended it)."""
+    import subprocess  # here: importing it costs start-up time that only --exec needs
+
     sys.stdout.flush()  # CMD writes to the same stdout
     try:
         return subprocess.run(["/bin/sh", "-c", command], input=line, env=env, check=False).returncode

@@ -28,6 +28,9 @@ a log may come from someone else, so a bad one is :class:`DamagedLogError`):
   letter. ``0xFF`` never occurs in UTF-8, so a dead letter's key is never a
   group's name (and shell completion, which offers only text keys, never
   shows one); the dead letters of a group sort together.
+
+Stored filters are only ever compared with a run's own options, never
+compiled or run: a run reads with the ``--where`` its user typed.
 """
 
 from __future__ import annotations

@@ -184,6 +184,8 @@ def test_reset_redelivers_from_a_position(log5: str) -> None:
 def test_reset_of_a_group_that_does_not_exist_is_an_error(log5: str) -> None:
     refused(run_evlog("group", "reset", "never-was", "--to", "1", log=log5), 2, b"no group named 'never-was'",
             b"group list")
+    for command in (("group", "dead", "never-was"), ("group", "retry", "never-was"), ("group", "rm", "never-was")):
+        refused(run_evlog(*command, log=log5), 2, b"no group named 'never-was'")
     assert groups(log5) == []
     assert not [name for name in os.listdir(log5) if name.startswith("group-")]  # not even a lock file
 

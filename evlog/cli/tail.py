@@ -69,12 +69,14 @@ class PartlyParkedError(EvlogError):
 )
 def tail(
     lines: Annotated[
-        int | None, typer.Option("--lines", "-n", min=0, show_default=False,
+        int | None, typer.Option("--lines", "-n", metavar="N", min=0, show_default=False,
                                  help="How many of the last events to print (default 10), e.g. -n 50.")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Then print new events as they arrive.")] = False,
     from_: Annotated[
-        str | None, typer.Option("--from", metavar="POS", help="Start at this position instead of the last N.")
+        str | None,
+        typer.Option("--from", metavar="POS",
+                     help="Start at this position instead of the last N (with --group: where a new group starts)."),
     ] = None,
     stream: StreamOption = None,
     event_type: TypeOption = None,

@@ -233,6 +233,19 @@ def test_ack_removes_a_dead_letter_for_a_plain_reader(log5: str, tmp_path: Path)
     assert group_list(log5)["g"]["position"] == 5
 
 
+def test_a_plain_follower_prints_a_retried_dead_letter_once(log5: str, spawn: Callable[..., Running]) -> None:
+    assert run_evlog("tail", "-g", "g", "--exec", '[ $EVLOG_SEQ != 2 ]', "--max-attempts", "1",
+                     log=log5).returncode == 1
+    follower = spawn("tail", "-f", "-g", "g", "--log", log5)
+    append(log5, *numbered(6, 6))
+    assert [e["seq"] for e in follower.events(1)] == [6]  # following: nothing before the position
+    assert run_evlog("group", "retry", "g", log=log5).returncode == 0
+    assert [e["seq"] for e in follower.events(1)] == [2]
+    append(log5, *numbered(7, 7))
+    assert [e["seq"] for e in follower.events(1)] == [7]  # the dead letter is not printed again
+    assert follower.pending() == [] and follower.proc.poll() is None
+
+
 # -- crashes -----------------------------------------------------------------------------
 
 

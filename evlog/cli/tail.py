@@ -220,6 +220,7 @@ def tail(
                 _consume(opened, store, consumer, queued, start, head, follow=follow, count=count, test=test,
                          types=types, streams=streams)
                 return
+            printed_dead = {row[0] for _, row in queued}
             if queued:
                 emit((row for _, row in queued), filtered=False)  # the group's own events, whatever its filters now
             if not follow:
@@ -227,7 +228,17 @@ def tail(
                 return
             if before:
                 emit(before)
+
+            def print_retried() -> None:
+                """Dead letters that `group retry` queued while following (it wakes the follower)."""
+                assert group is not None
+                fresh = [row for _, row in _queued_rows(opened, store, group) if row[0] not in printed_dead]
+                printed_dead.update(row[0] for row in fresh)
+                if fresh:
+                    emit(fresh, filtered=False)
+
             for rows, _last in following.follow(opened, start, types=types, streams=streams,
+                                                 on_idle=print_retried if group is not None else None,
                                                  output=_watched_output()):
                 if rows:
                     emit(rows)  # each write is flushed as it is made

@@ -338,6 +338,17 @@ def test_a_malformed_group_entry_is_exit_74_and_one_line(log5: str, key: bytes, 
         assert len(result.stderr.splitlines()) == 1 and b"\x1b" not in result.stderr, result.stderr
 
 
+def test_a_queued_dead_letter_of_an_event_the_log_lacks_is_damage(log5: str) -> None:
+    with Log(log5) as log:
+        from evlog import groups
+
+        groups.create_group(log.store(write=True), "g", 5, groups.Filters())
+    put_raw(log5, b"g\xff" + (999).to_bytes(8, "big"), LETTER)
+    for args in (("tail", "-g", "g"), ("tail", "-g", "g", "--exec", "true")):
+        one_line(run_evlog(*args, log=log5), 74, b"damaged log: group 'g': a dead letter names seq 999")
+    assert [d["seq"] for d in dead(log5, "g")] == [999]  # listed, so that it can be seen (group rm clears it)
+
+
 def lock_file(log: str, name: str) -> str:
     return os.path.join(log, f"group-{name.encode().hex()}.lock")
 

@@ -278,6 +278,7 @@ def _queued_rows(opened: Any, store: Any, group: str) -> list[tuple[Any, Any]]:
     """The group's dead letters queued by `group retry`, with their events, in seq order."""
     from .. import groups, scan
     from ..errors import DamagedLogError
+    from ..textsafe import visible
 
     found = []
     for letter in groups.dead_letters(store, group):
@@ -285,7 +286,9 @@ def _queued_rows(opened: Any, store: Any, group: str) -> list[tuple[Any, Any]]:
             continue
         rows = list(scan.scan(store, letter.seq, letter.seq))
         if not rows:
-            raise DamagedLogError(f"group {group!r}: a dead letter names seq {letter.seq}, which the log lacks")
+            raise DamagedLogError(
+                f"group {visible(group)!r}: a dead letter names seq {letter.seq}, which the log lacks"
+            )
         found.append((letter, rows[0]))
     return found
 

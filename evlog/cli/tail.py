@@ -7,6 +7,7 @@ run prints and moves nothing (the reader acknowledges with ``group ack``),
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import stat
@@ -174,8 +175,7 @@ def tail(
             if remaining <= 0:
                 raise _Done
 
-    with Log(log) as opened:
-        lock = None
+    with Log(log) as opened, contextlib.ExitStack() as cleanup:
         store = opened.store(write=group is not None)
         types = scan.matcher(event_type, prefix_star=False)
         streams = scan.matcher(stream, prefix_star=True)
@@ -184,8 +184,7 @@ def tail(
         before: list[Any] = []
         queued: list[tuple[groups.DeadLetter, Any]] = []
         if group is not None:
-            lock = groups.GroupLock(log, group)
-            lock.acquire()
+            cleanup.enter_context(groups.GroupLock(log, group))  # released however the run ends
             filters = groups.Filters.of(stream, event_type, where)
             existing = groups.get_group(store, group)
             if existing is not None:
@@ -244,9 +243,6 @@ def tail(
                     emit(rows)  # each write is flushed as it is made
         except _Done:
             return
-        finally:
-            if lock is not None:
-                lock.release()
 
 
 def _resume(store: Any, existing: Any, filters: Any, *, from_: str | None, lines: int | None,

@@ -11,7 +11,22 @@ arrive before the commit is visible, and other programs' writers do not
 touch the sidecar), so after such an event the follower looks again a few
 times over the next milliseconds. A bounded poll runs in every case, so a
 follower without inotify, or one that missed an event, is late by at most
-:data:`POLL_SECONDS`. Idle, a follower sleeps in ``select``: no CPU.
+:data:`POLL_SECONDS`. Idle, a follower sleeps in ``poll``: no CPU.
+
+Noticing that the reader left: a follower whose filters match nothing for a
+long time writes nothing, so a write failing with EPIPE cannot tell it that
+its reader (``| head -1``) has gone. It therefore sleeps in the same ``poll``
+on its output too: on Linux the write end of a pipe whose reader closed
+reports POLLERR (POLLHUP elsewhere), which wakes it at once, and it looks
+again after every read, whether that read printed anything or not. It then
+ends as a closed pipe ends any evlog command (BrokenPipeError, quietly).
+
+Durable groups (``tail --group``) keep their entries in :mod:`evlog.groups`;
+:class:`ExecConsumer` here hands a group's events to ``--exec CMD`` and
+acknowledges each one when CMD exits 0. One follower per group at a time,
+refused with the holder's pid rather than shared among competing consumers,
+because a group's order and its one-number position are what make its
+at-least-once promise checkable (see that module).
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import ctypes.util
 import os
 import select
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,13 +45,23 @@ from typing import Any
 import lmdb
 
 from . import scan
-from .errors import EvlogError, LogNotFoundError, UsageError
+from .errors import LogNotFoundError, StorageError
+from .groups import (  # noqa: F401  (the durable groups once lived here: kept importable)
+    DeadLetter,
+    GroupBusyError,
+    GroupLock,
+    acknowledge,
+    check_group_name,
+    group_position,
+    park,
+    set_group_position,
+    settle,
+    shell_word,
+)
 from .log import Log
-from .store import U64, Store
-
-
-class GroupBusyError(EvlogError):
-    """Another process follows the same group."""
+from .scan import Row
+from .store import Store
+from .textsafe import visible
 
 POLL_SECONDS = 0.25
 """Longest wait for a commit that sent no notification."""
@@ -50,6 +76,17 @@ _IN_CREATE = 0x00000100
 _IN_NONBLOCK = 0o4000
 _IN_CLOEXEC = 0o2000000
 _EVENT = struct.Struct("iIII")
+_GONE = select.POLLERR | select.POLLHUP
+
+
+def reader_gone(output: int) -> bool:
+    """Whether the reader of ``output`` (a pipe or socket) has gone; never blocks.
+
+    A terminal, a file or ``/dev/null`` never reports it.
+    """
+    poller = select.poll()
+    poller.register(output, 0)
+    return any(events & _GONE for _, events in poller.poll(0))
 
 
 class Watcher:
@@ -77,16 +114,23 @@ class Watcher:
             self.fd, os.fsencode(self.directory), _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_CREATE
         )
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep until a change or ``timeout``; True when something changed."""
-        if self.fd is None:
+    def wait(self, timeout: float, output: int | None = None) -> bool:
+        """Sleep until a change, ``timeout``, or the reader of ``output`` leaving; True when something changed.
+
+        A reader that left raises :class:`BrokenPipeError`, as a write would.
+        """
+        poller = select.poll()
+        if self.fd is not None:
+            poller.register(self.fd, select.POLLIN)
+        if output is not None:
+            poller.register(output, 0)  # POLLERR and POLLHUP are reported whatever is asked for
+        if self.fd is None and output is None:
             time.sleep(timeout)
             return False
-        try:
-            ready, _, _ = select.select([self.fd], [], [], timeout)
-        except InterruptedError:  # pragma: no cover - retried by Python, kept for clarity
-            return False
-        if not ready:
+        ready = poller.poll(timeout * 1000)
+        if output is not None and any(fd == output and events & _GONE for fd, events in ready):
+            raise BrokenPipeError(f"the reader of file descriptor {output} has gone")
+        if self.fd is None or not any(fd == self.fd for fd, _ in ready):
             return False
         try:
             while os.read(self.fd, 65536):
@@ -148,13 +192,15 @@ def follow(
     types: Callable[[str | None], bool] | None = None,
     streams: Callable[[str | None], bool] | None = None,
     on_idle: Callable[[], None] | None = None,
+    output: int | None = None,
 ) -> Iterator[tuple[list[scan.Row], int]]:
     """Rows from seq ``first`` on, forever, as commits arrive.
 
     Yields ``(rows, last)``: the rows that passed the filters and the last
-    seq read (a group's checkpoint moves to it once the rows are out).
-    ``on_idle`` is called each time the follower has caught up and is about
-    to wait.
+    seq read. ``on_idle`` is called each time the follower has caught up and
+    is about to wait. When the reader of the file descriptor ``output`` has
+    gone, :class:`BrokenPipeError` ends the follow, whether events arrive or
+    not: checked before every read and while waiting.
     """
     store = log.store()
     watcher = Watcher(log.path)
@@ -162,6 +208,8 @@ def follow(
     last_reader_check = time.monotonic()
     try:
         while True:
+            if output is not None and reader_gone(output):
+                raise BrokenPipeError(f"the reader of file descriptor {output} has gone")
             head = scan.head_seq(store)
             if head >= next_seq:
                 end = min(head, next_seq + 16 * scan.CHUNK - 1)
@@ -174,13 +222,13 @@ def follow(
             if time.monotonic() - last_reader_check > READER_CHECK_SECONDS:
                 _reader_check(store)
                 last_reader_check = time.monotonic()
-            if watcher.wait(POLL_SECONDS):
+            if watcher.wait(POLL_SECONDS, output):
                 # A data.mdb event can come before its commit is visible: look again
                 # shortly, waking at once on the sidecar touch that follows the commit.
                 for delay in RECHECK_SECONDS:
                     if scan.head_seq(store) >= next_seq:
                         break
-                    watcher.wait(delay)
+                    watcher.wait(delay, output)
     finally:
         watcher.close()
 
@@ -191,80 +239,132 @@ def _reader_check(store: Store) -> None:
         store.env.reader_check()
 
 
-# -- durable groups --------------------------------------------------------------
+# -- durable groups: --exec acknowledges by a command's exit status ----------------------
 
-GROUP_NAME_BYTES = 200
+BACKOFF_FIRST = 0.1
+"""Seconds before the second attempt of a failing CMD; each later wait doubles ..."""
+BACKOFF_MAX = 5.0
+"""... up to this many seconds."""
+DEFAULT_MAX_ATTEMPTS = 5
 
-
-def check_group_name(name: str) -> bytes:
-    encoded = name.encode()
-    if not name or len(encoded) > GROUP_NAME_BYTES or any(ord(char) < 32 for char in name):
-        raise UsageError(
-            f"group name {name!r}: give 1 to {GROUP_NAME_BYTES} bytes of text without control characters"
-        )
-    return encoded
-
-
-def group_position(store: Store, name: str) -> int | None:
-    """The last seq the group has delivered (None: the group does not exist)."""
-    with store.reading(buffers=False) as txn:
-        value = txn.get(check_group_name(name), db=store.dbs[b"groups"])
-    return None if value is None else int(U64.unpack(value)[0])
+def backoff_delays() -> Iterator[float]:
+    """Waits between attempts of a failing CMD: 0.1 s, doubling, at most 5 s."""
+    delay = BACKOFF_FIRST
+    while True:
+        yield delay
+        delay = min(delay * 2, BACKOFF_MAX)
 
 
-def set_group_position(store: Store, name: str, seq: int) -> None:
-    key = check_group_name(name)
-    store.write(lambda txn: txn.put(key, U64.pack(seq), db=store.dbs[b"groups"]), notify=False)
+def event_line(row: Row) -> bytes:
+    """The event as one NDJSON line, as ``tail`` prints it."""
+    import orjson
+
+    from .output import event_dicts
+
+    event = next(event_dicts([row]))
+    return orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def list_groups(store: Store) -> list[tuple[str, int]]:
-    with store.reading(buffers=False) as txn:
-        return [(key.decode(), int(U64.unpack(value)[0])) for key, value in txn.cursor(db=store.dbs[b"groups"])]
+def command_environment(group: str, row: Row, attempt: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    """CMD's environment: the caller's, with ``EVLOG_SEQ``, ``EVLOG_TYPE``, ``EVLOG_STREAM`` and the others.
+
+    An environment cannot carry a NUL character: a value holding one is left
+    out (the NDJSON on stdin has it exactly).
+    """
+    seq, envelope = row
+    env = dict(os.environ if base is None else base)
+    values = {
+        "EVLOG_SEQ": str(seq),
+        "EVLOG_TYPE": envelope[3],
+        "EVLOG_STREAM": envelope[4] or "",
+        "EVLOG_ID": envelope[5],
+        "EVLOG_GROUP": group,
+        "EVLOG_ATTEMPT": str(attempt),
+    }
+    for variable, value in values.items():
+        env.pop(variable, None)  # never one inherited from the caller's own environment
+        if isinstance(value, str) and "\x00" not in value:
+            env[variable] = value
+    return env
 
 
-def remove_group(store: Store, name: str) -> bool:
-    key = check_group_name(name)
-    return bool(store.write(lambda txn: txn.delete(key, db=store.dbs[b"groups"]), notify=False))
+def run_command(command: str, line: bytes, env: dict[str, str]) -> int:
+    """Run ``sh -c command`` with ``line`` on its stdin; its exit status (minus the signal that ended it)."""
+    import subprocess  # here: importing it costs start-up time that only --exec needs
+
+    sys.stdout.flush()  # CMD writes to the same stdout
+    try:
+        return subprocess.run(["/bin/sh", "-c", command], input=line, env=env, check=False).returncode
+    except OSError as exc:
+        raise StorageError(f"cannot run --exec command: {exc.strerror}") from None
 
 
-class GroupLock:
-    """Only one follower per group at a time: an exclusive lock on a file in the log.
+Reporter = Callable[[str], None]
 
-    The operating system drops the lock when its process ends in any way
-    (even ``kill -9``), so a crashed follower never blocks its successor.
+
+class ExecConsumer:
+    """Delivers events of a group to ``sh -c CMD`` one at a time and acknowledges each on exit 0.
+
+    A failing CMD is run again after :func:`backoff_delays`, up to
+    ``max_attempts`` in all; then the event is parked as a dead letter and
+    the group moves past it. The position is committed after every event, so
+    after a crash only the event whose CMD had succeeded but whose
+    acknowledgement was not yet committed runs again.
     """
 
-    def __init__(self, log_path: str, name: str) -> None:
-        self.path = os.path.join(log_path, f"group-{check_group_name(name).hex()}.lock")
-        self.fd: int | None = None
-        self.name = name
+    def __init__(self, store: Store, group: str, command: str, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                 report: Reporter | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.group = group
+        self.command = command
+        self.max_attempts = max_attempts
+        self.report = report
+        self.sleep = sleep
+        self.parked = 0
 
-    def acquire(self) -> None:
-        import fcntl
+    def _say(self, message: str) -> None:
+        if self.report is not None:
+            self.report(message)
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise GroupBusyError(
-                f"group {self.name!r} is being followed by another process; one follower per group at a "
-                "time (use another group name to read the log independently)"
-            ) from None
-        self.fd = fd
+    def _attempts(self, row: Row, earlier: int = 0) -> tuple[bool, int, int]:
+        """Run CMD on ``row`` until it succeeds or the attempts are used up: (done, attempts, last status)."""
+        line = event_line(row)
+        delays = backoff_delays()
+        status = 0
+        for attempt in range(1, self.max_attempts + 1):
+            status = run_command(self.command, line, command_environment(self.group, row, earlier + attempt))
+            if status == 0:
+                return True, attempt, 0
+            if attempt < self.max_attempts:
+                delay = next(delays)
+                self._say(f"group {visible(self.group)!r}: seq {row[0]}: --exec command {_status_text(status)} "
+                          f"(attempt {attempt} of {self.max_attempts}); trying again in {delay:g} s")
+                self.sleep(delay)
+        return False, self.max_attempts, status
 
-    def __enter__(self) -> GroupLock:
-        self.acquire()
-        return self
+    def deliver(self, row: Row) -> bool:
+        """Handle a new event: acknowledged on success, parked after the last failed attempt."""
+        done, attempts, status = self._attempts(row)
+        if done:
+            acknowledge(self.store, self.group, [row[0]])
+            return True
+        park(self.store, self.group, DeadLetter(row[0], attempts, status, time.time_ns(), False))
+        self.parked += 1
+        self._say(f"group {visible(self.group)!r}: seq {row[0]}: --exec command {_status_text(status)} "
+                  f"{attempts} times; parked as a dead letter (see evlog group dead {shell_word(self.group)})")
+        return False
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
+    def redeliver(self, row: Row, letter: DeadLetter) -> bool:
+        """Handle a queued dead letter: removed on success, kept (no longer queued) after more failures."""
+        done, attempts, status = self._attempts(row, letter.attempts)
+        total = letter.attempts + attempts
+        settle(self.store, self.group, DeadLetter(letter.seq, total, status, time.time_ns(), False), done=done)
+        if not done:
+            self.parked += 1
+            self._say(f"group {visible(self.group)!r}: seq {row[0]}: --exec command {_status_text(status)} "
+                      f"again; still a dead letter after {total} attempts")
+        return done
 
-    def release(self, *, remove: bool = False) -> None:
-        """Drop the lock; with ``remove`` (the group is gone) delete its file too."""
-        if self.fd is not None:
-            if remove:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path)
-            os.close(self.fd)
-            self.fd = None
+
+def _status_text(status: int) -> str:
+    return f"was killed by signal {-status}" if status < 0 else f"exited with {status}"

@@ -74,7 +74,7 @@ def test_commands_complete() -> None:
     assert complete("evlog re") == ["replay"]
     assert set(complete("evlog ")) >= {"append", "replay", "tail", "group", "snapshot", "projection", "info",
                                       "verify", "backup"}
-    assert complete("evlog group r") == ["reset", "rm"]
+    assert complete("evlog group r") == ["reset", "rm", "retry"]
     assert complete("evlog projection s") == ["show"]
 
 

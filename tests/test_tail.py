@@ -485,3 +485,80 @@ def test_wait_on_a_file_fails_like_without_wait(tmp_path: Path) -> None:
     assert run_evlog("tail", "-f", "--log", str(path), timeout=60).returncode == 74
     result = run_evlog("tail", "-f", "--wait", "--log", str(path), timeout=8)
     assert result.returncode == 74
+
+
+def follower_into_head(log: str, spawn: Callable[..., Running], *args: str) -> tuple[Running, subprocess.Popen[bytes]]:
+    """`evlog tail ARGS | head -1`, as two real processes joined by a pipe."""
+    follower = spawn("tail", *args, "--log", log, collect=False)
+    assert follower.proc.stdout is not None
+    head = subprocess.Popen(["head", "-1"], stdin=follower.proc.stdout, stdout=subprocess.PIPE)
+    follower.proc.stdout.close()  # head is the follower's only reader
+    return follower, head
+
+
+@pytest.mark.parametrize("arriving", ["other events", "nothing"])
+def test_a_follower_ends_soon_after_its_reader_leaves_whatever_arrives(
+    log_path: str, spawn: Callable[..., Running], arriving: str
+) -> None:
+    """`evlog tail -f -t wanted | head -1`: once head has its line and exits, the follower ends within a
+    poll interval, although no event it would print comes again."""
+    append(log_path, {"type": "setup"})
+    follower, head = follower_into_head(log_path, spawn, "-f", "-n", "0", "-t", "wanted")
+    appender = spawn("append", "--log", log_path, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert appender.proc.stdin is not None
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while head.poll() is None:  # until the follower runs and head has its one line
+            assert time.monotonic() < deadline, follower.describe()
+            appender.proc.stdin.write(b'{"type": "wanted"}\n{"type": "other"}\n')
+            appender.proc.stdin.flush()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                head.wait(timeout=0.3)
+        head_done_at = time.monotonic()
+        while follower.proc.poll() is None and time.monotonic() - head_done_at < 10:
+            if arriving == "other events":
+                appender.proc.stdin.write(b'{"type": "other"}\n')
+                appender.proc.stdin.flush()
+            time.sleep(0.05)
+        waited = time.monotonic() - head_done_at
+        assert follower.proc.poll() == 0, f"still following {waited:.1f} s after its reader left"
+        assert waited < 2.0, waited
+        assert follower.finish() == 0 and follower.stderr == b""  # quietly
+        assert json.loads(head.communicate(timeout=TIMEOUT)[0])["type"] == "wanted"
+    finally:
+        if head.poll() is None:
+            head.kill()
+            head.wait()
+        if head.stdout is not None:
+            head.stdout.close()
+    appender.proc.stdin.close()
+    assert appender.finish() == 0
+
+
+def test_count_stops_after_n_events(small_log: str) -> None:
+    assert seqs(tail(small_log, "--from", "1", "--count", "3")) == [1, 2, 3]
+    assert seqs(tail(small_log, "-n", "5", "--count", "2")) == [26, 27]
+    assert seqs(tail(small_log, "--from", "1", "-t", "deposit", "--where", "d.i > 10", "--count", "2")) == [12, 15]
+    assert seqs(tail(small_log, "--from", "29", "--count", "5")) == [29, 30]  # fewer there: all of them
+    array = run_evlog("tail", "--from", "1", "--count", "2", "-o", "json", log=small_log)
+    assert seqs(json.loads(array.stdout)) == [1, 2]
+    templated = run_evlog("tail", "--from", "1", "--count", "2", "--template", "{seq}", log=small_log)
+    assert templated.stdout == b"1\n2\n"
+    assert run_evlog("tail", "--count", "0", log=small_log).returncode == 2
+
+
+def test_count_1_waits_for_one_event_and_exits(log_path: str, spawn: Callable[..., Running]) -> None:
+    """A script waiting for event X: `tail -f -t order.paid --where 'd.order == "o-17"' --count 1`."""
+    append(log_path, {"type": "order.paid", "data": {"order": "o-17"}})  # before: -n 0 skips it
+    waiter = spawn("tail", "-f", "-n", "0", "-t", "order.paid", "--where", 'd.order == "o-17"', "--count", "1",
+                   "--log", log_path)
+    deadline = time.monotonic() + TIMEOUT
+    while waiter.proc.poll() is None:
+        assert time.monotonic() < deadline, waiter.describe()
+        append(log_path, {"type": "order.paid", "data": {"order": "o-1"}}, {"type": "order.created"})
+        append(log_path, {"type": "order.paid", "data": {"order": "o-17"}})
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            waiter.proc.wait(timeout=0.5)
+    assert waiter.finish() == 0 and waiter.stderr == b""
+    printed = [json.loads(line) for line in waiter.received]
+    assert len(printed) == 1 and printed[0]["data"] == {"order": "o-17"} and printed[0]["seq"] > 1

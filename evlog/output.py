@@ -184,45 +184,38 @@ def _offset(moment: datetime.datetime) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-class _TemplateFormatter(string.Formatter):
-    """``str.format`` fields over an event, read like the fold language.
+def _field_value(value: Any, keys: tuple[Any, ...]) -> Any:
+    """The value under ``keys`` (``data[amount].x``), read like the fold language; _MISSING where there is none."""
+    for key in keys:
+        if isinstance(value, dict):
+            value = value.get(key, _MISSING)
+        elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            return _MISSING
+    return value
 
-    ``{data[amount]}`` and ``{data.amount}`` both read a key; a missing key
-    prints nothing (whatever its format spec); objects and arrays print as
-    JSON, null as nothing. Every value from the event is made
-    :func:`~evlog.textsafe.visible` before its spec pads it, so a newline or
-    an ESC in the data cannot break the line or drive the terminal; the
-    template's own text is the user's and is printed as written.
+
+_CONVERSIONS: dict[str, Callable[[Any], str]] = {"r": repr, "s": str, "a": ascii}
+
+
+def _format_value(value: Any, spec: str) -> str:
+    """One field's text: nothing for a missing key or null, JSON for objects, arrays and booleans.
+
+    Text is made :func:`~evlog.textsafe.visible` before the spec pads it, so a
+    newline or an ESC in the data can neither break the line nor drive the
+    terminal, and the columns a width asks for hold.
     """
-
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        first, rest = _formatter_field_name_split(field_name)
-        value: Any = kwargs.get(first, _MISSING)
-        for _, key in rest:
-            if value is _MISSING:
-                break
-            if isinstance(value, dict):
-                value = value.get(key, _MISSING)
-            elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
-                value = value[key]
-            else:
-                value = _MISSING
-        return value, first
-
-    def convert_field(self, value: Any, conversion: str | None) -> Any:
-        return value if value is _MISSING else super().convert_field(value, conversion)
-
-    def format_field(self, value: Any, format_spec: str) -> str:
-        if value is _MISSING or value is None:
-            return ""
-        if isinstance(value, (dict, list, bool)):
-            value = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-        if isinstance(value, str):
-            value = visible(value)
-        try:
-            return str(super().format_field(value, format_spec))
-        except (ValueError, TypeError):
-            return visible(str(value))  # a spec that does not fit this value (":.2f" on text): shown plainly
+    if value is _MISSING or value is None:
+        return ""
+    if isinstance(value, (dict, list, bool)):
+        value = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    if isinstance(value, str):
+        value = visible(value)
+    try:
+        return format(value, spec)
+    except (ValueError, TypeError):
+        return visible(str(value))  # a spec that does not fit this value (":.2f" on text): shown plainly
 
 
 def _formatter_field_name_split(name: str) -> tuple[str, list[tuple[bool, Any]]]:
@@ -250,19 +243,56 @@ def _check_time_spec(name: str, spec: str) -> None:
         ) from None
 
 
-def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
-    """Check a ``--template`` and return a function event-dict -> line.
+_Part = tuple[str, "str | None", tuple[Any, ...], str, "str | None"]
+"""A template's literal text, then its field (or None): root name, keys, format spec and conversion."""
 
-    The function takes the dicts of :func:`template_events`.
+
+@dataclass(frozen=True)
+class Template:
+    """A checked ``--template``: call it with an event dict for its line; ``fields`` are the ones it reads.
+
+    ``str.format`` fields over an event, read like the fold language:
+    ``{data[amount]}`` and ``{data.amount}`` both read a key; a missing key
+    prints nothing (whatever its format spec); objects and arrays print as
+    JSON, null as nothing. The template is parsed once, so an event costs
+    only its fields; the template's own text is the user's and is printed as
+    written.
+    """
+
+    parts: tuple[_Part, ...]
+    fields: frozenset[str]
+
+    def __call__(self, event: Mapping[str, Any]) -> str:
+        pieces: list[str] = []
+        for literal, root, keys, spec, conversion in self.parts:
+            if literal:
+                pieces.append(literal)
+            if root is None:
+                continue
+            value = event.get(root, _MISSING)
+            if keys and value is not _MISSING:
+                value = _field_value(value, keys)
+            if conversion is not None and value is not _MISSING:
+                value = _CONVERSIONS[conversion](value)
+            pieces.append(_format_value(value, spec))
+        return "".join(pieces)
+
+
+def compile_template(template: str) -> Template:
+    """Check a ``--template`` (before any event is read) and return it ready to render.
+
+    It takes the dicts of :func:`template_events`.
     """
     text = template.replace("\\t", "\t").replace("\\n", "\n")
-    formatter = _TemplateFormatter()
     try:
-        parts = list(formatter.parse(text))
+        parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise UsageError(f"--template {template!r}: {exc}") from None
-    for _, name, spec, conversion in parts:
+    fields: set[str] = set()
+    parts: list[_Part] = []
+    for literal, name, spec, conversion in parsed:
         if name is None:
+            parts.append((literal, None, (), "", None))
             continue
         try:
             root, rest = _formatter_field_name_split(name)
@@ -282,34 +312,34 @@ def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
             )
         if root in ("ts", "ts_local") and not rest and conversion is None:
             _check_time_spec(name, spec or "")
-
-    def render(event: Mapping[str, Any]) -> str:
-        return str(formatter.vformat(text, (), event))
-
-    return render
+        fields.add(root)
+        parts.append((literal, root, tuple(key for _, key in rest), spec or "", conversion))
+    return Template(tuple(parts), frozenset(fields))
 
 
-def template_events(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
-    """Each row as the fields a template reads: those of :func:`event_dicts`, with times to format."""
+def template_events(rows: Iterable[Row], fields: Iterable[str] = TEMPLATE_FIELDS) -> Iterator[dict[str, Any]]:
+    """Each row as the ``fields`` a template reads: those of :func:`event_dicts`, with times to format.
+
+    Fields no template reads are left out: a template without ``{data}`` never decodes a payload.
+    """
+    wanted = frozenset(fields)
     unpack = msgpack.unpackb
+    with_data, with_ts, with_local = "data" in wanted, "ts" in wanted, "ts_local" in wanted
     for seq, (_, ts, version, etype, stream, id_, meta, data) in rows:
-        yield {
-            "seq": seq,
-            "ts": Timestamp(ts),
-            "ts_local": Timestamp(ts, local=True),
-            "type": etype,
-            "stream": stream,
-            "version": version,
-            "id": id_,
-            "data": unpack(data),
-            "meta": meta or {},
-        }
+        event = {"seq": seq, "type": etype, "stream": stream, "version": version, "id": id_, "meta": meta or {}}
+        if with_ts:
+            event["ts"] = Timestamp(ts)
+        if with_local:
+            event["ts_local"] = Timestamp(ts, local=True)
+        if with_data:
+            event["data"] = unpack(data)
+        yield event
 
 
 def write_template(out: BinaryIO, rows: Iterable[Row], template: str, *, flush_each: bool = False) -> int:
     """One formatted line per event."""
     render = compile_template(template)
-    lines = ((render(event) + "\n").encode() for event in template_events(rows))
+    lines = ((render(event) + "\n").encode() for event in template_events(rows, render.fields))
     return _write_blocks(out, lines, flush_each)
 
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from terminal import terminal_output
 
 from evlog import Log
-from evlog.output import write_table
+from evlog.output import compile_template, write_table
 from evlog.timefmt import format_ts, parse_rfc3339
 
 NS = 1_000_000_000
@@ -325,6 +325,20 @@ def test_template_time_spec_that_cannot_print_is_a_usage_error(varied_log: str, 
     assert result.returncode == 2 and result.stdout == b""
     [line] = result.stderr.decode().splitlines()
     assert line.startswith("evlog: --template field ") and "{ts" in line and "epoch_ms" in line
+
+
+@given(
+    st.integers(-(10**12), 10**12),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+    st.sampled_from(["", ">8", "<5", "^9", "08", ",", "x", "+", "_>12,"]),
+    st.sampled_from(["", ">8", "<5", "^9", "*^11"]),
+    st.text(alphabet="ab -|", max_size=4),
+)
+def test_a_compiled_template_formats_as_str_format_does(number: int, text: str, number_spec: str, text_spec: str,
+                                                        literal: str) -> None:
+    fmt = f"{literal}{{seq:{number_spec}}}{literal}{{type:{text_spec}}}{{data[k]}}{literal}"
+    event = {"seq": number, "type": text, "data": {"k": text}}
+    assert compile_template(fmt)(event) == fmt.format(**event)
 
 
 def test_template_missing_key_with_a_format_spec_prints_nothing(varied_log: str) -> None:

@@ -50,6 +50,10 @@ def usage_error(*args: str, log: str) -> str:
         (["stats", "--limit", "3"], "evlog: stats: no such option --limit (see evlog stats --help)"),
         (["replay", "--templat", "{seq}"],
          "evlog: replay: no such option --templat; did you mean --template? (see evlog replay --help)"),
+        (["--log", "x.lmdb", "replay"],
+         "evlog: no such option --log; options go after the command (evlog COMMAND --log ...) (see evlog --help)"),
+        (["group", "--log", "x.lmdb", "list"], "evlog: group: no such option --log; options go after the command "
+                                               "(evlog group COMMAND --log ...) (see evlog group --help)"),
         (["replya"], "evlog: no such command replya; did you mean replay? (see evlog --help)"),
         (["fsck"], "evlog: no such command fsck; did you mean verify? (see evlog --help)"),
         (["group", "lst"], "evlog: group: no such command lst; did you mean list? (see evlog group --help)"),

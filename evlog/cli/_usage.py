@@ -138,6 +138,8 @@ def option_suggestion(name: str, command: Any, command_path: str) -> str:
     """``did you mean --from?`` for an option ``command`` does not have, or ""."""
     own = option_names(command)
     long_name = name.split("=", 1)[0]
+    if hasattr(command, "list_commands"):  # a group: its commands take the options
+        return f"options go after the command ({command_path} COMMAND {long_name} ...)"
     for meant in OPTION_SYNONYMS.get(long_name, ()):
         if meant.split(" ")[0] in own:
             return f"did you mean {meant}?"

@@ -30,11 +30,12 @@ leaves raw when JSON is shown on a terminal).
 
 from __future__ import annotations
 
+import functools
 import re
 
 _FORMAT_CHARACTERS = (
     # Unicode 15.1's format characters (category Cf), by range. The zero-width
-    # joiners (200C, 200D) are handled by _JOINER below.
+    # joiners (200C, 200D) are handled by _HIDING_JOINER below.
     (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD), (0x070F, 0x070F),
     (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E), (0x200B, 0x200B), (0x200E, 0x200F),
     (0x202A, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
@@ -49,20 +50,26 @@ def _escape(code: int) -> str:
 
 def _unsafe_characters() -> dict[int, str]:
     """Every character a terminal would act on rather than show, mapped to a visible escape."""
-    table = {code: _escape(code) for code in (*range(0x20), *range(0x7F, 0xA0))}
-    table.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
-    table.update({code: _escape(code) for code in (0x2028, 0x2029)})  # line and paragraph separators
+    codes = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]  # controls, line and paragraph separators
     for first, last in _FORMAT_CHARACTERS:
-        table.update({code: _escape(code) for code in range(first, last + 1)})
+        codes += range(first, last + 1)
+    table = {code: _escape(code) for code in codes}
+    table.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
     return table
 
 
 UNSAFE = _unsafe_characters()
 """``str.translate`` table: code point -> its visible escape (all but the two joiners)."""
 
-_JOINERS = "\u200c\u200d"
-# A joiner with an ASCII character, the text's start or end, or another joiner on either side.
-_HIDING_JOINER = re.compile(r"(?:(?<=[\x00-\x7f\u200c\u200d])|^)[\u200c\u200d]|[\u200c\u200d](?=[\x00-\x7f]|$)")
+_HIDING_JOINER = (
+    # A joiner with an ASCII character, the text's start or end, or another joiner on either side.
+    r"(?:(?<=[\x00-\x7f\u200c\u200d])|^)[\u200c\u200d]|[\u200c\u200d](?=[\x00-\x7f\u200c\u200d]|$)"
+)
+
+
+@functools.cache
+def _hiding_joiner() -> re.Pattern[str]:
+    return re.compile(_HIDING_JOINER)  # compiled on first use: most text has no joiner
 
 
 def _escape_joiner(match: re.Match[str]) -> str:
@@ -75,7 +82,7 @@ def visible(text: str) -> str:
     The zero-width joiner and non-joiner stay only between two characters outside ASCII.
     """
     if "\u200c" in text or "\u200d" in text:
-        text = _HIDING_JOINER.sub(_escape_joiner, text)
+        text = _hiding_joiner().sub(_escape_joiner, text)
     return text.translate(UNSAFE)
 
 
@@ -88,8 +95,12 @@ def visible_lines(text: str) -> list[str]:
     return [visible(line) for line in text.split("\n")]
 
 
+@functools.cache
 def _json_unsafe_pattern() -> re.Pattern[str]:
-    """What JSON leaves raw but :data:`UNSAFE` escapes (JSON itself escapes C0), and hiding joiners."""
+    """What JSON leaves raw but :data:`UNSAFE` escapes (JSON itself escapes C0), and hiding joiners.
+
+    Compiled when JSON is first written to a terminal, not on import: every command imports this module.
+    """
     codes = sorted(code for code in UNSAFE if code >= 0x7F)
     ranges: list[tuple[int, int]] = []
     for code in codes:
@@ -98,10 +109,7 @@ def _json_unsafe_pattern() -> re.Pattern[str]:
         else:
             ranges.append((code, code))
     members = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
-    return re.compile(f"[{members}]|{_HIDING_JOINER.pattern}")
-
-
-_JSON_UNSAFE = _json_unsafe_pattern()
+    return re.compile(f"[{members}]|{_HIDING_JOINER}")
 
 
 def json_for_terminal(encoded: bytes) -> bytes:
@@ -120,9 +128,10 @@ def json_for_terminal(encoded: bytes) -> bytes:
 
 def json_text_for_terminal(text: str) -> str:
     """:func:`json_for_terminal` of decoded JSON text."""
-    if _JSON_UNSAFE.search(text) is None:
+    pattern = _json_unsafe_pattern()
+    if pattern.search(text) is None:
         return text
-    return _JSON_UNSAFE.sub(_json_escape, text)
+    return pattern.sub(_json_escape, text)
 
 
 def _json_escape(match: re.Match[str]) -> str:

@@ -104,6 +104,14 @@ def test_msgpack_is_refused_on_a_terminal_and_written_to_a_pipe(small_log: str, 
     assert records or args[0] in ("group", "snapshot", "projection")  # no groups, snapshots or projections yet
 
 
+def test_msgpack_of_a_projection_is_refused_on_a_terminal(small_log: str) -> None:
+    assert run_evlog("projection", "add", "count", "--fold", "s += 1", "--init", "0", log=small_log).returncode == 0
+    code, output, stderr = terminal_output("projection", "show", "count", "-o", "msgpack", log=small_log)
+    assert (code, output) == (2, "")
+    assert stderr.decode().startswith("evlog: projection show: -o msgpack writes binary")
+    assert msgpack.unpackb(run_evlog("projection", "show", "count", "-o", "msgpack", log=small_log).stdout) == 2
+
+
 def test_info_msgpack_is_the_json_facts(small_log: str) -> None:
     facts = json.loads(run_evlog("info", "-o", "json", log=small_log).stdout)
     [packed] = list(msgpack.Unpacker(io.BytesIO(run_evlog("info", "-o", "msgpack", log=small_log).stdout)))

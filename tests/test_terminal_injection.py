@@ -195,6 +195,18 @@ def test_messages_naming_a_type_or_stream_from_the_log_are_escaped(hostile_log: 
     assert "\\u202e" in removed.stderr.decode() or "\\u202e" in removed.stderr.decode().replace("\\\\", "\\")
 
 
+def test_a_hostile_log_id_is_escaped_or_refused_as_damage(hostile_log: str) -> None:
+    with Log(hostile_log) as log:
+        store = log.store(write=True)
+        store.write(lambda txn: txn.put(b"log_id", f"{OSC52}{RLO}".encode(), db=store.dbs[b"meta"]))
+    for colour in (True, False):
+        code, output, stderr = on_terminal("info", log=hostile_log, colour=colour)
+        assert code in (0, 74), stderr  # shown escaped, or refused as a damaged log: never raw
+        assert_inert(output, colour=colour)
+        assert_inert(stderr, colour=False)
+        assert "\\u001b]52;c;aGVsbG8=\\u0007\\u202e" in output if code == 0 else "damaged" in stderr
+
+
 def test_a_usage_error_quoting_a_hostile_argument_is_escaped(hostile_log: str) -> None:
     result = run_evlog("replay", f"--since{CLEAR}", log=hostile_log)
     assert result.returncode == 2

@@ -16,6 +16,7 @@ table streams like NDJSON.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import string
@@ -30,7 +31,7 @@ import orjson
 
 from .errors import UsageError
 from .scan import Row
-from .textsafe import UNSAFE as _UNSAFE
+from .textsafe import visible, visible_lines
 from .timefmt import format_ts
 
 _BLOCK = 512
@@ -123,41 +124,98 @@ def write_msgpack(out: BinaryIO, rows: Iterable[Row], *, flush_each: bool = Fals
 
 _MISSING: Any = object()
 
+EPOCH_FORMS = {"epoch": 1_000_000_000, "epoch_ms": 1_000_000, "epoch_us": 1_000, "epoch_ns": 1}
+"""``{ts:epoch}`` and its kin: nanoseconds per unit of the printed number."""
 
-class _TemplateFormatter(string.Formatter):
-    """``str.format`` fields over an event, read like the fold language.
+_STRFTIME_SECONDS = re.compile(r"%(.)")
 
-    ``{data[amount]}`` and ``{data.amount}`` both read a key; a missing key
-    prints nothing (whatever its format spec); objects and arrays print as
-    JSON, null as nothing.
+
+class Timestamp:
+    """An event's time in a template: ``{ts}`` is RFC 3339 UTC; a format spec picks another form.
+
+    ``{ts:%H:%M:%S}`` is a strftime format (UTC; ``%f`` microseconds, ``%s``
+    seconds since the epoch), ``{ts:epoch}``, ``{ts:epoch_ms}``,
+    ``{ts:epoch_us}`` and ``{ts:epoch_ns}`` whole numbers since the epoch,
+    and any other spec (``{ts:>32}``) formats the RFC 3339 text. ``{ts_local}``
+    is the same time in the local zone (``TZ``), with its offset.
     """
 
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        first, rest = _formatter_field_name_split(field_name)
-        value: Any = kwargs.get(first, _MISSING)
-        for _, key in rest:
-            if value is _MISSING:
-                break
-            if isinstance(value, dict):
-                value = value.get(key, _MISSING)
-            elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
-                value = value[key]
-            else:
-                value = _MISSING
-        return value, first
+    __slots__ = ("local", "ns")
 
-    def convert_field(self, value: Any, conversion: str | None) -> Any:
-        return value if value is _MISSING else super().convert_field(value, conversion)
+    def __init__(self, ns: int, *, local: bool = False) -> None:
+        self.ns = ns
+        self.local = local
 
-    def format_field(self, value: Any, format_spec: str) -> str:
-        if value is _MISSING or value is None:
-            return ""
-        if isinstance(value, (dict, list, bool)):
-            value = orjson.dumps(value).decode()
-        try:
-            return str(super().format_field(value, format_spec))
-        except (ValueError, TypeError):
-            return str(value)  # a spec that does not fit this value (":.2f" on text): shown plainly
+    def __str__(self) -> str:
+        if not self.local:
+            return format_ts(self.ns)
+        moment = self._datetime()
+        return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{self.ns % 1_000_000_000:09d}" + _offset(moment)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(self)
+        per_unit = EPOCH_FORMS.get(spec)
+        if per_unit is not None:
+            return str(self.ns // per_unit)
+        if "%" in spec:
+            return self._strftime(spec)
+        return format(str(self), spec)
+
+    def _datetime(self) -> datetime.datetime:
+        seconds, fraction = divmod(self.ns, 1_000_000_000)
+        utc = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).replace(microsecond=fraction // 1000)
+        return utc.astimezone() if self.local else utc
+
+    def _strftime(self, spec: str) -> str:
+        # %s is read by the C library as local time; it is the epoch, whatever the zone.
+        seconds = str(self.ns // 1_000_000_000)
+        spec = _STRFTIME_SECONDS.sub(lambda match: seconds if match.group(1) == "s" else match.group(0), spec)
+        return self._datetime().strftime(spec)
+
+
+def _offset(moment: datetime.datetime) -> str:
+    offset = moment.utcoffset() or datetime.timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _field_value(value: Any, keys: tuple[Any, ...]) -> Any:
+    """The value under ``keys`` (``data[amount].x``), read like the fold language; _MISSING where there is none."""
+    for key in keys:
+        if isinstance(value, dict):
+            value = value.get(key, _MISSING)
+        elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            return _MISSING
+    return value
+
+
+_CONVERSIONS: dict[str, Callable[[Any], str]] = {"r": repr, "s": str, "a": ascii}
+
+
+def _format_value(value: Any, spec: str) -> str:
+    """One field's text: nothing for a missing key or null, JSON for objects, arrays and booleans.
+
+    Text is made :func:`~evlog.textsafe.visible` before the spec pads it, so a
+    newline or an ESC in the data can neither break the line nor drive the
+    terminal, and the columns a width asks for hold.
+    """
+    if value is _MISSING or value is None:
+        return ""
+    if isinstance(value, (dict, list, bool)):
+        value = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    if isinstance(value, str):
+        value = visible(value)
+    try:
+        return format(value, spec)
+    except (ValueError, TypeError):
+        return visible(str(value))  # a spec that does not fit this value (":.2f" on text): shown plainly
 
 
 def _formatter_field_name_split(name: str) -> tuple[str, list[tuple[bool, Any]]]:
@@ -169,25 +227,79 @@ def _formatter_field_name_split(name: str) -> tuple[str, list[tuple[bool, Any]]]
 
 
 MAX_TEMPLATE_WIDTH = 10_000
+TEMPLATE_FIELDS = ("seq", "ts", "ts_local", "type", "stream", "version", "id", "data", "meta")
 
 
-def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
-    """Check a ``--template`` and return a function event-dict -> line."""
-    text = template.replace("\\t", "\t").replace("\\n", "\n")
-    formatter = _TemplateFormatter()
+def _check_time_spec(name: str, spec: str) -> None:
+    """Refuse a spec that ``{ts}``/``{ts_local}`` cannot print, before the first event."""
+    if not spec or spec in EPOCH_FORMS:
+        return
     try:
-        parts = list(formatter.parse(text))
+        format(Timestamp(0), spec)
+    except ValueError as exc:
+        raise UsageError(
+            f"--template field {{{name}:{spec}}}: {exc}; give a strftime format ({{{name}:%H:%M:%S}}), "
+            + ", ".join(f"{{{name}:{form}}}" for form in EPOCH_FORMS)
+        ) from None
+
+
+_Part = tuple[str, "str | None", tuple[Any, ...], str, "str | None"]
+"""A template's literal text, then its field (or None): root name, keys, format spec and conversion."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """A checked ``--template``: call it with an event dict for its line; ``fields`` are the ones it reads.
+
+    ``str.format`` fields over an event, read like the fold language:
+    ``{data[amount]}`` and ``{data.amount}`` both read a key; a missing key
+    prints nothing (whatever its format spec); objects and arrays print as
+    JSON, null as nothing. The template is parsed once, so an event costs
+    only its fields; the template's own text is the user's and is printed as
+    written.
+    """
+
+    parts: tuple[_Part, ...]
+    fields: frozenset[str]
+
+    def __call__(self, event: Mapping[str, Any]) -> str:
+        pieces: list[str] = []
+        for literal, root, keys, spec, conversion in self.parts:
+            if literal:
+                pieces.append(literal)
+            if root is None:
+                continue
+            value = event.get(root, _MISSING)
+            if keys and value is not _MISSING:
+                value = _field_value(value, keys)
+            if conversion is not None and value is not _MISSING:
+                value = _CONVERSIONS[conversion](value)
+            pieces.append(_format_value(value, spec))
+        return "".join(pieces)
+
+
+def compile_template(template: str) -> Template:
+    """Check a ``--template`` (before any event is read) and return it ready to render.
+
+    It takes the dicts of :func:`template_events`.
+    """
+    text = template.replace("\\t", "\t").replace("\\n", "\n")
+    try:
+        parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise UsageError(f"--template {template!r}: {exc}") from None
-    for _, name, spec, conversion in parts:
+    fields: set[str] = set()
+    parts: list[_Part] = []
+    for literal, name, spec, conversion in parsed:
         if name is None:
+            parts.append((literal, None, (), "", None))
             continue
         try:
-            root = _formatter_field_name_split(name)[0]
+            root, rest = _formatter_field_name_split(name)
         except ValueError as exc:
             raise UsageError(f"--template field {{{name}}}: {exc}") from None
-        if root not in _EVENT_KEYS:
-            raise UsageError(f"--template field {{{name}}} is unknown; an event has " + ", ".join(_EVENT_KEYS))
+        if root not in TEMPLATE_FIELDS:
+            raise UsageError(f"--template field {{{name}}} is unknown; a template has " + ", ".join(TEMPLATE_FIELDS))
         if conversion not in (None, "r", "s", "a"):
             raise UsageError(f"--template field {{{name}!{conversion}}}: the conversion must be !r, !s or !a")
         if spec and "{" in spec:
@@ -198,17 +310,36 @@ def compile_template(template: str) -> Callable[[Mapping[str, Any]], str]:
                 f"--template field {{{name}:{spec}}}: a width or precision above {MAX_TEMPLATE_WIDTH:,} "
                 "is not supported"
             )
+        if root in ("ts", "ts_local") and not rest and conversion is None:
+            _check_time_spec(name, spec or "")
+        fields.add(root)
+        parts.append((literal, root, tuple(key for _, key in rest), spec or "", conversion))
+    return Template(tuple(parts), frozenset(fields))
 
-    def render(event: Mapping[str, Any]) -> str:
-        return str(formatter.vformat(text, (), event))
 
-    return render
+def template_events(rows: Iterable[Row], fields: Iterable[str] = TEMPLATE_FIELDS) -> Iterator[dict[str, Any]]:
+    """Each row as the ``fields`` a template reads: those of :func:`event_dicts`, with times to format.
+
+    Fields no template reads are left out: a template without ``{data}`` never decodes a payload.
+    """
+    wanted = frozenset(fields)
+    unpack = msgpack.unpackb
+    with_data, with_ts, with_local = "data" in wanted, "ts" in wanted, "ts_local" in wanted
+    for seq, (_, ts, version, etype, stream, id_, meta, data) in rows:
+        event = {"seq": seq, "type": etype, "stream": stream, "version": version, "id": id_, "meta": meta or {}}
+        if with_ts:
+            event["ts"] = Timestamp(ts)
+        if with_local:
+            event["ts_local"] = Timestamp(ts, local=True)
+        if with_data:
+            event["data"] = unpack(data)
+        yield event
 
 
 def write_template(out: BinaryIO, rows: Iterable[Row], template: str, *, flush_each: bool = False) -> int:
     """One formatted line per event."""
     render = compile_template(template)
-    lines = ((render(event) + "\n").encode() for event in event_dicts(rows))
+    lines = ((render(event) + "\n").encode() for event in template_events(rows, render.fields))
     return _write_blocks(out, lines, flush_each)
 
 
@@ -344,7 +475,7 @@ def data_preview(value: Any, limit: int) -> str:
         text = " ".join(parts)
     else:
         text = _json_text(value)
-    return text.translate(_UNSAFE)
+    return visible(text)
 
 
 def _json_text(value: Any) -> str:
@@ -487,14 +618,14 @@ def write_table(
         seq_text = str(seq)
         overflow = max(0, len(seq_text) - layout.seq)
         type_start, type_end = codes(colors.get(etype) or type_color(etype, sixteen=sixteen))
-        type_text = cut(etype.translate(_UNSAFE), layout.type)
+        type_text = cut(visible(etype), layout.type)
         parts = [dim_start, seq_text.rjust(layout.seq), " ", local_time(ts), dim_end, " ",
                  type_start, type_text, type_end, " " * (layout.type - cell_len(type_text) + 1)]
         if stream is None:
             parts.append(blank_stream)
         else:
             suffix = f"@{version}"
-            name = stream.translate(_UNSAFE)
+            name = visible(stream)
             room = layout.stream - len(suffix)
             if room >= 2:
                 name = cut(name, room)
@@ -514,45 +645,45 @@ def write_table(
     return count
 
 
-def write_state_table(value: Any) -> None:
+def write_state_table(value: Any, console: Any = None) -> None:
     """A fold's state as a table: one row per key, and one column per field when the states are objects.
 
     ``--by stream`` with object states (``{"account-7": {"balance": 5}}``) reads as
     a ledger; any other object as key and value; a state that is no object as
-    indented JSON. Text is never read as rich markup.
+    indented JSON. Keys, field names and values come from the log: each is
+    made :func:`~evlog.textsafe.visible` and never read as rich markup.
     """
     from rich.table import Table
     from rich.text import Text
 
-    console = make_console()
+    if console is None:
+        console = make_console()
     if not isinstance(value, dict) or not value:
-        console.print(Text(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()))
+        shown = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+        console.print(Text("\n".join(visible_lines(shown))))  # the indentation's line breaks are JSON's own
         return
     fields: dict[str, None] = {}
     if all(isinstance(state, dict) for state in value.values()):
         for state in value.values():
             fields.update(dict.fromkeys(str(name) for name in state))
+    table = Table(box=None, header_style="bold")
+    table.add_column("key")
     if not fields or len(fields) > 12:  # a column per field only while the table stays readable
-        table = Table(box=None, header_style="bold")
-        table.add_column("key")
         numbers = all(isinstance(state, (int, float)) and not isinstance(state, bool) for state in value.values())
         table.add_column("value", justify="right" if numbers else "left")
         for key, state in value.items():
-            table.add_row(Text(str(key)), Text(_cell_text(state)))
+            table.add_row(Text(visible(str(key))), Text(_cell_text(state)))
     else:
         numeric = {name: all(isinstance(state.get(name), (int, float)) and not isinstance(state.get(name), bool)
                              for state in value.values()) for name in fields}
-        table = Table(box=None, header_style="bold")
-        table.add_column("key")
         for name in fields:
-            table.add_column(name, justify="right" if numeric[name] else "left")
+            table.add_column(Text(visible(name), style="bold"), justify="right" if numeric[name] else "left")
         for key, state in value.items():
-            table.add_row(Text(str(key)), *(Text(_cell_text(state.get(name))) for name in fields))
+            table.add_row(Text(visible(str(key))), *(Text(_cell_text(state.get(name))) for name in fields))
     console.print(table)
 
 
 def _cell_text(value: Any) -> str:
     if value is None:
         return ""
-    return value if isinstance(value, str) else _json_text(value)
-
+    return visible(value if isinstance(value, str) else _json_text(value))

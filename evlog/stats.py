@@ -10,10 +10,13 @@ A sub-range, or a selection by stream or type, is one scan of the records'
 headers (payloads stay undecoded) that counts types and streams and keeps a
 histogram of times in bounded memory.
 
-Bins are aligned to local time: a day bin is a local day and a week starts
-on Monday. The UTC offset is fixed at the first event of the range, so the
-bins are regular; across a daylight-saving change the labels shift by the
-hour that really passed. :func:`stream_summaries` lists the stream index:
+Bins start at the data: the first bin at the second of the first selected
+event, each next one a bin size later, so the first bar holds a whole bin
+of events and a quiet start is never drawn as a dip. (Bins aligned to round
+times would start before the first event, and its bar would be partly
+empty.) The UTC offset used for labels is fixed at the first event of the
+range; across a daylight-saving change the labels shift by the hour that
+really passed. :func:`stream_summaries` lists the stream index:
 each stream's version and its first and last seq and time.
 """
 
@@ -53,8 +56,6 @@ _BUCKET_LIMIT = 4096
 """Buckets kept before coarsening. Above the most bins times the largest step ratio (60),
 the bin size finally chosen is a multiple of the bucket size (see :class:`_Histogram`)."""
 
-_MONDAY = 4 * DAY
-"""1970-01-05, a Monday, in seconds: the origin of every bin, so weeks start on Monday."""
 
 Sort = Literal["name", "version", "last"]
 CHUNK = 1024
@@ -139,9 +140,9 @@ def local_utc_offset(ns: int) -> int:
     return int(time.localtime(ns // NS).tm_gmtoff)
 
 
-def bin_origin(utc_offset: int) -> int:
-    """The time (ns) all bins count from: a local Monday midnight."""
-    return (_MONDAY - utc_offset) * NS
+def bin_origin(first_ts: int) -> int:
+    """The time (ns) the bins count from: the whole second of the first event."""
+    return first_ts - first_ts % NS
 
 
 def choose_bin_seconds(first_ts: int, last_ts: int, origin: int, max_bins: int = MAX_BINS) -> int:
@@ -175,8 +176,9 @@ def stats(
     """An overview of the events :meth:`Log.read` would yield for the same arguments.
 
     ``top`` is the length of the type and stream lists, ``max_bins`` bounds the
-    number of time bins, and ``utc_offset`` (seconds east of UTC) aligns them;
-    by default the local zone's offset at the first event of the range.
+    number of time bins (the first starts at the first event), and
+    ``utc_offset`` (seconds east of UTC) is the zone of their labels; by
+    default the local zone's offset at the first event of the range.
     """
     if max_bins < 1:
         raise UsageError(f"max_bins must be at least 1, not {max_bins}")
@@ -192,8 +194,8 @@ def stats(
             return _empty(utc_offset)
         first_ts, last_ts = _ts(txn, store, first), _ts(txn, store, last)
         offset = local_utc_offset(first_ts) if utc_offset is None else utc_offset
-        origin = bin_origin(offset)
         if not streams and not types:
+            origin = bin_origin(first_ts)
             size = choose_bin_seconds(first_ts, last_ts, origin, max_bins)
             bins = _bins_by_search(txn, store, first, last, first_ts, last_ts, origin, size)
             if first == 1 and last == head:
@@ -204,12 +206,12 @@ def stats(
         tally = _Tally(None)
         tally.add_rows(log.rows(from_=first, until=last))
         return tally.result(first, last, first_ts, last_ts, size, bins, top, offset)
-    tally = _Tally(_Histogram(origin))
+    tally = _Tally(_Histogram())  # its origin is the first selected event, found by the scan
     tally.add_rows(log.rows(from_=first, until=last, streams=streams, types=types))
     if tally.first_seq is None or tally.last_seq is None or tally.first_ts is None or tally.last_ts is None:
         return _empty(offset)
-    assert tally.histogram is not None
-    size = choose_bin_seconds(tally.first_ts, tally.last_ts, origin, max_bins)
+    assert tally.histogram is not None and tally.histogram.origin is not None
+    size = choose_bin_seconds(tally.first_ts, tally.last_ts, tally.histogram.origin, max_bins)
     bins = tally.histogram.bins(tally.first_ts, tally.last_ts, size)
     return tally.result(tally.first_seq, tally.last_seq, tally.first_ts, tally.last_ts, size, bins, top, offset)
 
@@ -302,6 +304,7 @@ def _shares(counts: Iterable[tuple[str, int]], events: int) -> tuple[Count, ...]
 class _Histogram:
     """Counts of event times in buckets aligned to an origin, in bounded memory.
 
+    The origin is the whole second of the first time added (:func:`bin_origin`).
     Times arrive in order (seq order), so buckets are appended at the end.
     When more than :data:`_BUCKET_LIMIT` are kept, they are merged into the
     next size of :data:`_BUCKET_SIZES`. That happens only once the times span
@@ -309,8 +312,8 @@ class _Histogram:
     (span / 40 or more) is a multiple of the new size and the bins are exact.
     """
 
-    def __init__(self, origin: int) -> None:
-        self.origin = origin
+    def __init__(self) -> None:
+        self.origin: int | None = None
         self.level = 0
         self.size = _BUCKET_SIZES[0] * NS
         self.indexes: list[int] = []
@@ -345,6 +348,7 @@ class _Histogram:
     def bins(self, first_ts: int, last_ts: int, size: int) -> tuple[Bin, ...]:
         """The bins of ``size`` seconds from the one holding ``first_ts`` to the one holding ``last_ts``."""
         step = size * NS
+        assert self.origin is not None, "no time was added"
         if step % self.size:
             raise AssertionError(f"bin size {size} s is not a multiple of the histogram's {self.size // NS} s")
         factor = step // self.size
@@ -374,13 +378,15 @@ class _Tally:
         types, streams = self.types, self.streams
         type_get, stream_get = types.get, streams.get
         histogram = self.histogram
-        origin = histogram.origin if histogram is not None else 0
+        origin = histogram.origin if histogram is not None and histogram.origin is not None else 0
         bucket_end = -1  # below any time: the first event starts a bucket
         bucket = run = events = without = 0
         seq = ts = 0
         for seq, envelope in rows:
             ts, etype, stream = envelope[1], envelope[3], envelope[4]
             if histogram is not None and ts >= bucket_end:
+                if histogram.origin is None:
+                    origin = histogram.origin = bin_origin(ts)
                 if run:
                     histogram.add(bucket, run)
                 size = histogram.size

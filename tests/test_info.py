@@ -202,8 +202,8 @@ def test_info_on_a_terminal_draws_a_table(bank_log: str) -> None:
     for label in ("path", "size", "events", "first", "last", "streams", "format", "log id", "created", "head hash"):
         assert re.search(rf"^{label}\s", text, re.MULTILINE), label
     assert facts["head_hash"] in text and facts["log_id"] in text and facts["path"] in text
-    assert re.search(r"^deposit\s+3$", text, re.MULTILINE)
-    assert re.search(r"^account\.opened\s+2$", text, re.MULTILINE)
+    assert re.search(r"^deposit\s+3\s+50\.0%$", text, re.MULTILINE)
+    assert re.search(r"^account\.opened\s+2\s+33\.3%$", text, re.MULTILINE)
 
 
 def test_info_table_of_a_log_without_events(log_path: str) -> None:
@@ -217,3 +217,26 @@ def test_info_json_on_a_terminal_is_still_json(bank_log: str) -> None:
     code, text, _ = run_in_terminal("info", "-o", "json", log=bank_log)
     assert code == 0
     assert json.loads(text) == info_json(bank_log)
+
+
+def test_info_groups_digits_and_aligns_like_stats(log_path: str) -> None:
+    events = [{"type": "deposit" if i % 3 else "account.opened", "stream": f"account-{i % 1200}",
+               "ts": f"2026-11-01T09:{i // 600:02d}:{i // 10 % 60:02d}Z"} for i in range(1234)]
+    make_log(log_path, events)
+    code, text, stderr = run_in_terminal("info", log=log_path, columns=120)
+    assert (code, stderr) == (0, b"")
+    lines = text.rstrip("\n").splitlines()
+    assert not any(line != line.rstrip() for line in lines), "no trailing blanks"
+    facts = lines[: lines.index("")]
+    # Every value starts in one column, after the longest label.
+    assert {len(line) - len(line.split("  ", 1)[1].lstrip()) for line in facts if "  " in line} == {11}
+    assert re.search(r"^events {5}1,234$", text, re.MULTILINE)
+    assert re.search(r"^streams {4}1,200$", text, re.MULTILINE)
+    assert re.search(r"^first {6}seq 1 {5}2026-11-01 09:00:00 UTC$", text, re.MULTILINE), text
+    assert re.search(r"^last {7}seq 1234  2026-11-01 09:02:03 UTC$", text, re.MULTILINE), text
+    # The types as stats lists them: counts grouped and right-aligned, with their shares.
+    assert re.search(r"^types +events +share$", text, re.MULTILINE)
+    assert re.search(r"^deposit +822 +66\.6%$", text, re.MULTILINE)
+    assert re.search(r"^account\.opened +412 +33\.4%$", text, re.MULTILINE)
+    drawn = run_evlog("stats", "-o", "table", log=log_path, env={"TZ": "UTC"}).stdout.decode()
+    assert re.search(r"^events +1,234$", drawn, re.MULTILINE)

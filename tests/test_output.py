@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from terminal import terminal_output
 
 from evlog import Log
-from evlog.output import write_table
+from evlog.output import compile_template, write_table
 from evlog.timefmt import format_ts, parse_rfc3339
 
 NS = 1_000_000_000
@@ -273,6 +273,72 @@ def test_template_widths_up_to_the_limit_are_kept(varied_log: str) -> None:
     first, padded = result.stdout.decode().rstrip("\n").split("|")
     event_type = run_evlog("replay", "--template", "{type}", "--until", "1", log=varied_log).stdout.decode().strip()
     assert (first, len(padded), padded.lstrip(" ")) == ("0001", 10_000, event_type)
+
+
+def test_template_escapes_control_characters_in_values_not_in_its_own_text(log_path: str) -> None:
+    make_log(log_path, [{"type": "note", "ts": "2026-11-26T10:00:00Z",
+                         "data": {"msg": "one\ntwo\x1b[2J\u202e\x9b", "list": ["a\nb"]}}])
+    out = template(log_path, r"{data[msg]}\t{data[list]}|{data[msg]:>24}|{data[msg]!r}")
+    assert out.count("\n") == 1 and "\x1b" not in out and "\x9b" not in out and "\u202e" not in out
+    first, padded, converted = out.rstrip("\n").split("|")
+    assert first == "one\\ntwo\\u001b[2J\\u202e\\u009b\t" + '["a\\nb"]'
+    assert padded == "one\\ntwo\\u001b[2J\\u202e\\u009b".rjust(24)  # padded after escaping: columns hold
+    assert converted.startswith("'one\\ntwo") and "\\x1b" in converted
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("{ts:%H:%M}", "10:00"),
+        ("{ts:%Y-%m-%d %H:%M:%S.%f %Z}", "2026-11-26 10:00:00.123456 UTC"),
+        ("{ts:%s}", "1795687200"),
+        ("{ts:%%s=%s}", "%s=1795687200"),
+        ("{ts:epoch}", "1795687200"),
+        ("{ts:epoch_ms}", "1795687200123"),
+        ("{ts:epoch_us}", "1795687200123456"),
+        ("{ts:epoch_ns}", "1795687200123456789"),
+        ("{ts}", "2026-11-26T10:00:00.123456789Z"),
+        ("{ts:>32}", "  2026-11-26T10:00:00.123456789Z"),
+        ("{ts_local}", "2026-11-26T11:00:00.123456789+01:00"),
+        ("{ts_local:%H:%M %z}", "11:00 +0100"),
+        ("{ts_local:epoch}", "1795687200"),
+    ],
+)
+def test_template_times_take_strftime_and_epoch_forms(log_path: str, fmt: str, expected: str) -> None:
+    make_log(log_path, [{"type": "x", "ts": "2026-11-26T10:00:00.123456789Z"}])
+    result = run_evlog("replay", "--template", fmt, log=log_path, env={"TZ": "CET-1"})
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode() == expected + "\n"
+
+
+def test_template_local_time_follows_tz_and_utc_does_not(log_path: str) -> None:
+    make_log(log_path, [{"type": "x", "ts": "2026-11-26T23:30:00Z"}])
+    for zone, local in (("UTC", "2026-11-26 23:30"), ("EST5", "2026-11-26 18:30"), ("NPT-5:45", "2026-11-27 05:15")):
+        out = run_evlog("tail", "--template", "{ts:%Y-%m-%d %H:%M}|{ts_local:%Y-%m-%d %H:%M}", log=log_path,
+                        env={"TZ": zone}).stdout.decode()
+        assert out == f"2026-11-26 23:30|{local}\n", zone
+
+
+@pytest.mark.parametrize("fmt", ["{ts:epoch_s}", "{ts:x}", "{ts_local:=}"])
+def test_template_time_spec_that_cannot_print_is_a_usage_error(varied_log: str, fmt: str) -> None:
+    result = run_evlog("replay", "--template", fmt, log=varied_log)
+    assert result.returncode == 2 and result.stdout == b""
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("evlog: --template field ") and "{ts" in line and "epoch_ms" in line
+
+
+@given(
+    st.integers(-(10**12), 10**12),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12),
+    st.sampled_from(["", ">8", "<5", "^9", "08", ",", "x", "+", "_>12,"]),
+    st.sampled_from(["", ">8", "<5", "^9", "*^11"]),
+    st.text(alphabet="ab -|", max_size=4),
+)
+def test_a_compiled_template_formats_as_str_format_does(number: int, text: str, number_spec: str, text_spec: str,
+                                                        literal: str) -> None:
+    fmt = f"{literal}{{seq:{number_spec}}}{literal}{{type:{text_spec}}}{{data[k]}}{literal}"
+    event = {"seq": number, "type": text, "data": {"k": text}}
+    assert compile_template(fmt)(event) == fmt.format(**event)
 
 
 def test_template_missing_key_with_a_format_spec_prints_nothing(varied_log: str) -> None:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import tempfile
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -189,19 +188,29 @@ def test_bin_size_follows_the_span(span: int, size: int) -> None:
     assert choose_bin_seconds(origin, origin + span * NS, origin) == size
 
 
-def test_bins_are_aligned_to_local_days_and_monday_weeks(log_path: str) -> None:
-    # Two weeks: a bin per 12 hours from local midnight; a year: a bin per two weeks from a Monday.
-    times = ("2026-11-02T00:30:00Z", "2026-11-16T11:00:00Z", "2027-11-01T00:00:00Z")
-    with Log(make_log(log_path, [{"type": "x", "ts": ts} for ts in times])) as log:
-        fortnight = stats(log, until=2, utc_offset=3600)
+def test_bins_start_at_the_first_event(log_path: str) -> None:
+    # Bins aligned to round times would start before the first event and draw a half-empty
+    # first bar; they start at the second of the first selected event instead.
+    times = ("2026-11-02T00:30:17.250Z", "2026-11-02T00:31:00Z", "2026-11-16T11:00:00Z", "2027-11-01T00:00:00Z")
+    with Log(make_log(log_path, [{"type": "x" if i else "y", "ts": ts} for i, ts in enumerate(times)])) as log:
+        fortnight = stats(log, until=3, utc_offset=3600)
         assert fortnight.bin_seconds == 12 * 3600
-        assert fortnight.bins[0].start == ns("2026-11-01T23:00:00Z")  # midnight in UTC+01:00
+        assert fortnight.bins[0] == Bin(ns("2026-11-02T00:30:17Z"), 2)
         year = stats(log, utc_offset=3600)
-    assert year.bin_seconds == 14 * 86_400
-    start = year.bins[0].start
-    assert start <= ns(times[0]) < start + 14 * 86_400 * NS
-    local = time.gmtime(start // NS + 3600)
-    assert (local.tm_wday, local.tm_hour, local.tm_min) == (0, 0, 0)  # a Monday, at local midnight
+        assert year.bin_seconds == 14 * 86_400
+        assert year.bins[0].start == ns("2026-11-02T00:30:17Z")
+        # With a type selected, the first bin starts at the first event of that type.
+        selected = stats(log, types=["x"], utc_offset=3600)
+        assert selected.bins[0] == Bin(ns("2026-11-02T00:31:00Z"), 1)
+        assert sum(b.count for b in selected.bins) == 3
+
+
+def test_bin_labels_show_the_seconds_of_a_start_off_the_minute(log_path: str) -> None:
+    times = ("2026-11-02T00:30:17Z", "2026-11-02T02:00:00Z", "2026-11-02T03:00:00Z")
+    make_log(log_path, [{"type": "x", "ts": ts} for ts in times])
+    drawn = run_evlog("stats", "-o", "table", "--bins", "4", log=log_path, env=UTC).stdout.decode()
+    assert re.search(r"^2026-11-02 00:30:17 1 █", drawn, re.MULTILINE), drawn
+    assert re.search(r"^           01:30:17 1 ", drawn, re.MULTILINE), drawn
 
 
 def test_sparse_times_coarsen_the_histogram_exactly(log_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,13 +339,13 @@ def test_top_and_bins_options(bank_log: str) -> None:
 def test_bins_follow_the_local_zone(bank_log: str) -> None:
     # POSIX zone strings (no tz database needed); their sign is west of UTC.
     assert stats_json(bank_log, env={"TZ": "EST5"})["bins"][0]["start"] == "2026-11-01T09:00:00.000000000Z"
-    # UTC+05:45: ten-minute bins start on local tens, which are at :05, :15 ... UTC.
+    # UTC+05:45: the bins start at the first event whatever the zone; their labels are local.
     nepal = stats_json(bank_log, env={"TZ": "NPT-5:45"})
-    assert nepal["bins"][0]["start"] == "2026-11-01T08:55:00.000000000Z"
+    assert nepal["bins"][0]["start"] == "2026-11-01T09:00:00.000000000Z"
     assert sum(item["count"] for item in nepal["bins"]) == 6
     drawn = run_evlog("stats", "-o", "table", log=bank_log, env={"TZ": "NPT-5:45"}).stdout.decode()
     assert "events per 10 minutes  (UTC+05:45)" in drawn
-    assert re.search(r"^2026-11-01 14:40 1 ", drawn, re.MULTILINE)
+    assert re.search(r"^2026-11-01 14:45 1 ", drawn, re.MULTILINE)
     assert re.search(r"^first +seq 1 +2026-11-01 14:45:00 UTC\+05:45$", drawn, re.MULTILINE)
 
 
@@ -372,10 +381,10 @@ def test_missing_log_is_exit_66_and_creates_nothing(tmp_path: Path) -> None:
         (["--output", "msgpack"], "'msgpack' is not one of 'auto', 'json', 'table'"),
         (["--from", "soon"], "'soon' is not a position"),
         (["--until", "0"], "seqs start at 1"),
-        (["--limit", "3"], "No such option: --limit"),
-        (["--top", "-1"], "'--top': -1 is not in the range x>=0"),
-        (["--bins", "0"], "'--bins': 0 is not in the range 1<=x<=1000"),
-        (["--bins", "1001"], "'--bins': 1001 is not in the range 1<=x<=1000"),
+        (["--limit", "3"], "stats: no such option --limit (see evlog stats --help)"),
+        (["--top", "-1"], "stats: --top: -1 is out of range; give 0 or more (see evlog stats --help)"),
+        (["--bins", "0"], "stats: --bins: 0 is out of range; give 1 to 1000 (see evlog stats --help)"),
+        (["--bins", "1001"], "stats: --bins: 1001 is out of range; give 1 to 1000"),
     ],
 )
 def test_bad_options_exit_2(bank_log: str, args: list[str], message: str) -> None:

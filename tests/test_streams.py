@@ -232,7 +232,7 @@ def test_missing_log_is_exit_66(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--sort", "size"], "'size' is not one of 'name', 'version', 'last'"),
-        (["-n", "-1"], "-1 is not in the range x>=0"),
+        (["-n", "-1"], "--limit/-n: -1 is out of range; give 0 or more"),
         (["-o", "csv"], "'csv' is not one of 'auto', 'ndjson', 'json', 'msgpack', 'table'"),
         (["a", "b"], "unexpected extra argument"),
     ],

@@ -8,7 +8,10 @@ help lists them). rich is never imported unless something is drawn.
 :func:`main` is the one place where exceptions become exit codes: library
 errors carry theirs (:mod:`evlog.errors`), usage errors exit 2, Ctrl-C 130,
 and a closed stdout ends the command quietly. ``--debug`` (or
-``EVLOG_DEBUG=1``) lets the traceback through instead.
+``EVLOG_DEBUG=1``) lets the traceback through instead. Every message is
+printed through :func:`evlog.textsafe.visible_lines` (a library message may
+quote a stream or type from the log), and parser errors are reworded into
+evlog's one-line form by :mod:`evlog.cli._usage`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 
 from ..errors import EvlogError
+from ..textsafe import visible, visible_lines
+from ._usage import UnknownCommand, one_line, word_int_ranges
 
 # command name -> (module, the panel that lists it in `evlog --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,7 +55,24 @@ class _PipeClosed(Exception):
     """The reader of stdout went away."""
 
 
-class LazyGroup(TyperGroup):
+class CommandGroup(TyperGroup):
+    """A command group whose unknown subcommand is an :class:`UnknownCommand` (worded by :mod:`._usage`)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and not ctx.resilient_parsing and not args[0].startswith("-") \
+                and self.get_command(ctx, args[0]) is None:
+            raise UnknownCommand(args[0], list(self.list_commands(ctx)), ctx)
+        name, command, rest = super().resolve_command(ctx, args)
+        global resolved_path
+        resolved_path = f"{ctx.command_path} {name}"
+        return name, command, rest
+
+
+resolved_path = "evlog"
+"""The command being parsed, for the parser's errors that carry no context (an option without its value)."""
+
+
+class LazyGroup(CommandGroup):
     """A command group that imports a subcommand's module only when it is used."""
 
     def list_commands(self, ctx: Any) -> list[str]:
@@ -73,20 +95,44 @@ class LazyGroup(TyperGroup):
         command: Any = typer.main.get_command(module.app)
         command.name = cmd_name
         command.rich_help_panel = entry[1]
-        _plain_help(command)
+        _prepare(command)
         return command
 
 
-def _plain_help(command: Any) -> None:
-    """Make help text print as written: typer reads it as rich markup, where
-    ``{data[amount]}`` or ``s[e.type]`` would lose their brackets."""
+def _prepare(command: Any) -> None:
+    """What every command shares, set once here rather than in each module.
+
+    Help text prints as written (typer reads it as rich markup, where
+    ``{data[amount]}`` or ``s[e.type]`` would lose their brackets); number
+    ranges read ``N [0 or more]``; an ``--output`` that offers msgpack refuses
+    it on a terminal; a subcommand group words an unknown subcommand.
+    """
+    from ._common import refuse_binary_on_terminal
+
     if command.help:
         command.help = command.help.replace("[", "\\[")
     for param in command.params:
         if getattr(param, "help", None):
             param.help = param.help.replace("[", "\\[")
+        if param.name == "output" and "msgpack" in getattr(param.type, "choices", ()):
+            param.callback = _then(param.callback, refuse_binary_on_terminal)
+    word_int_ranges(command)
+    if type(command) is TyperGroup:
+        # typer built the group; its class is swapped for the subclass that words unknown subcommands.
+        command.__class__ = CommandGroup
     for sub in getattr(command, "commands", {}).values():
-        _plain_help(sub)
+        _prepare(sub)
+
+
+def _then(first: Any, second: Any) -> Any:
+    """A click parameter callback running ``first`` (if any), then ``second`` on its result."""
+    if first is None:
+        return second
+
+    def both(ctx: Any, param: Any, value: Any) -> Any:
+        return second(ctx, param, first(ctx, param, value))
+
+    return both
 
 
 app = typer.Typer(
@@ -154,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         # Each line of a message is marked as evlog's, but for indented excerpts
         # (a fold's source with a caret under the fault) that the mark would shift.
-        for line in str(exc).splitlines():
+        for line in visible_lines(str(exc)):
             print(line if line.startswith(" ") else f"evlog: {line}", file=sys.stderr)
         code = exc.exit_code
     except lmdb.Error as exc:
@@ -162,13 +208,18 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         _flush_quietly()
-        print(f"evlog: storage error: {exc}; run with --debug for details", file=sys.stderr)
+        print(f"evlog: storage error: {visible(str(exc))}; run with --debug for details", file=sys.stderr)
         code = 74
     except click_exceptions.NoArgsIsHelpError as exc:
         exc.show()
         code = 0
+    except click_exceptions.UsageError as exc:
+        _flush_quietly()
+        print(f"evlog: {one_line(exc, resolved_path)}", file=sys.stderr)
+        code = 2
     except click_exceptions.ClickException as exc:
-        exc.show()
+        _flush_quietly()
+        print(f"evlog: {visible(exc.format_message())}", file=sys.stderr)
         code = exc.exit_code
     except typer.Exit as exc:
         code = exc.exit_code
@@ -187,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _flush_quietly()
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"evlog: {exc.strerror or exc}{where}; run with --debug for details", file=sys.stderr)
+        print(f"evlog: {visible(f'{exc.strerror or exc}{where}')}; run with --debug for details", file=sys.stderr)
         code = 74
     sys.exit(code)
 

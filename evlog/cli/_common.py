@@ -1,4 +1,10 @@
-"""Options shared by every command, and small helpers for terminals and streams."""
+"""Options shared by every command, and small helpers for terminals and streams.
+
+Every human-readable line built here from a log's text (listings, notes) goes
+through :func:`evlog.textsafe.visible`, and JSON written to a terminal through
+:func:`evlog.textsafe.json_for_terminal`: a log from someone else must not
+drive the terminal that shows it.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +75,10 @@ OutputOption = Annotated[
 ]
 TemplateOption = Annotated[
     str | None,
-    typer.Option("--template", metavar="FORMAT", help="One line per event, e.g. '{seq} {type} {data[amount]}'."),
+    typer.Option(
+        "--template", metavar="FORMAT",
+        help="One line per event, e.g. '{seq} {type} {data[amount]}' or '{ts:%H:%M:%S} {ts:epoch_ms} {ts_local}'.",
+    ),
 ]
 
 
@@ -88,6 +97,7 @@ def print_records(
         from rich.text import Text
 
         from ..output import make_console
+        from ..textsafe import visible
 
         if not records:
             make_console().print(Text(f"No {noun}."))
@@ -95,13 +105,13 @@ def print_records(
         table = Table(box=None, header_style="bold")
         # The first column names the thing (a group, a snapshot's hash) that other
         # commands take: it is never cut, the others give way.
-        widest = max(cell_len(_cell(record[columns[0]])) for record in records)
+        widest = max(cell_len(visible(_cell(record[columns[0]]))) for record in records)
         table.add_column(columns[0], no_wrap=True, min_width=widest)
         for column in columns[1:]:
             table.add_column(column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis")
         for record in records:
             # Text, not markup: a name such as '[red]x' is shown as it is written.
-            table.add_row(*(Text(_cell(record[column])) for column in columns))
+            table.add_row(*(Text(visible(_cell(record[column]))) for column in columns))
         make_console().print(table)
         return
     import orjson
@@ -155,9 +165,62 @@ def stdin_is_terminal() -> bool:
 
 
 def binary_stdout() -> BinaryIO:
-    """Stdout as bytes (flushing any text written before)."""
+    """Stdout as bytes (flushing any text written before).
+
+    On a terminal, what is written is JSON or text already made visible, and
+    goes through :func:`evlog.textsafe.json_for_terminal`, which leaves JSON's
+    values exact and shows the characters a terminal would act on. Binary
+    output never gets here on a terminal: ``-o msgpack`` is refused there.
+    """
     sys.stdout.flush()
+    if stdout_is_terminal():
+        return _TerminalOutput(sys.stdout.buffer)  # type: ignore[return-value]  # write and flush suffice
     return sys.stdout.buffer
+
+
+class _TerminalOutput:
+    """A binary stdout on a terminal: JSON's raw C1, format and separator characters escaped."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import codecs
+
+        from ..textsafe import json_text_for_terminal
+
+        self.raw = raw
+        self.escape = json_text_for_terminal
+        # A character split between two writes is kept back until it is whole.
+        self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+
+    def write(self, data: bytes) -> int:
+        if data.isascii() and not self.decoder.getstate()[0]:
+            return self.raw.write(data)
+        text = self.decoder.decode(data)
+        self.raw.write(self.escape(text).encode("utf-8", "surrogateescape"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+def refuse_binary_on_terminal(ctx: Any, param: Any, value: Any) -> Any:
+    """An ``--output`` callback: ``-o msgpack`` to a terminal is refused (as ``gzip`` refuses), exit 2.
+
+    Binary on a terminal is never what was meant, and its bytes can drive the
+    terminal; a pipe or a file takes it (``| cat`` forces it, should anyone want to).
+    """
+    if getattr(value, "value", value) == "msgpack" and stdout_is_terminal():
+        from typer._click.exceptions import UsageError
+
+        command = ctx.command_path if ctx is not None else "evlog"
+        raise UsageError(
+            f"-o msgpack writes binary, which is not written to a terminal; "
+            f"pipe it or redirect it ({command} -o msgpack > events.msgpack)",
+            ctx,
+        )
+    return value
 
 
 def counted(count: int, noun: str) -> str:
@@ -166,5 +229,8 @@ def counted(count: int, noun: str) -> str:
 
 
 def note(message: str) -> None:
-    """A diagnostic line on stderr, prefixed like every evlog message."""
-    print(f"evlog: {message}", file=sys.stderr)
+    """A diagnostic line on stderr, prefixed like every evlog message; names from a log are made visible."""
+    from ..textsafe import visible_lines
+
+    for line in visible_lines(message):
+        print(f"evlog: {line}", file=sys.stderr)

@@ -18,6 +18,9 @@ the calls into a rich progress bar. How it is built, and why:
 * The library calls back once per chunk or batch (thousands of events),
   never per event, and a call is a few assignments and one clock read;
   rich redraws from a thread of its own, about eight times a second.
+* Nothing in a bar is read as rich markup, and every text in it is made
+  :func:`~evlog.textsafe.visible`: an action may one day name a stream or
+  a projection from the log.
 * That thread starts with SIGINT and SIGTERM blocked. A bulk append holds
   those signals back while it commits a batch (:mod:`evlog.feed`); a thread
   that could take them would let Ctrl-C in half-way through a commit.
@@ -128,6 +131,7 @@ class Meter:
         from rich.text import Text
 
         from ..output import make_console
+        from ..textsafe import visible
 
         console = make_console(stderr=True)
         if not console.is_terminal or console.is_dumb_terminal:
@@ -142,7 +146,7 @@ class Meter:
                 return Text(meter.figures(task.speed), style="progress.download")
 
         bar = Progress(
-            TextColumn("[progress.description]{task.description}"),
+            TextColumn("{task.description}", style="progress.description", markup=False),
             BarColumn(bar_width=24),
             TaskProgressColumn(),
             # One line, cut short on a narrow terminal: a bar that wraps cannot be redrawn in place.
@@ -153,7 +157,7 @@ class Meter:
             redirect_stdout=False,  # stdout carries the command's data, written as bytes
             redirect_stderr=True,  # diagnostics printed meanwhile go above the bar, not through it
         )
-        self._task = bar.add_task(self.action, total=self.total, completed=self.done)
+        self._task = bar.add_task(visible(self.action), total=self.total, completed=self.done)
         _without_signals(bar.start)
         self._bar = bar
         self.shown = True
@@ -180,7 +184,10 @@ class Meter:
         """Print a line above the bar, as it is (no markup); False when no bar is drawn."""
         if self._bar is None:
             return False
-        self._bar.console.print(text, soft_wrap=True, markup=False, highlight=False, emoji=False)
+        from ..textsafe import visible_lines
+
+        self._bar.console.print("\n".join(visible_lines(text)), soft_wrap=True, markup=False, highlight=False,
+                                emoji=False)
         return True
 
     # -- the end ------------------------------------------------------------------
@@ -243,7 +250,9 @@ def progress(action: str, past: str, *, unit: str = "events", enabled: bool = Tr
     finally:
         meter.stop()
     if report and meter.shown and not meter.abandoned:
-        print(f"evlog: {meter.summary(past)}", file=sys.stderr)
+        from ..textsafe import visible
+
+        print(f"evlog: {visible(meter.summary(past))}", file=sys.stderr)
 
 
 def _without_signals(start: Callable[[], None]) -> None:

@@ -1,4 +1,8 @@
-"""``evlog info``: what a log holds, for people (a table) and scripts (``-o json``)."""
+"""``evlog info``: what a log holds, for people (a table) and scripts (``-o json``).
+
+The table is drawn with the pieces of ``evlog stats`` (its totals' layout and
+its top list), so the two read alike: digits grouped, columns aligned.
+"""
 
 from typing import Annotated, Any
 
@@ -26,39 +30,58 @@ def _size(size: int) -> str:
     return f"{size} B"
 
 
-def _draw(facts: dict[str, Any]) -> None:
-    from rich.table import Table
+def _draw(facts: dict[str, Any], console: Any) -> None:
+    """The facts as ``evlog stats`` draws its totals, and the types as its top list: one look for both.
+
+    Labels in bold, counts with digit groups, seqs as they are typed, times
+    in local time with their zone; every text from the log made visible.
+    """
     from rich.text import Text
 
-    from ..output import make_console
+    from ..stats import Count
+    from ..textsafe import visible
+    from .stats import _top_lines
 
-    console = make_console()
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    events = facts["events"]
+    seq_w = len(str(facts["last_seq"] or 0))
     rows = [
-        ("path", facts["path"]),
+        ("path", visible(facts["path"])),
         ("size", _size(facts["size_bytes"])),
-        ("events", str(facts["events"])),
-        ("first", f"seq {facts['first_seq']}  {facts['first_ts']}" if facts["events"] else "-"),
-        ("last", f"seq {facts['last_seq']}  {facts['last_ts']}" if facts["events"] else "-"),
-        ("streams", str(facts["streams"])),
+        ("events", f"{events:,}"),
+        ("first", f"seq {facts['first_seq']!s:<{seq_w}}  {_local(facts['first_ts'])}" if events else "-"),
+        ("last", f"seq {facts['last_seq']!s:<{seq_w}}  {_local(facts['last_ts'])}" if events else "-"),
+        ("streams", f"{facts['streams']:,}"),
+        ("types", f"{len(facts['types']):,}"),
         ("format", str(facts["format"])),
-        ("log id", facts["log_id"]),
-        ("created", facts["created"] or "-"),
+        ("log id", visible(facts["log_id"])),
+        ("created", _local(facts["created"]) if facts["created"] else "-"),
         ("head hash", facts["head_hash"]),
     ]
-    for name, value in rows:
-        table.add_row(name, Text(value))  # Text, not markup: a path or type may hold '[...]'
-    console.print(table)
+    label_w = max(len(label) for label, _ in rows) + 1
+    lines = []
+    for label, value in rows:
+        line = Text(f"{label:<{label_w}} ", style="bold")
+        line.append(value)  # Text, not markup: a path or an id may hold '[...]'
+        lines.append(line)
     if facts["types"]:
-        types = Table(title=None, box=None, pad_edge=False)
-        types.add_column("type", style="bold green")
-        types.add_column("events", justify="right")
-        for name, count in facts["types"].items():
-            types.add_row(Text(name), str(count))
-        console.print()
-        console.print(types)
+        counts = tuple(Count(name, count, count / events if events else 0.0) for name, count in facts["types"].items())
+        lines += [Text(), *_top_lines("types", counts, len(counts), events, max(console.width, 20), "green")]
+    for line in lines:
+        console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
+
+
+def _local(text: str) -> str:
+    """An RFC 3339 time of the facts as local time with its zone, as stats shows times."""
+    import time
+
+    from ..timefmt import parse_rfc3339
+    from .stats import _clock, _zone
+
+    ns = parse_rfc3339(text)
+    if ns is None:
+        return text
+    offset = int(time.localtime(ns // 1_000_000_000).tm_gmtoff)
+    return f"{_clock(ns, offset)} {_zone(offset)}"
 
 
 @app.command(
@@ -89,7 +112,14 @@ def info(
     with Log(log) as opened:
         facts = opened.info()
     if output is Output.table or (output is Output.auto and stdout_is_terminal()):
-        _draw(facts)
+        from ..output import make_console
+
+        _draw(facts, make_console())
+        return
+    if output is Output.msgpack:
+        import msgpack
+
+        binary_stdout().write(msgpack.packb(facts, use_bin_type=True))
         return
     option = orjson.OPT_APPEND_NEWLINE
     if stdout_is_terminal():

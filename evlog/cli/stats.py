@@ -206,18 +206,20 @@ def _top_lines(kind: str, counts: tuple[Count, ...], distinct: int, events: int,
     from rich.text import Text
 
     from ..output import fit_cells
+    from ..textsafe import visible
 
     if not counts:
         # Types always exist when events do; no streams is worth saying, unless --top 0 hid them.
         return [Text(f"no {kind}", style="dim")] if kind == "streams" and distinct == 0 else []
     title = f"top {kind}" if distinct > len(counts) else kind
     number_w = max(len("events"), *(len(f"{c.count:,}") for c in counts))
-    name_w = max(4, min(max(cell_len(title), *(cell_len(c.name) for c in counts)), width - number_w - 9))
+    names = [visible(c.name) for c in counts]  # names from the log: shown, never acted on by the terminal
+    name_w = max(4, min(max(cell_len(title), *(cell_len(name) for name in names)), width - number_w - 9))
     header = Text(fit_cells(title, name_w), style="bold")
     header.append(" " + "events".rjust(number_w) + "   share", style="bold")
     lines = [header]
-    for item in counts:
-        line = Text(fit_cells(item.name, name_w), style=style)
+    for name, item in zip(names, counts, strict=True):
+        line = Text(fit_cells(name, name_w), style=style)
         line.append(f" {item.count:>{number_w},} {_percent(item.share):>7}")
         lines.append(line)
     if distinct > len(counts):
@@ -243,14 +245,20 @@ def _bar(count: int, most: int, width: int) -> str:
 
 
 def _bin_labels(starts: list[int], size: int, offset: int) -> list[str]:
-    """Local start times of the bins; the date is written only where it changes."""
-    if size >= 86_400:
-        return [time.strftime("%a %Y-%m-%d", time.gmtime(start // _NS + offset)) for start in starts]
-    clock = "%H:%M:%S" if size < 60 else "%H:%M"
+    """Local start times of the bins; the date is written only where it changes.
+
+    Bins start at the first event, so a start need not be a round time: the
+    clock shows seconds unless every start is on a whole minute, and day bins
+    show a clock unless every start is a local midnight.
+    """
+    moments = [time.gmtime(start // _NS + offset) for start in starts]
+    on_minutes = all(moment.tm_sec == 0 for moment in moments)
+    if size >= 86_400 and on_minutes and all(moment.tm_hour == moment.tm_min == 0 for moment in moments):
+        return [time.strftime("%a %Y-%m-%d", moment) for moment in moments]
+    clock = "%H:%M" if size >= 60 and on_minutes else "%H:%M:%S"
     labels = []
     previous = ""
-    for start in starts:
-        moment = time.gmtime(start // _NS + offset)
+    for moment in moments:
         day = time.strftime("%Y-%m-%d", moment)
         labels.append(f"{day if day != previous else ' ' * len(day)} {time.strftime(clock, moment)}")
         previous = day

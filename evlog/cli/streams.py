@@ -138,6 +138,7 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
     from rich.text import Text
 
     from ..output import fit_cells, make_console
+    from ..textsafe import visible
 
     if console is None:
         console = make_console(soft_wrap=False)
@@ -160,7 +161,7 @@ def write_table(summaries: Iterable[StreamSummary], *, head: int, console: Any =
             title.append(fit_cells("first" + zone, ts_w) + " " + "last" + zone)
             console.print(title, no_wrap=True, overflow="ellipsis", crop=True)
         line = Text()
-        line.append(fit_cells(summary.stream, stream_w) + " ", style="magenta")
+        line.append(fit_cells(visible(summary.stream), stream_w) + " ", style="magenta")
         line.append(str(summary.version).rjust(version_w) + " ", style="bold")
         line.append(str(summary.first_seq).rjust(first_w) + " " + str(summary.last_seq).rjust(last_w) + " ",
                     style="cyan")

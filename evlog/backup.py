@@ -36,7 +36,7 @@ from typing import Any
 
 import lmdb
 
-from .errors import StorageError, UsageError
+from .errors import DamagedLogError, StorageError, UsageError
 from .log import Log
 from .scan import Progress
 from .store import Store
@@ -78,8 +78,13 @@ def backup(
             raise StorageError(f"cannot copy {log.path} to {target}: {exc}") from exc
         raise
     _private(os.path.join(target, "data.mdb"))  # LMDB's copy leaves it to the umask
-    with Log(target) as copy:
-        facts = copy.info()
+    try:
+        with Log(target) as copy:
+            facts = copy.info()
+    except DamagedLogError:
+        # The copy is as damaged as the source: say so, and leave nothing half-done behind.
+        _release(target, created)
+        raise
     return {
         "path": facts["path"],
         "events": facts["events"],

@@ -49,6 +49,25 @@ def ts_at(store: Store, seq: int) -> int:
         return decode_body(value, seq)[1]
 
 
+def check_contiguous(txn: Any, store: Store, head: int) -> None:
+    """Raise :class:`DamagedLogError` unless the events are exactly seqs 1 to ``head``.
+
+    For results computed without reading the records (counts from the
+    stored counters): one look at the database's entry count, and only
+    when it disagrees a walk over the keys to name the first missing seq.
+    """
+    events = store.dbs[b"events"]
+    cursor = txn.cursor(db=events)
+    if txn.stat(events)["entries"] == head and (head == 0 or (cursor.first() and cursor.key() == seq_key(1))):
+        return
+    expected = 1
+    for key in cursor.iternext(keys=True, values=False) if cursor.first() else ():
+        if bytes(key) != seq_key(expected):
+            break
+        expected += 1
+    raise DamagedLogError("missing: the log has a gap here", seq=expected)
+
+
 def gap_before(cursor: Any, first: int, count: int) -> DamagedLogError | None:
     """Whether the ``count`` records a cursor read from seq ``first`` on had a gap; the error naming it.
 

@@ -124,8 +124,8 @@ def run_fold(
             if on_snapshot_error is not None:
                 on_snapshot_error(f"snapshots are not being saved: {exc}")
     head = scan.head_seq(store)
-    first, last = log.range(from_, until)
-    last = min(last, head)
+    first = log.resolve(from_)
+    last = min(log.resolve(until, end=True), head)
     digest = spec.digest(first)
     states: dict[Any, Any] = {}
     start = first

@@ -132,12 +132,12 @@ COMMANDS: dict[str, list[str]] = {
 
 
 @pytest.fixture(params=CASES, ids=[case[0] for case in CASES])
-def crafted(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, set[str], str, str]:
+def crafted(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, set[str], str, str]:
     name, change, failing, finding, message = request.param
     path = str(tmp_path / "events.lmdb")
     sound_log(path)
     tamper(path, change)
-    return path, failing, finding, message
+    return name, path, failing, finding, message
 
 
 FOLD_LOOP_DECODES = {"record-of-3-fields", "record-not-msgpack", "float-ts", "string-ts", "meta-with-ext"}
@@ -146,10 +146,10 @@ FOLD_LOOP_DECODES = {"record-of-3-fields", "record-not-msgpack", "float-ts", "st
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_refuses_the_damage_it_reads_in_one_line(
-    crafted: tuple[str, set[str], str, str], command: str, tmp_path: Path, request: pytest.FixtureRequest
+    crafted: tuple[str, str, set[str], str, str], command: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    path, failing, _, message = crafted
-    if command == "fold" and request.node.callspec.id.split("-fold")[0] in FOLD_LOOP_DECODES:
+    case, path, failing, _, message = crafted
+    if command == "fold" and case in FOLD_LOOP_DECODES:
         request.applymarker(pytest.mark.xfail(strict=True, reason="the fold loop decodes records itself"))
     args = COMMANDS[command] + ([str(tmp_path / "copy")] if command == "backup" else [])
     result = run_evlog(*args, log=path)
@@ -165,8 +165,8 @@ def test_every_command_refuses_the_damage_it_reads_in_one_line(
         assert (result.returncode, stderr) == (0, ""), stderr
 
 
-def test_verify_names_the_damage(crafted: tuple[str, set[str], str, str]) -> None:
-    path, _, finding, _ = crafted
+def test_verify_names_the_damage(crafted: tuple[str, str, set[str], str, str]) -> None:
+    _, path, _, finding, _ = crafted
     for output in ("auto", "json"):
         result = run_evlog("verify", "-o", output, log=path)
         assert result.returncode == 1, result.stderr.decode()

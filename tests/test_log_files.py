@@ -24,7 +24,7 @@ import pytest
 from conftest import run_evlog
 
 from evlog import Log
-from evlog.cli import COMMANDS, main
+from evlog.cli import main
 
 READERS = {
     "info": ["info", "-o", "json"],

@@ -102,7 +102,15 @@ class Log:
         """The store: read-only for reading, writable for ``write``, created for ``create``."""
         writable = create or write
         if self._store is not None and writable and not self._store.writable:
+            # LMDB cannot open one environment twice in a process: close, then reopen writable;
+            # when that fails (a log the user cannot write) the reader is opened again, so that
+            # a caller who only wanted to write something optional (snapshots) can read on.
             self.close()
+            try:
+                self._store = Store(self.path, create=create, writable=True)
+            except StorageError:
+                self._store = Store(self.path, create=False, writable=False, check_format=check_format)
+                raise
         if self._store is None:
             self._store = Store(self.path, create=create, writable=writable, check_format=check_format or writable)
         return self._store

@@ -120,6 +120,7 @@ def run_fold(
         try:  # saving snapshots needs a writable handle, opened before any read begins
             store = log.store(write=True)
         except StorageError as exc:
+            store = log.store()  # the reader, opened again (a log the user cannot write)
             snapshot_every = 0
             if on_snapshot_error is not None:
                 on_snapshot_error(f"snapshots are not being saved: {exc}")

@@ -29,7 +29,7 @@ import msgpack
 import orjson
 
 from .errors import DamagedLogError, UsageError
-from .record import DECODE_ERRORS, decode_payload
+from .record import DECODE_ERRORS, decode_payload, refuse_ext
 from .scan import Row
 from .textsafe import UNSAFE as _UNSAFE
 from .timefmt import format_ts
@@ -40,8 +40,12 @@ _EVENT_KEYS = ("seq", "ts", "type", "stream", "version", "id", "data", "meta")
 
 def event_dicts(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
     """Each row as the JSON object evlog prints for an event."""
-    unpack = decode_payload
+    unpack = msgpack.unpackb
     for seq, (_, ts, version, etype, stream, id_, meta, data) in rows:
+        try:  # inline, not decode_payload(): a call per event costs a sixth of the decode
+            payload = unpack(data, ext_hook=refuse_ext)
+        except DECODE_ERRORS:
+            payload = decode_payload(data, seq)  # raises the error that names the seq
         yield {
             "seq": seq,
             "ts": format_ts(ts),
@@ -49,7 +53,7 @@ def event_dicts(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
             "stream": stream,
             "version": version,
             "id": id_,
-            "data": unpack(data, seq),
+            "data": payload,
             "meta": meta or {},
         }
 

@@ -138,7 +138,7 @@ def decode_payload(data: bytes, seq: int) -> Any:
     (msgpack ``bin``) are left to the JSON conversion, which refuses them.
     """
     try:
-        return msgpack.unpackb(data, ext_hook=_no_ext)
+        return msgpack.unpackb(data, ext_hook=refuse_ext)
     except DECODE_ERRORS as exc:
         raise DamagedLogError(f"the payload is not a JSON value: {str(exc) or type(exc).__name__}", seq=seq) from None
 
@@ -156,7 +156,8 @@ def _not_a_record(fields: Any, seq: int) -> EvlogError:
     return DamagedLogError(f"record format {_shown(found)}", seq=seq)
 
 
-def _no_ext(code: int, data: bytes) -> Any:
+def refuse_ext(code: int, data: bytes) -> Any:
+    """An ``ext_hook`` for msgpack: a payload holds JSON values, never extension types."""
     raise ValueError(f"msgpack extension type {code} where only JSON values are stored")
 
 

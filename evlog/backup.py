@@ -36,7 +36,7 @@ from typing import Any
 
 import lmdb
 
-from .errors import StorageError, UsageError
+from .errors import DamagedLogError, StorageError, UsageError
 from .log import Log
 from .scan import Progress
 from .store import Store
@@ -63,6 +63,7 @@ def backup(
     if not target:
         raise UsageError("the backup destination is empty; name a new or empty directory")
     store = log.store()  # the source must exist before anything is created
+    _check_destination(log.path, target)
     created = _claim(target)
     try:
         if compact:
@@ -76,8 +77,14 @@ def backup(
         if isinstance(exc, lmdb.Error):
             raise StorageError(f"cannot copy {log.path} to {target}: {exc}") from exc
         raise
-    with Log(target) as copy:
-        facts = copy.info()
+    _private(os.path.join(target, "data.mdb"))  # LMDB's copy leaves it to the umask
+    try:
+        with Log(target) as copy:
+            facts = copy.info()
+    except DamagedLogError:
+        # The copy is as damaged as the source: say so, and leave nothing half-done behind.
+        _release(target, created)
+        raise
     return {
         "path": facts["path"],
         "events": facts["events"],
@@ -169,10 +176,43 @@ def _written(path: str) -> int:
     return max(info.st_size, info.st_blocks * 512)
 
 
+def _check_destination(log_path: str, target: str) -> None:
+    """Refuse a destination that is a symlink, or that lies in the log itself.
+
+    A copy inside the log would be copied into itself by the next backup
+    and make the log directory one that evlog refuses; a symlink would let
+    someone else's link decide where a copy of the events goes. The
+    directories above the destination are the user's own choice and are
+    followed (so a destination reached through a link into the log is
+    caught by its real path).
+    """
+    if os.path.islink(target):
+        raise UsageError(
+            f"cannot back up to {target}: it is a symbolic link; name the real directory "
+            f"({os.path.realpath(target)}) if that is where the copy should go"
+        )
+    log_real, dest_real = os.path.realpath(log_path), os.path.realpath(target)
+    if dest_real == log_real or dest_real.startswith(log_real.rstrip(os.sep) + os.sep):
+        raise UsageError(
+            f"cannot back up to {target}: it is inside the log {log_path}; choose a directory outside it"
+        )
+
+
+def _private(path: str) -> None:
+    """Make a copied file 0600 (never through a symlink)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
 def _claim(target: str) -> bool:
     """Make ``target`` an empty directory to copy into; True when this call created it."""
     try:
-        os.mkdir(target)
+        os.mkdir(target, 0o700)
+        os.chmod(target, 0o700)  # whatever the umask, as for every new log
         return True
     except FileExistsError:
         pass

@@ -27,6 +27,7 @@ from .errors import (
     AppendStopped,
     BadInputError,
     ConflictError,
+    DamagedLogError,
     EvlogError,
     PositionError,
     StorageError,
@@ -45,10 +46,12 @@ from .record import (
     record_hash,
     seq_key,
 )
-from .store import U64, Store, default_log_path
+from .store import U64, Store, default_log_path, parse_format
 from .timefmt import format_ts
 
 DEFAULT_BATCH = 10_000
+_LIKELY_EPOCH = 1_000_000_000
+"""A --from seq this large and past the head was surely meant as a Unix time (2001 or later)."""
 
 Reject = Callable[[int | None, EvlogError, "bytes | None"], None]
 """Called with the input line number, the reason and the raw input of each skipped event."""
@@ -95,18 +98,30 @@ class Log:
             self._store.close()
             self._store = None
 
-    def _open(self, *, create: bool = False, write: bool = False) -> Store:
+    def _open(self, *, create: bool = False, write: bool = False, check_format: bool = True) -> Store:
         """The store: read-only for reading, writable for ``write``, created for ``create``."""
         writable = create or write
         if self._store is not None and writable and not self._store.writable:
+            # LMDB cannot open one environment twice in a process: close, then reopen writable;
+            # when that fails (a log the user cannot write) the reader is opened again, so that
+            # a caller who only wanted to write something optional (snapshots) can read on.
             self.close()
+            try:
+                self._store = Store(self.path, create=create, writable=True)
+            except StorageError:
+                self._store = Store(self.path, create=False, writable=False, check_format=check_format)
+                raise
         if self._store is None:
-            self._store = Store(self.path, create=create, writable=writable)
+            self._store = Store(self.path, create=create, writable=writable, check_format=check_format or writable)
         return self._store
 
-    def store(self, *, write: bool = False) -> Store:
-        """The underlying :class:`~evlog.store.Store` of an existing log (for extensions)."""
-        return self._open(write=write)
+    def store(self, *, write: bool = False, check_format: bool = True) -> Store:
+        """The underlying :class:`~evlog.store.Store` of an existing log (for extensions).
+
+        ``check_format=False`` opens a log whose format marker is damaged (for
+        verify, which reports it); everything else refuses such a log.
+        """
+        return self._open(write=write, check_format=check_format)
 
     # -- appending ---------------------------------------------------------
 
@@ -384,6 +399,32 @@ class Log:
         """The last seq (0 for an empty log)."""
         return scan.head_seq(self._open(create=False))
 
+    def range(self, from_: str | int | None = None, until: str | int | None = None) -> tuple[int, int]:
+        """The seqs ``(first, last)`` that ``from_`` and ``until`` select (``last`` not beyond the head).
+
+        Positions written as text (as people write them) are checked: a range
+        that is empty because it is reversed (``--from 500 --until 400``), and
+        a seq so far beyond the head that it was surely meant as a Unix time,
+        raise :class:`PositionError`. Integer seqs are a program's own
+        arithmetic and select nothing when reversed.
+        """
+        from .positions import parse_position, reversed_range
+
+        store = self._open(create=False)
+        head = scan.head_seq(store)
+        if isinstance(from_, str) and isinstance(until, str):
+            problem = reversed_range(parse_position(from_), parse_position(until))
+            if problem is not None:
+                raise PositionError(problem)
+        first = self.resolve(from_)
+        if isinstance(from_, str) and first > head + 1 and first >= _LIKELY_EPOCH:
+            last_event = f"the last event (seq {head})" if head else "the end (the log is empty)"
+            raise PositionError(
+                f"--from seq {first} is beyond {last_event}; for a time, write it as a date or as @{first} "
+                "(seconds since 1970)"
+            )
+        return first, min(self.resolve(until, end=True), head)
+
     def resolve(self, position: str | int | None, *, end: bool = False) -> int:
         """The seq a position names: the first at/after it, or with ``end`` the last at/before it.
 
@@ -423,17 +464,14 @@ class Log:
     ) -> Iterator[scan.Row]:
         """Like :meth:`read` but yields ``(seq, envelope)`` tuples: for fast renderers."""
         store = self._open(create=False)
-        first = self.resolve(from_)
-        last = min(self.resolve(until, end=True), scan.head_seq(store))
+        first, last = self.range(from_, until)
         if first > last:
             return iter(())
-        type_test = scan.matcher(types, prefix_star=False)
-        if streams and not any(name.endswith("*") for name in streams):
+        type_test = scan.matcher(types)
+        if streams and not any(scan.is_glob(name) for name in streams):
             seqs = scan.merged_stream_seqs(store, streams, first, last)
             return scan.rows_by_seq(store, seqs, types=type_test, progress=progress)
-        return scan.scan(
-            store, first, last, types=type_test, streams=scan.matcher(streams, prefix_star=True), progress=progress
-        )
+        return scan.scan(store, first, last, types=type_test, streams=scan.matcher(streams), progress=progress)
 
     def read(
         self,
@@ -447,8 +485,8 @@ class Log:
         """Events in seq order, lazily and in constant memory.
 
         ``from_`` and ``until`` are positions (see :mod:`evlog.positions`),
-        both inclusive. ``streams`` are names, a trailing ``*`` matching a
-        prefix; ``types`` are shell globs (``order.*``). ``progress`` is
+        both inclusive. ``streams`` and ``types`` are names or shell globs
+        (``order.*``, ``user-*0``, ``account-[12]``). ``progress`` is
         called after each chunk read with ``(done, total)``: the seqs of the
         range read so far and all of them, or, reading named streams
         through the stream index, the events read and None.
@@ -479,10 +517,10 @@ class Log:
                 last_seq = key_seq(bytes(cursor.key()))
                 last = (last_seq, decode_body(cursor.value(), last_seq)[1], record_hash(cursor.value()))
             types = type_counts(txn, dbs[b"types"])
-            streams_raw = store.meta(txn, b"streams")
-            created_raw = store.meta(txn, b"created")
-            log_id = (store.meta(txn, b"log_id") or b"").decode()
-            log_format = int(store.meta(txn, b"format") or b"0")
+            streams_count = _meta_counter(store.meta(txn, b"streams"), "streams count")
+            created = _meta_counter(store.meta(txn, b"created"), "creation time")
+            log_id = _meta_text(store.meta(txn, b"log_id"), "log id")
+            log_format = parse_format(store.meta(txn, b"format") or b"")
         size = sum(
             os.path.getsize(os.path.join(self.path, name))
             for name in ("data.mdb", "lock.mdb")
@@ -496,18 +534,45 @@ class Log:
             "last_seq": last[0] if last else None,
             "first_ts": format_ts(first[1]) if first else None,
             "last_ts": format_ts(last[1]) if last else None,
-            "streams": U64.unpack(streams_raw)[0] if streams_raw else 0,
+            "streams": streams_count or 0,
             "types": dict(sorted(types.items(), key=lambda item: (-item[1], item[0]))),
             "format": log_format,
             "log_id": log_id,
-            "created": format_ts(U64.unpack(created_raw)[0]) if created_raw else None,
+            "created": format_ts(created) if created is not None else None,
             "head_hash": (last[2] if last else GENESIS_HASH).hex(),
         }
 
 
 def type_counts(txn: lmdb.Transaction, types_db: Any) -> dict[str, int]:
-    """The stored count of each event type, read in ``txn``."""
-    return {bytes(key).decode(): U64.unpack(bytes(value))[0] for key, value in txn.cursor(db=types_db)}
+    """The stored count of each event type, read in ``txn``; a bad name or count is damage."""
+    counts: dict[str, int] = {}
+    for key, value in txn.cursor(db=types_db):
+        try:
+            name = bytes(key).decode()
+        except UnicodeDecodeError:
+            raise DamagedLogError(f"the types index has a name that is not UTF-8: {bytes(key)[:40]!r}") from None
+        if len(value) != 8:
+            raise DamagedLogError(f"the types index counts {name!r} in {len(value)} bytes, not 8")
+        counts[name] = U64.unpack(bytes(value))[0]
+    return counts
+
+
+def _meta_counter(raw: bytes | None, what: str) -> int | None:
+    """An 8-byte counter of the ``meta`` database (None when absent)."""
+    if raw is None:
+        return None
+    if len(raw) != 8:
+        raise DamagedLogError(f"the meta {what} is {len(raw)} bytes, not 8")
+    return int(U64.unpack(raw)[0])
+
+
+def _meta_text(raw: bytes | None, what: str) -> str:
+    if raw is None:
+        return ""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise DamagedLogError(f"the meta {what} is not UTF-8 text") from None
 
 
 def _with_line(cause: EvlogError, line: int) -> EvlogError:
@@ -520,6 +585,8 @@ def _add_counts(txn: lmdb.Transaction, db: Any, increments: Mapping[bytes, int])
     """Add to the 8-byte big-endian counters stored under each key."""
     for key, increment in increments.items():
         old = txn.get(key, db=db)
+        if old is not None and len(old) != 8:
+            raise DamagedLogError(f"the counter of {key.decode(errors='replace')!r} is {len(old)} bytes, not 8")
         txn.put(key, U64.pack((U64.unpack(old)[0] if old else 0) + increment), db=db)
 
 

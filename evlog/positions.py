@@ -3,8 +3,10 @@
 A position is a seq (``1234``), a count from the end (``-100``: the 100th
 event from the end), an absolute time (``2026-11-26``, ``2026-11-26T10:00``,
 ``...Z``, ``...+02:00``; a time without a zone is local time, as in
-``git log --until``), a relative time (``-15m``, ``-2h``, ``-7d``, ``now``,
-``today``, ``yesterday``) or ``id:KEY``.
+``git log --until``), a Unix time in seconds written as GNU ``date`` takes it
+(``@1736467200``, ``@1736467200.25``), a relative time (``-15m``, ``-2h``,
+``-7d``, ``now``, ``today``, ``yesterday``) or ``id:KEY``. A bare number is
+always a seq, never a time.
 
 Parsing is separate from resolving: :func:`parse_position` turns text into a
 :class:`Position` without touching the log; :class:`evlog.log.Log` turns a
@@ -42,10 +44,12 @@ _LOCAL = re.compile(
 )
 _ZONED_SHORT = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2})((?:[Zz]|[+-]\d{2}:?\d{2}))\Z")
 
+_EPOCH = re.compile(r"@(\d{1,11})(?:\.(\d{1,9}))?\Z")
+
 HELP = (
     "a seq (1234), -N (the Nth event from the end), a date or time "
     "(2026-11-26, 2026-11-26T10:00, ...Z, ...+02:00; local time without a zone), "
-    "a relative time (-15m, -2h, -7d, now, today, yesterday) or id:KEY"
+    "@SECONDS since 1970 (@1736467200), a relative time (-15m, -2h, -7d, now, today, yesterday) or id:KEY"
 )
 
 
@@ -60,6 +64,9 @@ def parse_position(text: str | int, *, now_ns: int | None = None) -> Position:
         return Position("id", raw[3:])
     if re.fullmatch(r"[+-]?\d+", raw):
         return _seq_or_from_end(int(raw), raw)
+    epoch = _EPOCH.match(raw)
+    if epoch:
+        return Position("time", int(epoch.group(1)) * _NS + int((epoch.group(2) or "").ljust(9, "0")))
     now = time.time_ns() if now_ns is None else now_ns
     lowered = raw.lower()
     if lowered == "now":
@@ -108,3 +115,31 @@ def _local_ns(match: re.Match[str], raw: str) -> int:
         seconds = int(moment.replace(tzinfo=timezone.utc).timestamp()) + time.timezone
     fraction = (match.group(7) or "").ljust(9, "0")
     return seconds * _NS + int(fraction)
+
+
+def reversed_range(start: Position, end: Position) -> str | None:
+    """Why ``--from start --until end`` selects nothing because it is reversed, or None.
+
+    Only positions of one kind compare without reading the log: two seqs,
+    two times, two counts from the end. (A time after a seq may still be
+    reversed; the log then simply has nothing between them.) A seq range
+    that starts just after its end (``--from 7 --until 6``) is the empty
+    range that reading "from the last seen + 1 up to the head" gives when
+    nothing is new: not reversed.
+    """
+    if start.kind != end.kind or start.kind == "id":
+        return None
+    first, last = int(start.value), int(end.value)
+    if start.kind == "from_end":
+        first, last = -first, -last
+    if first <= last + (start.kind != "time"):
+        return None
+    if start.kind == "time":
+        from .timefmt import format_ts
+
+        shown = (format_ts(int(start.value)), format_ts(int(end.value)))
+    elif start.kind == "seq":
+        shown = (f"seq {first}", f"seq {last}")
+    else:
+        shown = (f"-{start.value}", f"-{end.value}")
+    return f"the range is empty because it is reversed: --from ({shown[0]}) is after --until ({shown[1]}); swap them"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import scan, snapshots
-from .errors import StorageError
+from .errors import DamagedLogError, StorageError
 from .fold import CompiledFold, FoldSpec
 from .log import Log
 from .record import seq_key
@@ -63,8 +63,11 @@ def raw_range(
         with store.reading(buffers=False) as txn:
             cursor = txn.cursor(db=events)
             if not cursor.set_key(seq_key(seq)):
-                return
+                raise DamagedLogError("missing: the log has a gap here", seq=seq)
             values: list[bytes] = list(itertools.islice(cursor.iternext(keys=False), min(RAW_CHUNK, last - seq + 1)))
+            gap = scan.gap_before(cursor, seq, len(values))  # the fold counts seqs: they must be contiguous
+            if gap is not None:
+                raise gap
         yield seq, values  # contiguous: the first seq stands for the run
         seq += len(values)
         if progress is not None:
@@ -86,6 +89,9 @@ def raw_seqs(
             return
         with store.reading(buffers=False) as txn:
             values = [txn.get(seq_key(seq), db=events) for seq in batch]
+        if None in values:
+            missing = batch[values.index(None)]
+            raise DamagedLogError("is in the streams index but missing from the events", seq=missing)
         yield batch, values
         if progress is not None:
             done += len(batch)
@@ -155,7 +161,7 @@ def run_fold(
             start = snapshot_seq + 1
     compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
     save = _saver(store, spec, first, snapshot_max_size, on_snapshot_error) if snapshot_every else None
-    if spec.streams and not any(name.endswith("*") for name in spec.streams):
+    if spec.streams and not any(scan.is_glob(name) for name in spec.streams):
         chunks = raw_seqs(store, scan.merged_stream_seqs(store, spec.streams, start, last), progress)
         stream_test = None
     else:

@@ -15,8 +15,9 @@ import heapq
 import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
-from .errors import NotALogError
+from .errors import DamagedLogError
 from .record import Envelope, decode_body, key_seq, seq_key
 from .store import Store
 
@@ -40,11 +41,51 @@ def head_seq(store: Store) -> int:
 
 
 def ts_at(store: Store, seq: int) -> int:
+    """The ts of the event at ``seq``, which must exist (a missing one is a gap: damage)."""
     with store.reading() as txn:
         value = txn.get(seq_key(seq), db=store.dbs[b"events"])
         if value is None:
-            raise NotALogError(f"{store.path}: seq {seq} is missing from the log; run `evlog verify`")
+            raise DamagedLogError("missing: the log has a gap here", seq=seq)
         return decode_body(value, seq)[1]
+
+
+def check_contiguous(txn: Any, store: Store, head: int) -> None:
+    """Raise :class:`DamagedLogError` unless the events are exactly seqs 1 to ``head``.
+
+    For results computed without reading the records (counts from the
+    stored counters): one look at the database's entry count, and only
+    when it disagrees a walk over the keys to name the first missing seq.
+    """
+    events = store.dbs[b"events"]
+    cursor = txn.cursor(db=events)
+    if txn.stat(events)["entries"] == head and (head == 0 or (cursor.first() and cursor.key() == seq_key(1))):
+        return
+    expected = 1
+    for key in cursor.iternext(keys=True, values=False) if cursor.first() else ():
+        if bytes(key) != seq_key(expected):
+            break
+        expected += 1
+    raise DamagedLogError("missing: the log has a gap here", seq=expected)
+
+
+def gap_before(cursor: Any, first: int, count: int) -> DamagedLogError | None:
+    """Whether the ``count`` records a cursor read from seq ``first`` on had a gap; the error naming it.
+
+    ``cursor`` is on the last record read. Readers count seqs instead of
+    decoding every key, and check only the last key of each chunk: a gap
+    anywhere in the chunk makes it a later seq than counted.
+    """
+    last_key = cursor.key()
+    if last_key == seq_key(first + count - 1):
+        return None
+    # Rare: find the first seq that is not where it should be.
+    expected = first
+    cursor.set_key(seq_key(first))
+    for key in cursor.iternext(keys=True, values=False):
+        if bytes(key) != seq_key(expected):
+            break
+        expected += 1
+    return DamagedLogError("missing: the log has a gap here", seq=expected)
 
 
 def first_seq_at_or_after(store: Store, ns: int, last: int) -> int:
@@ -64,27 +105,38 @@ def last_seq_at_or_before(store: Store, ns: int, last: int) -> int:
     return first_seq_at_or_after(store, ns + 1, last) - 1
 
 
-def matcher(patterns: Sequence[str] | None, *, prefix_star: bool) -> Callable[[str | None], bool] | None:
-    """A cached predicate for stream names or type globs; None matches all.
+GLOB_CHARACTERS = frozenset("*?[")
 
-    Streams use exact names and a trailing ``*`` for a prefix; types use
-    shell globs. Results are cached per name: a log has few types and the
-    cache is cleared before it grows large for streams.
+
+def is_glob(pattern: str) -> bool:
+    """Whether a ``--stream``/``--type`` pattern is a glob, not an exact name."""
+    return not GLOB_CHARACTERS.isdisjoint(pattern)
+
+
+def matcher(patterns: Sequence[str] | None, *, prefix_star: bool = False) -> Callable[[str | None], bool] | None:
+    """A cached predicate for stream or type patterns: shell globs (``*``, ``?``, ``[...]``); None matches all.
+
+    Streams and types take the same patterns. Exact names are a set look-up
+    and a single trailing ``*`` a prefix test, the patterns people write
+    most; anything else is one regular expression. Results are cached per
+    name, the cache cleared before it grows large (streams are many).
+    ``prefix_star`` is accepted for older callers and changes nothing.
     """
     if not patterns:
         return None
-    if prefix_star:
-        exact = {p for p in patterns if not p.endswith("*")}
-        prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+    exact = {p for p in patterns if not is_glob(p)}
+    prefixes = tuple(p[:-1] for p in patterns if p.endswith("*") and not is_glob(p[:-1]))
+    others = [p for p in patterns if is_glob(p) and not (p.endswith("*") and not is_glob(p[:-1]))]
+    if others:
+        regex = re.compile("|".join(fnmatch.translate(p) for p in others))
+
+        def test(name: str | None) -> bool:
+            return name is not None and (name in exact or name.startswith(prefixes) or regex.match(name) is not None)
+
+    else:
 
         def test(name: str | None) -> bool:
             return name is not None and (name in exact or name.startswith(prefixes))
-
-    else:
-        regex = re.compile("|".join(fnmatch.translate(p) for p in patterns))
-
-        def test(name: str | None) -> bool:
-            return name is not None and regex.match(name) is not None
 
     cache: dict[str | None, bool] = {}
 
@@ -122,18 +174,26 @@ def scan(
         with store.reading() as txn:
             cursor = txn.cursor(db=events)
             if not cursor.set_key(seq_key(next_seq)):
-                return
+                # The range ends at or before the head, so every seq in it must be there.
+                raise DamagedLogError("missing: the log has a gap here", seq=next_seq)
             seq = next_seq
             end = min(last, next_seq + CHUNK - 1)
-            for value in cursor.iternext(keys=False, values=True):
-                envelope = decode_body(value, seq)
-                if (types is None or types(envelope[3])) and (
-                    streams is None or streams(envelope[4])
-                ):
-                    rows.append((seq, envelope))
-                if seq >= end:
-                    break
-                seq += 1
+            try:
+                for value in cursor.iternext(keys=False, values=True):
+                    envelope = decode_body(value, seq)
+                    if (types is None or types(envelope[3])) and (
+                        streams is None or streams(envelope[4])
+                    ):
+                        rows.append((seq, envelope))
+                    if seq >= end:
+                        break
+                    seq += 1
+            except DamagedLogError as damaged:
+                # After a gap the counted seq is not this record's: name the gap instead.
+                raise gap_before(cursor, next_seq, seq - next_seq + 1) or damaged from None
+            gap = gap_before(cursor, next_seq, seq - next_seq + 1)
+            if gap is not None:
+                raise gap
             next_seq = seq + 1
         yield from rows
         if progress is not None:
@@ -188,7 +248,7 @@ def rows_by_seq(
             for seq in batch:
                 value = txn.get(seq_key(seq), db=events)
                 if value is None:
-                    continue
+                    raise DamagedLogError("is in the streams index but missing from the events", seq=seq)
                 envelope = decode_body(value, seq)
                 if types is None or types(envelope[3]):
                     rows.append((seq, envelope))

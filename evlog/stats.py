@@ -28,10 +28,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import NotALogError, UsageError
+from .errors import DamagedLogError, UsageError
 from .log import Log
 from .log import type_counts as stored_type_counts
 from .record import decode_body, key_seq, seq_key
+from .scan import check_contiguous
 from .store import Store
 from .timefmt import format_ts
 
@@ -221,6 +222,7 @@ def _whole_log(
     offset: int,
 ) -> Stats:
     """Stats of every event from the stored type counts and the stream index: no record is read."""
+    check_contiguous(txn, store, head)  # the counts below take the head for the number of events
     type_counts = stored_type_counts(txn, store.dbs[b"types"])
     in_streams, distinct_streams, top_streams = _indexed_stream_counts(txn, store, top)
     return Stats(
@@ -243,7 +245,7 @@ def _head(txn: Any, store: Store) -> int:
 def _ts(txn: Any, store: Store, seq: int) -> int:
     value = txn.get(seq_key(seq), db=store.dbs[b"events"])
     if value is None:
-        raise NotALogError(f"{store.path}: seq {seq} is missing from the log; run `evlog verify`")
+        raise DamagedLogError("missing: the log has a gap here", seq=seq)
     return decode_body(value, seq)[1]
 
 

@@ -28,6 +28,7 @@ import contextlib
 import os
 import stat
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,13 +36,15 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from .errors import EvlogError, LogNotFoundError, NotALogError, StorageError, UsageError
+from .errors import DamagedLogError, EvlogError, LogNotFoundError, NotALogError, StorageError, UsageError
+from .logfiles import SIDECAR, check_data_size, check_log_files, create_file, is_log_file
 
 LOG_FORMAT = 1
-SIDECAR = "commits"  # touched after every commit; followers watch it
 DEFAULT_MAP_SIZE = 1 << 40
 _MIN_MAP_SIZE = 1 << 20
 _MAX_MAP_SIZE = 1 << 48  # 256 TiB: the user address space of x86-64 and arm64 Linux
+_FILE_MODE = 0o600  # new logs are private whatever the umask
+_DIR_MODE = 0o700
 _DATABASES = (b"events", b"streams", b"ids", b"types", b"meta", b"snapshots", b"projections", b"groups")
 
 U64 = struct.Struct(">Q")
@@ -78,11 +81,18 @@ class Store:
 
     ``create=False`` is for readers: the environment is opened read-only, a
     missing log raises :class:`LogNotFoundError` and nothing is created.
+    ``check_format=False`` (for verify) opens a log whose format marker is
+    damaged and says what is wrong with it in ``format_problem``.
     """
 
-    def __init__(self, path: str, *, create: bool, writable: bool | None = None) -> None:
+    def __init__(
+        self, path: str, *, create: bool, writable: bool | None = None, check_format: bool = True
+    ) -> None:
         self.path = path
+        self.check_format = check_format
+        self.format_problem: str | None = None  # with check_format=False: what is wrong with the marker
         self.writable = create if writable is None else writable or create
+        self.locked = True  # False: read without LMDB's lock (a log the user cannot write)
         self._check_path(create)
         self.env = self._open_env(create)
         try:
@@ -108,12 +118,21 @@ class Store:
             # One listing decides: checking data.mdb apart from the listing would let a
             # log that another process creates in between look like a foreign directory.
             names = os.listdir(path)
+            sizes = check_log_files(path, names)
             if "data.mdb" in names:
-                if os.path.getsize(os.path.join(path, "data.mdb")) == 0 and not create:
-                    # What a process killed while creating a log leaves behind.
-                    raise LogNotFoundError(f"no log at {path}: its data.mdb is empty; append to create the log")
+                if sizes["data.mdb"] == 0:
+                    if not create:
+                        # What a process killed while creating a log leaves behind.
+                        raise LogNotFoundError(f"no log at {path}: its data.mdb is empty; append to create the log")
+                else:
+                    check_data_size(path, sizes["data.mdb"])
+                if "lock.mdb" not in names:
+                    # Made here, not by LMDB, so that its mode is 0600 whatever the umask;
+                    # a directory we cannot write to is read without a lock (see _open_env).
+                    with contextlib.suppress(OSError):
+                        create_file(os.path.join(path, "lock.mdb"))
                 return
-            others = [name for name in names if not _is_log_file(name)]
+            others = [name for name in names if not is_log_file(name)]
             if others:
                 raise NotALogError(
                     f"{path} is a directory with other files ({', '.join(sorted(others)[:3])}) and no log "
@@ -123,6 +142,7 @@ class Store:
                 raise LogNotFoundError(
                     f"no log at {path}: the directory holds no data.mdb; append an event to create a log there"
                 )
+            _create_files(path)
         elif is_dir is not None:
             raise NotALogError(f"{path} is a file, not a log; a log is a directory (data.mdb, lock.mdb)")
         elif not create:
@@ -130,6 +150,16 @@ class Store:
                 f"no log at {path}; append an event to create it, or point --log "
                 "(or $EVLOG_PATH) at an existing log"
             )
+        else:
+            try:
+                os.mkdir(path, _DIR_MODE)
+            except FileExistsError:
+                pass  # another process is creating the same log: its files are checked as ours
+            except OSError as exc:
+                raise _directory_error(path, exc) from exc
+            else:
+                os.chmod(path, _DIR_MODE)  # whatever the umask
+            self._check_path(create)
 
     def _open_env(self, create: bool) -> lmdb.Environment:
         map_size = configured_map_size()
@@ -141,6 +171,8 @@ class Store:
                     subdir=True,
                     create=create,
                     readonly=not self.writable,
+                    lock=self.locked,
+                    mode=_FILE_MODE,
                     max_dbs=len(_DATABASES),
                     max_readers=512,
                     lib_version=0,
@@ -153,6 +185,12 @@ class Store:
                     raise StorageError(f"cannot map {self.path}: not enough address space") from None
                 map_size //= 4
             except lmdb.Error as exc:
+                if self.locked and not self.writable and _cannot_write(exc):
+                    # A log the user cannot write (another user's, a read-only mount):
+                    # read it as `sqlite3 -readonly` would, without LMDB's lock table.
+                    self.locked = False
+                    _say_unlocked(self.path)
+                    continue
                 raise _storage_error(self.path, exc) from exc
             except OSError as exc:  # making the directory failed
                 raise _directory_error(self.path, exc) from exc
@@ -198,11 +236,18 @@ class Store:
             raise
         except lmdb.Error as exc:
             raise _storage_error(self.path, exc) from exc
-        if found is None or not bytes(found).isdigit():
+        if found is None:
             raise NotALogError(f"{self.path} has no evlog format marker; it is not an evlog log")
-        if int(found) > LOG_FORMAT:
+        try:
+            log_format = parse_format(bytes(found))
+        except DamagedLogError as exc:
+            if self.check_format:
+                raise
+            self.format_problem = exc.what  # for verify, which names it among its findings
+            return dbs
+        if log_format > LOG_FORMAT:
             raise NotALogError(
-                f"{self.path} is a log of format {int(found)}, newer than this evlog "
+                f"{self.path} is a log of format {log_format}, newer than this evlog "
                 f"(format {LOG_FORMAT}); upgrade evlog to use it"
             )
         return dbs
@@ -289,11 +334,13 @@ class Store:
         is visible to readers; the sidecar is touched only once it is.
         """
         try:
-            os.utime(self.sidecar)
+            # Never through a symlink: one planted in the log directory must not
+            # make an append touch (or create) a file elsewhere.
+            os.utime(self.sidecar, follow_symlinks=False)
         except FileNotFoundError:
             # Followers still poll: a directory we cannot write to must not fail an append.
             with contextlib.suppress(OSError):
-                os.close(os.open(self.sidecar, os.O_WRONLY | os.O_CREAT, 0o644))
+                create_file(self.sidecar)
         except OSError:
             pass
 
@@ -306,17 +353,51 @@ class Store:
         return None if value is None else bytes(value)
 
 
+def parse_format(raw: bytes) -> int:
+    """The log format stored in ``meta``: a short decimal number, else the log is damaged."""
+    # Bounded before int(): thousands of digits would hit Python's conversion limit.
+    if not (0 < len(raw) <= 6 and raw.isdigit()):
+        shown = raw[:20].decode("ascii", "backslashreplace") + ("..." if len(raw) > 20 else "")
+        raise DamagedLogError(f"the meta format entry is {shown!r} ({len(raw)} bytes), not a format number")
+    return int(raw)
+
+
+def _create_files(path: str) -> None:
+    """Make a new log's data and lock files ourselves, so that their mode is ours and not the umask's."""
+    for name in ("data.mdb", "lock.mdb"):
+        try:
+            create_file(os.path.join(path, name))
+        except FileExistsError:
+            pass  # another process creating the same log made it: it is checked on open
+        except OSError as exc:
+            raise _directory_error(path, exc) from exc
+
+
+_said_unlocked: set[str] = set()
+
+
+def _cannot_write(exc: lmdb.Error) -> bool:
+    text = str(exc)
+    return "Permission denied" in text or "Read-only file system" in text
+
+
+def _say_unlocked(path: str) -> None:
+    """Tell once per log that it is read without LMDB's lock (stderr: the reader must know)."""
+    if path not in _said_unlocked:
+        _said_unlocked.add(path)
+        print(
+            f"evlog: {path} is not writable here: reading it without a lock, "
+            "which is safe only while nobody writes to it",
+            file=sys.stderr,
+        )
+
+
 def _nearly_full(path: str) -> bool:
     try:
         disk = os.statvfs(path)
     except OSError:
         return False
     return disk.f_bavail * disk.f_frsize < max(4 << 20, disk.f_blocks * disk.f_frsize // 100)
-
-
-def _is_log_file(name: str) -> bool:
-    """Files a log directory may hold besides data.mdb."""
-    return name in ("lock.mdb", SIDECAR) or (name.startswith("group-") and name.endswith(".lock"))
 
 
 def _directory_error(path: str, exc: OSError) -> EvlogError:

@@ -38,9 +38,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+import orjson
 
-from .record import GENESIS_HASH, HASH_SIZE, RECORD_FORMAT, blake2b, seq_key
-from .store import U64, Store
+from .errors import DamagedLogError
+from .record import GENESIS_HASH, HASH_SIZE, RECORD_FORMAT, blake2b, decode_payload, is_json, seq_key
+from .store import U64, Store, parse_format
 from .timefmt import format_ts
 
 # What decoding damaged bytes can raise: msgpack errors are ValueErrors, and the
@@ -131,7 +133,9 @@ class Verification(Iterator[Finding]):
     # -- the passes ----------------------------------------------------------
 
     def _checks(self) -> Iterator[Finding]:
-        store = self.log.store()
+        store = self.log.store(check_format=False)
+        if store.format_problem is not None:
+            yield Finding(None, store.format_problem)
         # Resolved first: a position may read the log in its own transactions.
         self.first_seq = 1 if self._from is None else max(self.log.resolve(self._from), 1)
         yield from self._snapshot(store)
@@ -171,10 +175,14 @@ class Verification(Iterator[Finding]):
             self.last_seq = last = int.from_bytes(cursor.key(), "big") if positioned else 0
             self._stored_types: dict[str, int] = {}
             for key, value in txn.cursor(db=store.dbs[b"types"]):
+                if not _utf8(key):
+                    found.append(Finding(None, f"the types index has a name that is not UTF-8: {key[:40]!r}"))
                 if len(value) == 8:
                     self._stored_types[_name(key)] = U64.unpack(value)[0]
                 else:
-                    found.append(Finding(None, f"the types index holds a count for {_name(key)!r} that is no number"))
+                    found.append(Finding(None, f"the types index holds a count for {_name(key)!r} of "
+                                               f"{len(value)} bytes, not 8"))
+            found.extend(_meta_findings(txn, store))
             raw = txn.get(b"streams", db=store.dbs[b"meta"])
             self._stored_streams = U64.unpack(raw)[0] if raw is not None and len(raw) == 8 else None
             # The chain starts at genesis, or at the hash stored in the record
@@ -201,7 +209,7 @@ class Verification(Iterator[Finding]):
         versions: dict[str, int] = {}
         types: dict[str, int] = {}
         skewed: dict[str, int] = {}  # stream -> its last version that was not its count
-        unpackb, from_bytes = msgpack.unpackb, int.from_bytes
+        unpackb, from_bytes, to_json = msgpack.unpackb, int.from_bytes, orjson.dumps
         stream_sum = id_sum = ids = 0
         # `prev` is the hash stored in the previous record, `chain` the chain
         # recomputed from the start; they part only where something changed.
@@ -254,10 +262,18 @@ class Verification(Iterator[Finding]):
                                 or type(data) is not bytes
                                 or type(stream) not in _NAME_OR_NONE
                                 or type(id_) not in _NAME_OR_NONE
-                                or (meta is not None and type(meta) is not dict)
+                                or (meta is not None and (type(meta) is not dict or not is_json(meta)))
                             ):
                                 found.append(_not_a_record(seq, body))
                             else:
+                                try:
+                                    # orjson refuses what JSON cannot hold (bytes, keys that are
+                                    # not text), in C: a walk in Python doubled verify's time.
+                                    to_json(decode_payload(data, seq))
+                                except DamagedLogError as exc:
+                                    found.append(Finding(seq, f"has a damaged payload ({exc.what})"))
+                                except orjson.JSONEncodeError as exc:
+                                    found.append(Finding(seq, f"has a payload that is not a JSON value ({exc})"))
                                 if ts < prev_ts:
                                     found.append(Finding(seq, f"has ts {format_ts(ts)}, before {format_ts(prev_ts)}"))
                                 prev_ts = ts
@@ -513,6 +529,32 @@ def _decode(value: bytes) -> tuple[Any, ...] | None:
     if type(fields) is tuple and len(fields) == 8 and fields[0] == RECORD_FORMAT:
         return fields
     return None
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _meta_findings(txn: Any, store: Store) -> Iterator[Finding]:
+    """What is wrong with the ``meta`` entries: the format, the log id, the counters."""
+    meta = store.dbs[b"meta"]
+    raw = txn.get(b"format", db=meta)
+    if raw is not None and store.format_problem is None:
+        try:
+            parse_format(raw)
+        except DamagedLogError as exc:
+            yield Finding(None, exc.what)
+    log_id = txn.get(b"log_id", db=meta)
+    if log_id is not None and not _utf8(log_id):
+        yield Finding(None, "the meta log id is not UTF-8 text")
+    for key, what in ((b"created", "creation time"), (b"streams", "streams count")):
+        raw = txn.get(key, db=meta)
+        if raw is not None and len(raw) != 8:
+            yield Finding(None, f"the meta {what} is {len(raw)} bytes, not 8")
 
 
 def _gap(first: int, last: int) -> Finding:

@@ -18,7 +18,7 @@ import pytest
 from conftest import run_evlog
 
 from evlog import ConflictError, Log, PositionError
-from evlog.positions import parse_position
+from evlog.positions import Position, parse_position
 
 NS = 1_000_000_000
 HOUR = 3600 * NS
@@ -205,7 +205,8 @@ def test_parse_error_names_the_accepted_forms() -> None:
         ({"from_": "id:k3"}, [3, 4, 5, 6]),
         ({"until": "id:k3"}, [1, 2, 3]),
         ({"from_": "id:k2", "until": "id:k2"}, [2]),
-        ({"from_": "5", "until": "3"}, []),
+        # Reversed, but only comparable once resolved: nothing between them.
+        ({"from_": "id:k5", "until": "id:k3"}, []),
     ],
 )
 def test_read_by_seq_from_end_and_id(timed_log: str, selection: dict[str, Any], expected: list[int]) -> None:
@@ -247,8 +248,8 @@ def test_read_unknown_id_raises_position_error(timed_log: str) -> None:
         ({"until": "2026-11-03T00:00:00Z"}, ALL),
         # Offsets and the short zoned form name the same instants.
         ({"from_": "2026-11-01T13:00+02:00", "until": "2026-11-01T06:00:00-05:00"}, [2, 3, 4]),
-        # --from later than --until selects nothing.
-        ({"from_": "2026-11-01T12:00:00Z", "until": "2026-11-01T10:30:00Z"}, []),
+        # Between two events that are next to each other: nothing.
+        ({"from_": "2026-11-01T10:10:00Z", "until": "2026-11-01T10:20:00Z"}, []),
         # Mixed kinds: a time and a seq.
         ({"from_": "2026-11-01T11:00:00Z", "until": "3"}, [2, 3]),
     ],
@@ -286,9 +287,51 @@ def test_cli_seq_and_time_edges(timed_log: str) -> None:
     assert cli_seqs(timed_log, "--from", "2026-11-03T00:00:00Z") == []
 
 
-def test_cli_from_after_until_prints_nothing_and_succeeds(timed_log: str) -> None:
-    result = run_evlog("replay", "--from", "5", "--until", "3", log=timed_log)
-    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+@pytest.mark.parametrize(
+    ("start", "end", "shown"),
+    [
+        ("5", "3", "--from (seq 5) is after --until (seq 3)"),
+        ("-2", "-5", "--from (-2) is after --until (-5)"),
+        ("2026-11-01T12:00:00Z", "2026-11-01T10:30:00Z", "--from (2026-11-01T12:00:00"),
+        ("@1793534400", "@1793530000", "is after --until"),
+    ],
+)
+def test_cli_reversed_range_is_a_usage_error(timed_log: str, start: str, end: str, shown: str) -> None:
+    result = run_evlog("replay", "--from", start, "--until", end, log=timed_log)
+    assert (result.returncode, result.stdout) == (2, b"")
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and message.startswith("evlog: the range is empty because it is reversed")
+    assert shown in message and "swap them" in message
+    with Log(timed_log) as log, pytest.raises(PositionError, match="reversed"):
+        list(log.read(from_=start, until=end))
+
+
+def test_a_range_just_past_its_end_is_empty_not_reversed(timed_log: str) -> None:
+    # Reading "from the last seen + 1 up to the head" when nothing is new.
+    assert cli_seqs(timed_log, "--from", "7", "--until", "6") == []
+    assert cli_seqs(timed_log, "--from", "-1", "--until", "-2") == []
+    with Log(timed_log) as log:
+        assert list(log.read(from_=5, until=2)) == []  # a program's own seqs: no check
+
+
+def test_cli_a_unix_time_taken_for_a_seq_is_named(timed_log: str) -> None:
+    result = run_evlog("replay", "--from", "1736467200", log=timed_log)
+    assert (result.returncode, result.stdout) == (2, b"")
+    assert result.stderr.decode() == (
+        "evlog: --from seq 1736467200 is beyond the last event (seq 6); for a time, write it as a date "
+        "or as @1736467200 (seconds since 1970)\n"
+    )
+
+
+def test_epoch_seconds_are_a_time(timed_log: str) -> None:
+    assert parse_position("@1736467200") == Position("time", 1_736_467_200 * 10**9)
+    assert parse_position("@1736467200.25") == Position("time", 1_736_467_200_250_000_000)
+    with Log(timed_log) as log:
+        second = log.get(2)
+        assert second is not None
+        whole, fraction = divmod(second.ts, 10**9)
+        at = f"@{whole}.{fraction:09d}"
+    assert cli_seqs(timed_log, "--from", at, "--until", at) == [2, 3, 4]
 
 
 def test_cli_seq_beyond_the_head(timed_log: str) -> None:

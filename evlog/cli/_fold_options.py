@@ -64,7 +64,7 @@ SnapshotEveryOption = Annotated[
 ]
 StreamOption = Annotated[
     list[str] | None,
-    typer.Option("--stream", "-s", help="Only this stream (repeatable; a trailing * matches a prefix).",
+    typer.Option("--stream", "-s", help="Only this stream (repeatable; a name or a glob like 'acct-*').",
                  autocompletion=complete_streams),
 ]
 TypeOption = Annotated[

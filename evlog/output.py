@@ -360,7 +360,10 @@ def template_events(rows: Iterable[Row], fields: Iterable[str] = TEMPLATE_FIELDS
         if with_local:
             event["ts_local"] = Timestamp(ts, local=True)
         if with_data:
-            event["data"] = unpack(data)
+            try:  # inline, as in event_dicts: the seq is named only when the payload is damaged
+                event["data"] = unpack(data, ext_hook=refuse_ext)
+            except DECODE_ERRORS:
+                event["data"] = decode_payload(data, seq)
         yield event
 
 

@@ -174,7 +174,8 @@ def scan(
         with store.reading() as txn:
             cursor = txn.cursor(db=events)
             if not cursor.set_key(seq_key(next_seq)):
-                # The range ends at or before the head, so every seq in it must be there.
+                if not cursor.last() or key_seq(cursor.key()) < next_seq:
+                    return  # past the head: the range ends with the log
                 raise DamagedLogError("missing: the log has a gap here", seq=next_seq)
             seq = next_seq
             end = min(last, next_seq + CHUNK - 1)

@@ -358,6 +358,8 @@ def _line_chunks(feeder: Feeder, fd: int) -> Iterator[tuple[list[bytes], bool]]:
                 continue
             chunk = chunk[cut + 1 :]
             skipping = False
+        if not chunk:  # a chunk that was only a byte-order mark or an over-long line's end
+            continue
         if b"\n" not in chunk:
             if pending + len(chunk) > limit:
                 pieces.clear()

@@ -10,14 +10,15 @@ the library (``Log.append``, ``Log.append_many``) and every input format of
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
 import msgpack
 
-from .errors import BadInputError
-from .record import encode_tail, tail_packer
-from .timefmt import parse_rfc3339
+from .errors import BadInputError, DamagedLogError
+from .record import decode_body, encode_tail, tail_packer
+from .timefmt import format_ts, parse_rfc3339
 
 MAX_TYPE_BYTES = 200
 MAX_STREAM_BYTES = 400
@@ -146,12 +147,101 @@ def check_expect(value: object, stream: str | None, line: int | None = None) -> 
     return value
 
 
-def check_ts(value: object, line: int | None = None) -> int | None:
-    """Nanoseconds from an RFC 3339 time with zone or an integer of nanoseconds."""
+MAX_FUTURE = 300.0
+"""Seconds a given ``ts`` may lie ahead of this machine's clock (``--max-future``): clocks disagree a little."""
+PLAUSIBLE_NS = 10**17
+"""1973-03-03 in nanoseconds: in text input, a smaller integer ``ts`` is a time in another unit."""
+_NS = 1_000_000_000
+
+
+class TimeGuard:
+    """Keeps given times from moving the log's clock away from real time.
+
+    A log stamps an event without ``ts`` with max(now, last ts), so a single
+    imported time far ahead would stamp every later event with that time,
+    silently and for good. Given times are therefore refused when they lie
+    more than ``max_future`` seconds (None: no limit) ahead of this machine's
+    clock. ``ceiling`` is that bound as of the last look at the clock: an
+    accepted time costs one comparison, and only a time beyond it reads the
+    clock again (a producer stamping its events with its own clock stays
+    within it for hours).
+
+    With ``check_units`` (input read as text or msgpack, where an integer may
+    be seconds or milliseconds from another tool) an integer ``ts`` before
+    1973 is refused as a time in another unit; in the library, an integer
+    ``ts`` is nanoseconds by the API's definition.
+    """
+
+    __slots__ = ("_ahead", "ceiling", "check_units")
+
+    def __init__(self, max_future: float | None = MAX_FUTURE, *, check_units: bool = False) -> None:
+        if max_future is not None and not max_future >= 0:
+            raise ValueError(f"max_future must be a number of seconds >= 0 or None, not {max_future!r}")
+        self._ahead = None if max_future is None else int(max_future * _NS)
+        self.ceiling = _TS_LIMIT if self._ahead is None else time.time_ns() + self._ahead
+        self.check_units = check_units
+
+    def admit_future(self, ns: int, line: int | None) -> None:
+        """``ns`` lies beyond ``ceiling``: accept it if the clock has moved on since, else refuse it."""
+        assert self._ahead is not None  # without a limit the ceiling is beyond every time
+        now = time.time_ns()
+        self.ceiling = now + self._ahead
+        if ns <= self.ceiling:
+            return
+        stamp = short_ts(ns)
+        raise BadInputError(
+            f'"ts" {stamp} is {_span(ns - now)} in the future, more than the {_span(self._ahead)} allowed '
+            f"(--max-future); the log's clock would jump there: every later event would be stamped "
+            f"{stamp} or after, since times in a log never go back",
+            line=line,
+        )
+
+
+def _refuse_units(value: int, line: int | None) -> None:
+    """An integer ``ts`` too small for nanoseconds of this era: say which unit it looks like."""
+    if value < 10**11:
+        unit, factor = "seconds", _NS
+    elif value < 10**14:
+        unit, factor = "milliseconds", 1_000_000
+    else:
+        unit, factor = "microseconds", 1000
+    ns = value * factor
+    written = f"{ns} or " if PLAUSIBLE_NS <= ns < _TS_LIMIT else ""
+    raise BadInputError(
+        f'"ts" {value} looks like {unit}, but an integer "ts" is nanoseconds since 1970 (this one would be '
+        f'{short_ts(value)}); write {written}"{short_ts(ns)}" (RFC 3339)',
+        line=line,
+    )
+
+
+def short_ts(ns: int) -> str:
+    """RFC 3339 UTC without trailing zeros in the fraction: ``2023-11-14T22:13:20Z``."""
+    text = format_ts(ns)
+    return text[:-1].rstrip("0").rstrip(".") + "Z"
+
+
+def _span(ns: int) -> str:
+    """A length of time in words, rounded down to its largest sensible unit."""
+    seconds = ns // _NS
+    for unit, size in (("year", 365 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 2 * size or (seconds >= size and seconds % size == 0):
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def check_ts(value: object, line: int | None = None, guard: TimeGuard | None = None) -> int | None:
+    """Nanoseconds from an RFC 3339 time with zone or an integer of nanoseconds.
+
+    With a ``guard``, times too far ahead (and, if it checks units, integers
+    that look like seconds or milliseconds) are refused.
+    """
     if value is None:
         return None
     if type(value) is int:
         ns: int | None = value
+        if guard is not None and guard.check_units and 0 <= value < PLAUSIBLE_NS:
+            _refuse_units(value, line)
     elif isinstance(value, str):
         ns = parse_rfc3339(value)
         if ns is None:
@@ -168,7 +258,40 @@ def check_ts(value: object, line: int | None = None) -> int | None:
         raise BadInputError(
             f'"ts" {value!r} is out of range: times are from 1970 to 2554 (nanoseconds in 64 bits)', line=line
         )
+    if guard is not None and ns > guard.ceiling:
+        guard.admit_future(ns, line)
     return ns
+
+
+def stored_difference(event: Pending, record: bytes | memoryview | None, seq: int) -> str | None:
+    """What differs between an event and the stored one with its id: ``type``, ``stream``, ``data`` or None.
+
+    An id names one event, so a producer that sends an id again with other
+    content has a bug that a silent duplicate would hide. ``meta`` and ``ts``
+    are not compared: a retry may carry new ones. Runs only for duplicates:
+    the payloads' bytes first, then, if they differ, their values (the same
+    object with its keys in another order is the same data).
+    """
+    if record is None:
+        raise DamagedLogError("its id is in the id index, the event is missing", seq=seq)
+    stored = decode_body(record, seq)
+    if stored[3] != event[0]:
+        return "type"
+    if stored[4] != event[1]:
+        return "stream"
+    if stored[7] != event[8] and not _same_json(stored[7], event[8]):
+        return "data"
+    return None
+
+
+def _same_json(first: bytes, second: bytes) -> bool:
+    import orjson
+
+    try:
+        one, other = (orjson.dumps(msgpack.unpackb(data), option=orjson.OPT_SORT_KEYS) for data in (first, second))
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return False
+    return one == other
 
 
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -190,11 +313,13 @@ def from_mapping(
     default_stream: str | None = None,
     default_meta: dict[str, Any] | None = None,
     raw: bytes | None = None,
+    guard: TimeGuard | None = None,
 ) -> Pending:
     """Validate one input object (an NDJSON line or msgpack map) into a :data:`Pending`.
 
     This runs once per input event on bulk appends, so the common case (type,
     stream, data; names seen before) is a handful of dictionary look-ups.
+    ``guard`` limits given times (see :class:`TimeGuard`).
     """
     if type(obj) is not dict:
         raise BadInputError(f"expected a JSON object, got {_json_kind(obj)}", line=line)
@@ -244,7 +369,7 @@ def from_mapping(
             expect = check_expect(expect, stream, line)
         ts = get("ts")
         if ts is not None:
-            ts = check_ts(ts, line)
+            ts = check_ts(ts, line, guard)
     return (
         etype,
         stream,

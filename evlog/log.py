@@ -33,7 +33,7 @@ from .errors import (
     StorageError,
 )
 from .event import AppendSummary, Event
-from .ingest import LINE, Pending, check_json_value, from_mapping, prepare
+from .ingest import LINE, MAX_FUTURE, Pending, TimeGuard, check_json_value, from_mapping, prepare, stored_difference
 from .record import (
     GENESIS_HASH,
     HASH_SIZE,
@@ -55,6 +55,8 @@ _LIKELY_EPOCH = 1_000_000_000
 
 Reject = Callable[[int | None, EvlogError, "bytes | None"], None]
 """Called with the input line number, the reason and the raw input of each skipped event."""
+Duplicate = Callable[[Pending, int, "str | None"], None]
+"""Called with each event whose id is in the log, that event's seq, and what differs (``data``…) or None."""
 
 
 class BatchOutcome:
@@ -68,7 +70,7 @@ class BatchOutcome:
         self.heads: dict[bytes, int] = {}
         self.written: list[Event] = []
         self.rejections: list[tuple[int | None, EvlogError, bytes | None]] = []
-        self.duplicates: list[tuple[Pending, int]] = []
+        self.duplicates: list[tuple[Pending, int, str | None]] = []  # (event, existing seq, what differs)
         self.stop: tuple[Pending, EvlogError] | None = None
 
 
@@ -163,6 +165,8 @@ class Log:
         batch_size: int = DEFAULT_BATCH,
         atomic: bool = False,
         on_reject: Reject | None = None,
+        max_future: float | None = MAX_FUTURE,
+        strict_ids: bool = False,
     ) -> AppendSummary:
         """Append events given as mappings (the NDJSON input form) in batches.
 
@@ -171,7 +175,11 @@ class Log:
         after committing the batches before it (:class:`AppendStopped`); with
         ``atomic=True`` everything is one transaction and nothing is written;
         with ``on_reject`` invalid events are passed to it and skipped.
+        A ``ts`` more than ``max_future`` seconds ahead of the clock (None:
+        any) is invalid; so, with ``strict_ids``, is an ``id`` already in the
+        log for an event of other type, stream or data.
         """
+        guard = TimeGuard(max_future)
         summary = AppendSummary()
         batch: list[Pending] = []
         size = max(1, batch_size) if not atomic else 0
@@ -179,21 +187,21 @@ class Log:
             try:
                 mapping = dict(item)
                 check_json_value(mapping, "the event", number)  # Python values, not parsed JSON
-                event = from_mapping(mapping, number)
+                event = from_mapping(mapping, number, None, None, None, guard)
             except BadInputError as exc:
                 if on_reject is not None:
                     summary.skipped += 1
                     on_reject(number, exc, None)
                     continue
                 if not atomic:
-                    self.commit(batch, summary, on_reject=on_reject)
+                    self.commit(batch, summary, on_reject=on_reject, strict_ids=strict_ids)
                     batch = []
                 raise self.stopped(exc, summary, atomic=atomic) from None
             batch.append(event)
             if size and len(batch) >= size:
-                self.commit(batch, summary, on_reject=on_reject)
+                self.commit(batch, summary, on_reject=on_reject, strict_ids=strict_ids)
                 batch = []
-        self.commit(batch, summary, atomic=atomic, on_reject=on_reject)
+        self.commit(batch, summary, atomic=atomic, on_reject=on_reject, strict_ids=strict_ids)
         return summary
 
     def commit(
@@ -204,6 +212,8 @@ class Log:
         atomic: bool = False,
         on_reject: Reject | None = None,
         keep_events: bool = False,
+        strict_ids: bool = False,
+        on_duplicate: Duplicate | None = None,
     ) -> BatchOutcome:
         """Write ``batch`` in one transaction and add the result to ``summary``.
 
@@ -212,7 +222,10 @@ class Log:
         """
         if not batch:
             return BatchOutcome()
-        outcome = self.write_batch(batch, atomic=atomic, on_reject=on_reject, keep_events=keep_events)
+        outcome = self.write_batch(
+            batch, atomic=atomic, on_reject=on_reject, keep_events=keep_events, strict_ids=strict_ids,
+            on_duplicate=on_duplicate,
+        )
         if outcome.count:
             if summary.first_seq is None:
                 summary.first_seq = outcome.first_seq
@@ -253,18 +266,27 @@ class Log:
         atomic: bool = False,
         on_reject: Reject | None = None,
         keep_events: bool = False,
+        strict_ids: bool = False,
+        on_duplicate: Duplicate | None = None,
     ) -> BatchOutcome:
         """One write transaction for ``batch`` (already validated).
 
         ``keep_events`` returns the stored events in ``written`` (costly for
-        bulk appends, so off unless asked for).
+        bulk appends, so off unless asked for). With ``strict_ids`` an id
+        already in the log for an event of other type, stream or data is a
+        bad event (rejected or stopping the run), not a duplicate.
         """
         store = self._open(create=True)
-        outcome = store.write(lambda txn: self._write(txn, store, batch, atomic, on_reject is not None, keep_events))
+        outcome = store.write(
+            lambda txn: self._write(txn, store, batch, atomic, on_reject is not None, keep_events, strict_ids)
+        )
         if on_reject is not None:
             # Reported after the commit: a retried transaction (map growth) must not report twice.
             for line, problem, raw in outcome.rejections:
                 on_reject(line, problem, raw)
+        if on_duplicate is not None:
+            for item, seq, difference in outcome.duplicates:
+                on_duplicate(item, seq, difference)
         # Committed: the stream heads seen are valid until another writer appends.
         self._heads, self._heads_seq = outcome.heads, outcome.head_seq
         outcome.heads = {}
@@ -278,6 +300,7 @@ class Log:
         atomic: bool,
         skip_rejects: bool,
         keep_events: bool,
+        strict_ids: bool = False,
     ) -> BatchOutcome:
         """The body of an append transaction; runs again from scratch on a retry."""
         dbs = store.dbs
@@ -310,7 +333,23 @@ class Log:
                 id_key = event_id.encode()
                 existing = new_ids.get(id_key) or txn.get(id_key, db=ids_db)
                 if existing is not None:
-                    outcome.duplicates.append((item, key_seq(existing)))
+                    # Only duplicates pay for this: is the stored event the same one?
+                    seq = key_seq(existing)
+                    first_new = last_seq - len(rows) + 1
+                    stored = rows[seq - first_new][1] if seq >= first_new else txn.get(existing, db=events_db)
+                    difference = stored_difference(item, stored, seq)
+                    if difference is None or not strict_ids:
+                        outcome.duplicates.append((item, seq, difference))
+                        continue
+                    reused = BadInputError(
+                        f"id {event_id!r} is already in the log at seq {seq} with other {difference}; "
+                        "an id names one event (--strict-ids)",
+                        line=line,
+                    )
+                    if not skip_rejects:
+                        outcome.stop = (item, reused)
+                        break
+                    outcome.rejections.append((line, reused, raw))
                     continue
             problem: EvlogError | None = None
             version = None

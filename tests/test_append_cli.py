@@ -23,7 +23,7 @@ from conftest import run_evlog
 
 from evlog import Event, Log, LogNotFoundError
 
-T0 = 1_900_000_000_000_000_000  # 2030-03-17T17:46:40Z, in nanoseconds
+T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z, in nanoseconds
 
 
 # -- helpers -----------------------------------------------------------------
@@ -217,7 +217,7 @@ def test_duplicate_id_prints_existing_seq_and_writes_nothing(log_path: str) -> N
     first = run_evlog("append", "order.created", "--id", "order-17", "total:=12", log=log_path)
     run_evlog("append", "other", log=log_path)
     before = stored_dicts(log_path)
-    again = run_evlog("append", "order.created", "--id", "order-17", "total:=99", log=log_path)
+    again = run_evlog("append", "order.created", "--id", "order-17", "total:=12", log=log_path)
     assert (first.stdout, again.returncode, again.stdout) == (b"1\n", 0, b"1\n")
     assert again.stderr.decode() == "evlog: id 'order-17' is already in the log at seq 1; nothing appended\n"
     assert stored_dicts(log_path) == before
@@ -238,13 +238,13 @@ def test_duplicate_id_with_output_json_prints_the_existing_event(log_path: str) 
 def test_ndjson_stdin_appends_every_key(log_path: str) -> None:
     lines = ndjson(
         {"type": "opened", "stream": "acct", "expect": 0, "id": "o-1", "meta": {"user": "ada"},
-         "ts": "2030-01-01T00:00:00.000000001Z"},
+         "ts": "2023-01-01T00:00:00.000000001Z"},
         {"type": "deposit", "stream": "acct", "expect": 1, "data": {"amount": 100}, "ts": T0},
         {"type": "note", "data": "plain text"},
         {"type": "deposit", "stream": "acct", "data": [1, 2], "ts": "2099-01-01T02:00:00+02:00"},
         {"type": "tick", "seq": 99, "version": 42, "hash": "ignored", "data": None},
     )
-    result = run_evlog("append", input=lines, log=log_path)
+    result = run_evlog("append", "--max-future", "100y", input=lines, log=log_path)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
     events = stored_dicts(log_path)
     for event in events:
@@ -257,7 +257,7 @@ def test_ndjson_stdin_appends_every_key(log_path: str) -> None:
         {"seq": 5, "type": "tick", "stream": None, "version": None, "id": None, "data": None, "meta": {}},
     ]
     ts = [event.ts for event in stored(log_path)]
-    assert ts[0] == 1_893_456_000_000_000_001
+    assert ts[0] == 1_672_531_200_000_000_001
     assert ts[1] == T0
     assert ts[2] >= T0  # no ts: the time now, but never before the last event
     assert ts[3] == 4_070_908_800_000_000_000  # 2099-01-01T00:00:00Z
@@ -272,7 +272,7 @@ def test_ndjson_stdin_with_output_seq_prints_each_seq(log_path: str) -> None:
 def test_ndjson_stdin_duplicate_ids_are_noted_not_appended(log_path: str) -> None:
     run_evlog("append", "first", "--id", "x", log=log_path)
     result = run_evlog(
-        "append", input=ndjson({"type": "a", "id": "x"}, {"type": "b", "id": "y"}, {"type": "c", "id": "y"}),
+        "append", input=ndjson({"type": "first", "id": "x"}, {"type": "b", "id": "y"}, {"type": "b", "id": "y"}),
         log=log_path,
     )
     assert (result.returncode, result.stdout) == (0, b"")
@@ -293,7 +293,7 @@ def test_type_option_makes_each_line_the_data(log_path: str) -> None:
 
 def test_msgpack_stdin_appends_a_stream_of_maps(log_path: str) -> None:
     maps = [
-        {"type": "deposit", "stream": "acct", "data": {"amount": 100}, "meta": {"u": "ada"}, "id": "m-1"},
+        {"type": "deposit", "stream": "acct", "data": {"amount": 100}, "meta": {"u": "ada"}, "id": "m-1", "ts": T0 - 1},
         {"type": "withdraw", "stream": "acct", "expect": 1, "data": [1.5, None, "x"], "ts": T0},
         {"type": "note"},
     ]
@@ -378,7 +378,7 @@ BAD_LINES = [
     ("type-201-bytes", json.dumps({"type": "é" * 100 + "x"}), 65, '"type" is longer than 200 bytes'),
     ("stream-401-bytes", json.dumps({"type": "a", "stream": "s" * 401}), 65, '"stream" is longer than 400 bytes'),
     ("ts-backwards", json.dumps({"type": "late", "ts": T0}), 65,
-     '"ts" 2030-03-17T17:46:40.000000000Z is before the '),
+     '"ts" 2023-11-14T22:13:20.000000000Z is before the '),
     ("expect-conflict", json.dumps({"type": "a", "stream": "acct", "expect": 5}), 3,
      "stream 'acct' is at version 0, expected 5; nothing was written for this event"),
 ]
@@ -438,8 +438,8 @@ def test_ts_before_the_logs_last_event_stops(log_path: str) -> None:
     assert result.returncode == 65
     first, summary = err_lines(result)
     assert first == (
-        'evlog: line 3: "ts" 2030-03-17T17:46:40.000000999Z is before the previous event '
-        "(2030-03-17T17:46:40.000002001Z); times in a log never go backwards"
+        'evlog: line 3: "ts" 2023-11-14T22:13:20.000000999Z is before the previous event '
+        "(2023-11-14T22:13:20.000002001Z); times in a log never go backwards"
     )
     assert summary == "evlog: appended 2 events (seq 2-3); stopped at line 3, nothing after it was written"
     assert [(e.type, e.ts) for e in stored(log_path)] == [("old", T0 + 1000), ("ok", T0 + 2000), ("ok", T0 + 2001)]
@@ -499,7 +499,9 @@ def test_atomic_good_input_writes_everything(log_path: str) -> None:
 
 
 def _mixed_input() -> bytes:
-    return ndjson(good(1), "{broken", good(3), {"data": 4}, good(5), {"type": "x", "ts": 7})
+    return ndjson(
+        good(1), "{broken", good(3), {"data": 4}, good(5), {"type": "x", "ts": "1970-01-01T00:00:00.000000007Z"}
+    )
 
 
 def test_skip_invalid_reports_and_writes_the_good_lines(log_path: str) -> None:
@@ -524,7 +526,7 @@ def test_skip_invalid_with_rejects_file_records_ndjson(tmp_path: Path, log_path:
     records = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [list(record) for record in records] == [["line", "reason", "input"]] * 3
     assert [(r["line"], r["input"]) for r in records] == [
-        (2, "{broken"), (4, '{"data": 4}'), (6, '{"type": "x", "ts": 7}'),
+        (2, "{broken"), (4, '{"data": 4}'), (6, '{"type": "x", "ts": "1970-01-01T00:00:00.000000007Z"}'),
     ]
     assert records[0]["reason"].startswith("not valid JSON (")
     assert records[1]["reason"] == 'missing "type" (every event needs one)'
@@ -741,3 +743,189 @@ def test_live_producer_events_are_visible_while_stdin_stays_open(log_path: str) 
             process.kill()
             process.wait()
     assert len(stored(log_path)) == 2
+
+
+# -- given times: never far ahead, never in another unit ---------------------------------------
+
+
+def now_plus(seconds: float) -> str:
+    moment = time.time() + seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + "Z"
+
+
+def test_a_future_ts_is_refused_saying_what_the_log_clock_would_become(log_path: str) -> None:
+    lines = ndjson({"type": "before"}, {"type": "x", "ts": "2100-01-01T00:00:00Z"}, {"type": "after"})
+    result = run_evlog("append", input=lines, log=log_path)
+    assert (result.returncode, result.stdout) == (65, b"")
+    first, summary = err_lines(result)
+    assert first.startswith('evlog: line 2: "ts" 2100-01-01T00:00:00Z is 73 years in the future, ')
+    assert "more than the 5 minutes allowed (--max-future)" in first
+    assert "every later event would be stamped 2100-01-01T00:00:00Z or after" in first
+    assert summary == "evlog: appended 1 event (seq 1); stopped at line 2, nothing after it was written"
+    assert [e.type for e in stored(log_path)] == ["before"]
+    # The log's clock was not moved: the next event gets the time of now.
+    assert run_evlog("append", "later", log=log_path).returncode == 0
+    assert stored(log_path)[-1].ts < time.time_ns() + 60 * 10**9
+
+
+def test_a_ts_within_the_skew_is_accepted_and_max_future_allows_more(log_path: str) -> None:
+    soon, later = now_plus(60), now_plus(3600)
+    accepted = run_evlog("append", input=ndjson({"type": "soon", "ts": soon}), log=log_path)
+    assert (accepted.returncode, accepted.stderr) == (0, b"")
+    refused = run_evlog("append", input=ndjson({"type": "later", "ts": later}), log=log_path)
+    assert refused.returncode == 65
+    assert "is 59 minutes in the future, more than the 5 minutes allowed" in refused.stderr.decode()
+    allowed = run_evlog("append", "--max-future", "2h", input=ndjson({"type": "later", "ts": later}), log=log_path)
+    assert (allowed.returncode, allowed.stderr) == (0, b"")
+    assert [e.type for e in stored(log_path)] == ["soon", "later"]
+    tight = run_evlog("append", "--max-future", "0", input=ndjson({"type": "x", "ts": now_plus(30)}), log=log_path)
+    assert tight.returncode == 65
+
+
+@pytest.mark.parametrize(
+    "value, hint",
+    [
+        (1700000000, '"ts" 1700000000 looks like seconds, but an integer "ts" is nanoseconds since 1970 '
+                     '(this one would be 1970-01-01T00:00:01.7Z); write 1700000000000000000 or '
+                     '"2023-11-14T22:13:20Z" (RFC 3339)'),
+        (1700000000123, '"ts" 1700000000123 looks like milliseconds, but an integer "ts" is nanoseconds since 1970 '
+                        '(this one would be 1970-01-01T00:28:20.000000123Z); write 1700000000123000000 or '
+                        '"2023-11-14T22:13:20.123Z" (RFC 3339)'),
+        (1700000000123456, '"ts" 1700000000123456 looks like microseconds'),
+        (5, '"ts" 5 looks like seconds, but an integer "ts" is nanoseconds since 1970 '
+            '(this one would be 1970-01-01T00:00:00.000000005Z); write "1970-01-01T00:00:05Z" (RFC 3339)'),
+    ],
+)
+def test_an_integer_ts_in_another_unit_is_refused_with_a_hint(log_path: str, value: int, hint: str) -> None:
+    result = run_evlog("append", input=ndjson(good(1), {"type": "x", "ts": value}, good(3)), log=log_path)
+    assert result.returncode == 65
+    assert err_lines(result)[0].startswith(f"evlog: line 2: {hint}")
+    assert [e.data for e in stored(log_path)] == [{"n": 1}]
+
+
+def test_integer_nanoseconds_are_accepted_and_msgpack_integers_checked_alike(log_path: str) -> None:
+    result = run_evlog("append", input=ndjson({"type": "ns", "ts": 1700000000000000000}), log=log_path)
+    assert (result.returncode, result.stderr) == (0, b"")
+    plausible = msgpack.packb({"type": "int", "ts": T0 + 1})
+    seconds = msgpack.packb({"type": "int", "ts": 1700000002})
+    result = run_evlog("append", "-i", "msgpack", input=plausible + seconds, log=log_path)
+    assert result.returncode == 65
+    reason = f'evlog: byte offset {len(plausible)}: "ts" 1700000002 looks like seconds'
+    assert err_lines(result)[0].startswith(reason)
+    assert [(e.type, e.ts) for e in stored(log_path)] == [("ns", T0), ("int", T0 + 1)]
+
+
+def test_skip_invalid_skips_times_ahead_or_in_other_units(tmp_path: Path, log_path: str) -> None:
+    rejects = tmp_path / "rejects.ndjson"
+    lines = ndjson({"type": "x", "ts": "2100-01-01T00:00:00Z"}, {"type": "y", "ts": 1700000000}, {"type": "ok"})
+    result = run_evlog("append", "--skip-invalid", "--rejects", str(rejects), input=lines, log=log_path)
+    assert (result.returncode, result.stderr) == (0, b"evlog: appended 1 event (seq 1); skipped 2 invalid\n")
+    records = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [record["line"] for record in records] == [1, 2]
+    assert "every later event would be stamped 2100-01-01T00:00:00Z" in records[0]["reason"]
+    assert records[1]["reason"].startswith('"ts" 1700000000 looks like seconds')
+    assert [e.type for e in stored(log_path)] == ["ok"]
+    assert stored(log_path)[0].ts < time.time_ns() + 60 * 10**9
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--max-future", "soon", "--max-future 'soon' is not a duration"),
+        ("--max-line", "12X", "--max-line '12X' is not a size"),
+        ("--max-line", "0", "--max-line '0' is not a size"),
+    ],
+)
+def test_limits_that_are_not_sizes_or_durations_are_usage_errors(
+    log_path: str, option: str, value: str, message: str
+) -> None:
+    result = run_evlog("append", option, value, input=ndjson(good(1)), log=log_path)
+    assert result.returncode == 2
+    assert err_lines(result)[0].startswith(f"evlog: {message}")
+
+
+# -- ids given again ---------------------------------------------------------------------------
+
+
+def test_output_seq_prints_one_line_per_input_event_duplicates_included(log_path: str) -> None:
+    run_evlog("append", "first", "--id", "k0", log=log_path)
+    lines = ndjson({"type": "a", "id": "k1"}, {"type": "b"}, {"type": "a", "id": "k1"}, {"type": "first", "id": "k0"},
+                   {"type": "c"})
+    for batch in ("1", "10000"):
+        result = run_evlog("append", "-o", "seq", "--batch", batch, input=lines, log=log_path)
+        assert result.returncode == 0, result.stderr
+        if batch == "1":
+            assert result.stdout == b"2\n3\n2\n1\n4\n"
+        else:  # everything is there already but "b" and "c", which have no id
+            assert result.stdout == b"2\n5\n2\n1\n6\n"
+
+
+def test_output_ndjson_prints_the_existing_event_for_a_duplicate(log_path: str) -> None:
+    once = {"type": "a", "id": "k1", "data": {"n": 1}}
+    lines = ndjson(once, {"type": "b"}, once)
+    result = run_evlog("append", "-o", "ndjson", input=lines, log=log_path)
+    assert result.returncode == 0
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(event["seq"], event["type"]) for event in printed] == [(1, "a"), (2, "b"), (1, "a")]
+    assert printed[2] == printed[0]
+
+
+def test_output_seq_prints_the_events_written_before_a_stop(log_path: str) -> None:
+    lines = ndjson({"type": "a", "stream": "s"}, {"type": "a", "id": "k"}, {"type": "a", "id": "k"},
+                   {"type": "a", "stream": "s", "expect": 5}, {"type": "z"})
+    result = run_evlog("append", "-o", "seq", input=lines, log=log_path)
+    assert (result.returncode, result.stdout) == (3, b"1\n2\n2\n")
+    assert err_lines(result)[1] == "evlog: appended 2 events (seq 1-2); 1 already present by id, not appended again; " \
+        "stopped at line 4, nothing after it was written"
+
+
+def test_an_id_given_again_with_other_content_warns(log_path: str) -> None:
+    run_evlog("append", input=ndjson({"type": "paid", "id": "p-1", "data": {"amount": 5, "cur": "EUR"}}), log=log_path)
+    lines = ndjson(
+        {"type": "paid", "id": "p-1", "data": {"cur": "EUR", "amount": 5}, "meta": {"retry": 2}},  # the same event
+        {"type": "paid", "id": "p-1", "data": {"amount": 7, "cur": "EUR"}},
+        {"type": "refund", "id": "p-1", "data": {"amount": 5, "cur": "EUR"}},
+        {"type": "paid", "id": "p-1", "stream": "s", "data": {"amount": 5, "cur": "EUR"}},
+        {"type": "next"},
+    )
+    result = run_evlog("append", "-o", "seq", input=lines, log=log_path)
+    assert (result.returncode, result.stdout) == (0, b"1\n1\n1\n1\n2\n")
+    assert err_lines(result) == [
+        f"evlog: warning: line {line}: id 'p-1' is already in the log at seq 1 with other {what}; "
+        "not appended again (--strict-ids refuses this)"
+        for line, what in ((2, "data"), (3, "type"), (4, "stream"))
+    ] + ["evlog: appended 1 event (seq 2); 4 already present by id, not appended again"]
+
+
+def test_strict_ids_refuses_an_id_given_again_with_other_content(tmp_path: Path, log_path: str) -> None:
+    lines = ndjson({"type": "a", "id": "k", "data": 1}, {"type": "a", "id": "k", "data": 1}, {"type": "b", "data": 3},
+                   {"type": "a", "id": "k", "data": 2}, {"type": "b", "data": 5})
+    result = run_evlog("append", "--strict-ids", "-o", "seq", input=lines, log=log_path)
+    assert (result.returncode, result.stdout) == (65, b"1\n1\n2\n")
+    assert err_lines(result) == [
+        "evlog: line 4: id 'k' is already in the log at seq 1 with other data; an id names one event (--strict-ids)",
+        "evlog: appended 2 events (seq 1-2); 1 already present by id, not appended again; "
+        "stopped at line 4, nothing after it was written",
+    ]
+    rejects = tmp_path / "rejects.ndjson"
+    skipped = run_evlog("append", "--strict-ids", "--skip-invalid", "--rejects", str(rejects),
+                        input=ndjson({"type": "a", "id": "k", "data": 3}, {"type": "b", "data": 6}), log=log_path)
+    assert skipped.returncode == 0
+    assert [json.loads(line)["line"] for line in rejects.read_text().splitlines()] == [1]
+    assert [e.data for e in stored(log_path)] == [1, 3, 6]
+
+
+def test_one_event_with_an_id_given_again_with_other_content(log_path: str) -> None:
+    run_evlog("append", "order.created", "--id", "order-17", "total:=12", log=log_path)
+    again = run_evlog("append", "order.created", "--id", "order-17", "total:=99", log=log_path)
+    assert (again.returncode, again.stdout) == (0, b"1\n")
+    assert again.stderr.decode() == (
+        "evlog: warning: id 'order-17' is already in the log at seq 1 with other data; nothing appended "
+        "(--strict-ids refuses this)\n"
+    )
+    strict = run_evlog("append", "order.created", "--id", "order-17", "total:=99", "--strict-ids", log=log_path)
+    assert (strict.returncode, strict.stdout) == (65, b"")
+    assert strict.stderr.decode() == (
+        "evlog: id 'order-17' is already in the log at seq 1 with other data; an id names one event (--strict-ids)\n"
+    )
+    assert [e.data for e in stored(log_path)] == [{"total": 12}]

@@ -26,7 +26,7 @@ from evlog import (
     LogNotFoundError,
 )
 
-T0 = 1_900_000_000_000_000_000  # 2030-03-17T17:46:40Z, in nanoseconds
+T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z, in nanoseconds
 
 
 def contents(log: Log) -> list[tuple[Any, ...]]:
@@ -169,11 +169,12 @@ def test_append_refuses_meta_json_cannot_represent(log: Log, meta: dict[Any, Any
 
 
 def test_append_many_returns_a_summary(log: Log) -> None:
-    log.append("first")
+    log.append_many([{"type": "first", "ts": "2021-01-01T00:00:00Z"}])
     summary = log.append_many(
         [
-            {"type": "a", "stream": "s", "data": [1], "meta": {"m": 1}, "id": "i-1", "expect": 0},
-            {"type": "b", "stream": "s", "ts": "2030-01-01T00:00:00Z", "seq": 7, "version": 9, "hash": "x"},
+            {"type": "a", "stream": "s", "data": [1], "meta": {"m": 1}, "id": "i-1", "expect": 0,
+             "ts": "2022-01-01T00:00:00Z"},
+            {"type": "b", "stream": "s", "ts": "2023-01-01T00:00:00Z", "seq": 7, "version": 9, "hash": "x"},
             {"type": "c", "ts": T0, "data": None},
             {"type": "a", "id": "i-1"},
         ],
@@ -189,7 +190,7 @@ def test_append_many_returns_a_summary(log: Log) -> None:
         (3, "b", "s", 2, None, {}, {}),
         (4, "c", None, None, None, None, {}),
     ]
-    assert [e.ts for e in log.read(from_=3)] == [1_893_456_000_000_000_000, T0]
+    assert [e.ts for e in log.read(from_=3)] == [1_672_531_200_000_000_000, T0]
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 10_000])
@@ -369,9 +370,9 @@ def test_read_combines_streams_types_and_positions(filled: Log) -> None:
 
 def test_read_by_time(log: Log) -> None:
     log.append_many([{"type": "t", "ts": T0 + n * 1_000_000_000} for n in range(5)])
-    assert seqs(log.read(from_="2030-03-17T17:46:42Z")) == [3, 4, 5]
-    assert seqs(log.read(until="2030-03-17T17:46:41.5Z")) == [1, 2]
-    assert seqs(log.read(from_="2030-03-17T17:46:41Z", until="2030-03-17T17:46:43Z")) == [2, 3, 4]
+    assert seqs(log.read(from_="2023-11-14T22:13:22Z")) == [3, 4, 5]
+    assert seqs(log.read(until="2023-11-14T22:13:21.5Z")) == [1, 2]
+    assert seqs(log.read(from_="2023-11-14T22:13:21Z", until="2023-11-14T22:13:23Z")) == [2, 3, 4]
 
 
 def test_read_is_lazy(filled: Log) -> None:
@@ -445,3 +446,41 @@ def test_reading_a_missing_log_raises_and_creates_nothing(log: Log, log_path: st
     assert caught.value.exit_code == 66
     assert log_path in str(caught.value)
     assert not os.path.exists(log_path)
+
+
+# -- given times and ids given again ------------------------------------------------------------
+
+
+def test_append_many_refuses_a_ts_far_ahead_unless_allowed(log: Log) -> None:
+    log.append_many([{"type": "first"}])
+    with pytest.raises(AppendStopped) as caught:
+        log.append_many([{"type": "ok"}, {"type": "far", "ts": "2100-01-01T00:00:00Z"}])
+    assert isinstance(caught.value.cause, BadInputError)
+    assert caught.value.cause.line == 2
+    assert "every later event would be stamped 2100-01-01T00:00:00Z" in str(caught.value)
+    assert [row[1] for row in contents(log)] == ["first", "ok"]
+    hour_ahead = time.time_ns() + 3600 * 10**9
+    with pytest.raises(AppendStopped):
+        log.append_many([{"type": "soon", "ts": hour_ahead}])
+    log.append_many([{"type": "soon", "ts": hour_ahead}], max_future=7200)
+    log.append_many([{"type": "far", "ts": "2100-01-01T00:00:00Z"}], max_future=None)
+    assert [row[1] for row in contents(log)] == ["first", "ok", "soon", "far"]
+
+
+def test_append_many_takes_integers_as_nanoseconds_whatever_their_size(log: Log) -> None:
+    log.append_many([{"type": "a", "ts": 5}, {"type": "b", "ts": 1_700_000_000}])  # the API's unit: no guessing
+    assert [e.ts for e in log.read()] == [5, 1_700_000_000]
+
+
+def test_append_many_strict_ids_refuses_an_id_given_again_with_other_content(log: Log) -> None:
+    log.append_many([{"type": "a", "id": "k", "data": {"x": 1, "y": 2}}])
+    summary = log.append_many([{"type": "a", "id": "k", "data": {"y": 2, "x": 1}}, {"type": "a", "id": "k", "data": 3}])
+    assert (summary.appended, summary.duplicates) == (0, 2)  # without strict_ids: duplicates, nothing written
+    same = log.append_many([{"type": "a", "id": "k", "data": {"y": 2, "x": 1}, "meta": {"retry": 1}}], strict_ids=True)
+    assert same.duplicates == 1
+    with pytest.raises(AppendStopped) as caught:
+        log.append_many([{"type": "b"}, {"type": "a", "id": "k", "data": 3}, {"type": "c"}], strict_ids=True)
+    assert isinstance(caught.value.cause, BadInputError)
+    assert caught.value.cause.line == 2
+    assert "id 'k' is already in the log at seq 1 with other data" in str(caught.value)
+    assert [row[1] for row in contents(log)] == ["a", "b"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -272,11 +274,125 @@ def test_a_time_beyond_64_bits_of_nanoseconds_is_refused(tmp_path: Path, ts: str
 
 def test_the_latest_time_that_fits_is_accepted(tmp_path: Path) -> None:
     log = str(tmp_path / "events.lmdb")
-    run = append(log, b'{"type": "late", "ts": 18446744073709551615}\n{"type": "later"}\n')
+    run = append(log, b'{"type": "late", "ts": 18446744073709551615}\n{"type": "later"}\n', "--max-future", "600y")
     assert (run.returncode, run.stderr) == (0, b"")
     events = replayed(log)
     assert [e["ts"] for e in events] == ["2554-07-21T23:34:33.709551615Z"] * 2  # time never goes back
     verify_ok(log)
+
+
+# -- long lines: read in linear time, refused above --max-line -------------------------------
+
+
+def big_line(length: int, kind: str = "big") -> bytes:
+    """An event line of exactly ``length`` bytes (without its newline)."""
+    head, tail = b'{"type": "%s", "data": "' % kind.encode(), b'"}'
+    return head + b"x" * (length - len(head) - len(tail)) + tail
+
+
+@pytest.mark.parametrize("batch", ["1", "10000"])
+def test_a_line_over_max_line_is_refused_naming_it(tmp_path: Path, batch: str) -> None:
+    log = str(tmp_path / "events.lmdb")
+    data = GOOD + big_line(1024, "fits") + b"\n" + big_line(1025) + b"\n" + GOOD
+    run = append(log, data, "--max-line", "1K", "--batch", batch)
+    first = assert_refused(run, line=3, reason="the line is longer than 1 KiB, the limit; it was not read")
+    assert first.endswith("(--max-line raises the limit)")
+    assert stored_types(log) == ["good", "fits"]
+
+
+def test_skip_invalid_skips_over_long_lines_wherever_they_fall(tmp_path: Path) -> None:
+    log, rejects = str(tmp_path / "events.lmdb"), tmp_path / "rejects.ndjson"
+    # Lines over the limit inside one chunk, across chunks (through a pipe), and at the end without a newline.
+    data = b"".join([GOOD, big_line(5000), b"\n", GOOD, big_line(300_000), b"\n", GOOD, big_line(200_000)])
+    run = append(log, data, "--max-line", "4K", "--skip-invalid", "--rejects", str(rejects))
+    assert (run.returncode, run.stderr) == (0, b"evlog: appended 3 events (seq 1-3); skipped 3 invalid\n")
+    records = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(record["line"], record["input"]) for record in records] == [(2, None), (4, None), (6, None)]
+    assert stored_types(log) == ["good"] * 3
+
+
+def test_a_line_over_64_mib_is_refused_by_default_without_holding_it(tmp_path: Path) -> None:
+    log = str(tmp_path / "events.lmdb")
+    # 70 MiB in one line, written by another process into the pipe as it is read.
+    writer = (
+        f"import sys; out = sys.stdout.buffer; out.write({GOOD!r}); out.write(b'{{\"type\": \"big\", \"data\": \"'); "
+        f"[out.write(b'x' * (1 << 20)) for _ in range(70)]; out.write(b'\"}}\\n' + {GOOD!r})"
+    )
+    generator = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE)
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        evlog = subprocess.Popen(
+            [sys.executable, "-m", "evlog", "append", "--log", log], stdin=generator.stdout,
+            stdout=subprocess.DEVNULL, stderr=err,
+            env={name: value for name, value in os.environ.items() if not name.startswith("EVLOG_")},
+        )
+        assert generator.stdout is not None
+        generator.stdout.close()
+        _, status, usage = os.wait4(evlog.pid, 0)
+        evlog.returncode = os.waitstatus_to_exitcode(status)
+    generator.wait(timeout=60)
+    run = subprocess.CompletedProcess(evlog.args, evlog.returncode, b"", err_path.read_bytes())
+    assert_refused(run, line=2, reason="the line is longer than 64 MiB, the limit")
+    assert stored_types(log) == ["good"]
+    assert usage.ru_maxrss < 150 * 1024  # KiB: never the whole 70 MiB line twice over
+
+
+def test_a_20_mb_line_is_read_whole_under_a_higher_limit(tmp_path: Path) -> None:
+    log = str(tmp_path / "events.lmdb")
+    run = append(log, GOOD + big_line(20_000_000) + b"\n" + GOOD, "--max-line", "32M")
+    assert (run.returncode, run.stderr) == (0, b"")
+    with Log(log) as opened:
+        assert [len(event.data) for event in opened.read(types=["big"])] == [20_000_000 - 27]
+
+
+def test_reading_a_long_line_scans_each_byte_a_fixed_number_of_times(tmp_path: Path, monkeypatch: Any) -> None:
+    """Linear reading, counted rather than timed: the bytes searched for digit runs, for a line in 64 KiB chunks."""
+    from evlog import feed
+
+    scanned: list[int] = []
+    original = feed.may_need_exact_json
+
+    def counting(text: bytes) -> bool:
+        scanned.append(len(text))
+        return original(text)
+
+    monkeypatch.setattr(feed, "may_need_exact_json", counting)
+
+    class PipeSizedChunks(feed.Feeder):
+        def __init__(self, log: Log, data: bytes) -> None:
+            super().__init__(log)
+            self.data = data
+
+        def chunks(self, fd: int) -> Any:
+            for start in range(0, len(self.data), 1 << 16):
+                yield self.data[start : start + (1 << 16)]
+
+    for size in (1_000_000, 16_000_000):
+        scanned.clear()
+        data = GOOD + big_line(size) + b"\n" + GOOD
+        with Log(str(tmp_path / f"events-{size}.lmdb")) as log:
+            summary = feed.feed_ndjson(PipeSizedChunks(log, data), -1)
+        assert summary.appended == 3
+        assert sum(scanned) <= 2 * len(data), (size, sum(scanned))
+
+
+def test_a_msgpack_map_over_max_line_stops_even_when_skipping(tmp_path: Path) -> None:
+    log = str(tmp_path / "events.lmdb")
+    fits = pack({"type": "fits", "data": "x" * 900})
+    assert len(fits) <= 1024
+    too_big = pack({"type": "big", "data": "x" * 2000})
+    for args in ([], ["--skip-invalid"]):
+        run = append(log, FIRST + fits + too_big + FIRST, "-i", "msgpack", "--max-line", "1K", *args)
+        assert_refused(run, offset=len(FIRST + fits), reason="event 3 is longer than 1 KiB, the limit")
+    assert stored_types(log) == ["good", "fits"] * 2
+
+
+def test_a_msgpack_map_still_arriving_is_refused_once_over_the_limit(tmp_path: Path) -> None:
+    log = str(tmp_path / "events.lmdb")
+    huge = pack({"type": "big", "data": "x" * 5_000_000})
+    run = append(log, FIRST + huge + FIRST, "-i", "msgpack", "--max-line", "100K")
+    assert_refused(run, offset=len(FIRST), reason="event 2 is longer than 100 KiB, the limit")
+    assert stored_types(log) == ["good"]
 
 
 # -- msgpack by hand ------------------------------------------------------------

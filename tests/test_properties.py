@@ -4,6 +4,9 @@
   (``Log.append_many(batch_size=...)`` and the bulk feeder behind
   ``evlog append --batch N``) leave the same log, including where a bad event
   stops the run; with explicit times the records and the head hash are equal.
+* Chunking is invisible: NDJSON input cut into chunks anywhere (as a pipe
+  delivers it) leaves the same log and refuses the same over-long lines as
+  the input read whole.
 * Data round-trips: any JSON value appended comes back equal from ``read``,
   through the library and through the real command.
 
@@ -27,7 +30,7 @@ from hypothesis import strategies as st
 from evlog import AppendStopped, Event, Log, LogNotFoundError
 from evlog.feed import Feeder, feed_ndjson
 
-T0 = 1_900_000_000_000_000_000  # 2030-03-17T17:46:40Z, in nanoseconds
+T0 = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z, in nanoseconds
 
 json_values = st.recursive(
     st.none()
@@ -165,6 +168,71 @@ def test_batching_does_not_change_the_log(events: list[dict[str, Any]], batch_si
             assert without_ts(fed) == without_ts(reference)
             assert split_stop == fed_stop == reference_stop
             assert [e.ts for e in fed] == sorted(e.ts for e in fed)
+
+
+class ChunkedFeeder(Feeder):
+    """The bulk feeder, given its input in chunks cut at chosen places instead of reading a descriptor."""
+
+    def __init__(self, log: Log, pieces: list[bytes], **options: Any) -> None:
+        super().__init__(log, **options)
+        self.pieces = pieces
+
+    def chunks(self, fd: int) -> Iterator[bytes]:
+        yield from self.pieces
+
+
+def feed_in_pieces(path: str, pieces: list[bytes], limit: int, skip: bool) -> tuple[list[Any], list[Any], str | None]:
+    """(stored events, rejected lines, the stop) after feeding ``pieces`` with ``--max-line limit``."""
+    rejected: list[Any] = []
+    stop = None
+    with Log(path) as log:
+        options: dict[str, Any] = {"max_line": limit, "batch_size": 3}
+        if skip:
+            options["on_reject"] = lambda line, error, raw: rejected.append((line, str(error), raw))
+        try:
+            feed_ndjson(ChunkedFeeder(log, pieces, **options), -1)
+        except AppendStopped as stopped:
+            stop = str(stopped)
+        return without_ts(read_or_empty(log)), rejected, stop
+
+
+@st.composite
+def lines_and_cuts(draw: st.DrawFn) -> tuple[bytes, list[int], int]:
+    """NDJSON with short and long lines (CRLF, blank lines, maybe no final newline) and cut points."""
+    limit = draw(st.integers(min_value=30, max_value=300))
+    lines = []
+    for number in range(draw(st.integers(min_value=1, max_value=12))):
+        if draw(st.integers(0, 6)) == 0:
+            lines.append(b"")
+            continue
+        text = "x" * draw(st.sampled_from([0, 5, limit - 40, limit - 26, limit - 25, limit, 3 * limit]))
+        line = json.dumps({"type": "t", "data": [number, text]}).encode()
+        lines.append(line + (b"\r" if draw(st.booleans()) else b""))
+    data = b"\n".join(lines) + (b"\n" if draw(st.booleans()) else b"")
+    cuts = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=12)))
+    return data, cuts, limit
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=lines_and_cuts(), skip=st.booleans())
+def test_chunking_does_not_change_the_log(case: tuple[bytes, list[int], int], skip: bool) -> None:
+    data, cuts, limit = case
+    pieces = [data[start:end] for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    with fresh_dir() as directory:
+        whole = feed_in_pieces(os.path.join(directory, "whole"), [data], limit, skip)
+        cut = feed_in_pieces(os.path.join(directory, "cut"), [piece for piece in pieces if piece], limit, skip)
+        assert cut == whole
+        byte_sizes = [len(piece) for piece in data.split(b"\n")]
+        over = [number for number, size in enumerate(byte_sizes, 1) if size > limit]
+        events, rejected, stop = whole
+        if skip:
+            assert [line for line, _, _ in rejected] == over
+            assert len(events) == sum(1 for size in byte_sizes if 0 < size <= limit)
+        elif over:
+            assert stop is not None and stop.startswith(f"line {over[0]}: the line is longer than")
+            assert len(events) == sum(1 for size in byte_sizes[: over[0] - 1] if size)
+        else:
+            assert (stop, len(events)) == (None, sum(1 for size in byte_sizes if size))
 
 
 @settings(max_examples=50, deadline=None)

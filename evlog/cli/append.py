@@ -5,6 +5,7 @@ imports only what appending needs; JSON and rich come in when used.
 """
 
 import contextlib
+import re
 import signal
 import sys
 from enum import Enum
@@ -70,6 +71,29 @@ def parse_fields(fields: list[str], data_json: str | None) -> Any:
     return data
 
 
+_SIZE = re.compile(r"(\d+)([kmg]?)\Z", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdwy]?)\Z")
+_DURATION_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """``--max-line``: bytes, or K, M, G (powers of 1024): ``64M`` is 67,108,864 bytes."""
+    match = _SIZE.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise UsageError(f"--max-line {text!r} is not a size; give bytes, or K, M or G (1024s), as in 64M")
+    return int(match.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[match.group(2).lower()]
+
+
+def parse_duration(text: str) -> float:
+    """``--max-future``: seconds, or a number with s, m, h, d, w or y (365 days): ``5m`` is 300."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise UsageError(
+            f"--max-future {text!r} is not a duration; give a number with s, m, h, d, w or y, as in 5m or 2h"
+        )
+    return float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
 def parse_meta(items: list[str]) -> dict[str, Any] | None:
     meta: dict[str, Any] = {}
     for item in items:
@@ -91,7 +115,9 @@ def parse_meta(items: list[str]) -> dict[str, Any] | None:
         'NDJSON object {"type", "stream", "data", "meta", "id", "expect", "ts"}; '
         "with --type T each line is the data of a T event. Batches commit every --batch "
         "events and within about 20 ms when the input pauses. A bad line stops the run "
-        "(exit 65) with its line number and what was written before it.\n\n"
+        "(exit 65) with its line number and what was written before it. A ts is RFC 3339 text or "
+        "integer nanoseconds, at most --max-future ahead of this machine's clock; a line is at most "
+        "--max-line long.\n\n"
         "Examples:\n\n"
         "  evlog append deposit amount:=100 -s account-7\n\n"
         "  seq=$(evlog append order.created --data '{\"total\": 12.5}' --id order-17)\n\n"
@@ -142,6 +168,22 @@ def append(
         str | None,
         typer.Option("--rejects", metavar="FILE", help="With --skip-invalid: write rejected lines here as NDJSON."),
     ] = None,
+    max_line: Annotated[
+        str,
+        typer.Option("--max-line", metavar="SIZE",
+                     help="Refuse input lines (or msgpack maps) longer than this: bytes, K, M or G, e.g. 256M."),
+    ] = "64M",
+    max_future: Annotated[
+        str,
+        typer.Option("--max-future", metavar="DURATION",
+                     help="Refuse a given ts further ahead of this machine's clock: s, m, h, d, w, y, e.g. 2h."),
+    ] = "5m",
+    strict_ids: Annotated[
+        bool,
+        typer.Option("--strict-ids",
+                     help="Refuse (exit 65) an id already in the log for other type, stream or data, "
+                          "instead of a warning."),
+    ] = False,
     output: Annotated[
         AppendOutput,
         typer.Option(
@@ -160,10 +202,11 @@ def append(
             raise UsageError("FIELD, --data, --id and --expect describe one event: give its TYPE too")
         if stdin_is_terminal():
             raise UsageError("give an event TYPE, or pipe NDJSON events to stdin (see evlog append --help)")
+        limits = (parse_size(max_line), parse_duration(max_future), strict_ids)
         with Log(log) as opened:
             _append_stdin(
                 opened, stream, meta_dict, data_type, input_format, batch, atomic,
-                skip_invalid, rejects, output,
+                skip_invalid, rejects, output, limits,
             )
         return
     if data_type is not None:
@@ -176,12 +219,16 @@ def append(
                               id=event_id, expect=expect, from_json=True)
         except BadInputError as exc:  # arguments, not input data: a usage error
             raise UsageError(exc.reason.replace('"expect"', "--expect").replace('"stream"', "--stream")) from None
-        outcome = opened.write_batch([pending], keep_events=True)
+        outcome = opened.write_batch([pending], keep_events=True, strict_ids=strict_ids)
         if outcome.stop is not None:
             raise outcome.stop[1]
         if outcome.duplicates:
-            seq = outcome.duplicates[0][1]
-            note(f"id {event_id!r} is already in the log at seq {seq}; nothing appended")
+            _, seq, difference = outcome.duplicates[0]
+            if difference is None:
+                note(f"id {event_id!r} is already in the log at seq {seq}; nothing appended")
+            else:
+                note(f"warning: id {event_id!r} is already in the log at seq {seq} with other {difference}; "
+                     "nothing appended (--strict-ids refuses this)")
             event = opened.get(seq)
         else:
             event = outcome.written[0]
@@ -208,6 +255,7 @@ def _append_stdin(
     skip_invalid: bool,
     rejects: str | None,
     output: AppendOutput,
+    limits: tuple[int, float, bool],
 ) -> None:
     from .. import feed
     from .._tuning import for_streaming
@@ -234,20 +282,28 @@ def _append_stdin(
     print_events = output in (AppendOutput.json, AppendOutput.ndjson, AppendOutput.seq)
     out = sys.stdout.buffer
 
-    def on_commit(summary: Any) -> None:
+    def on_commit(summary: Any, placed: list[Any]) -> None:
         if meter is not None:
             meter.count_events(summary.appended)
         if not print_events:
             return
+        # One output per input event, in input order: an id already in the log gives its existing event.
         if output is AppendOutput.seq:
-            out.write(b"".join(b"%d\n" % event.seq for event in summary.events))
+            out.write(b"".join(b"%d\n" % (item if type(item) is int else item.seq) for item in placed))
         else:
             import orjson
 
             option = orjson.OPT_APPEND_NEWLINE
-            out.write(b"".join(orjson.dumps(event.to_dict(), option=option) for event in summary.events))
+            events = (log.get(item) if type(item) is int else item for item in placed)
+            out.write(b"".join(orjson.dumps(event.to_dict(), option=option) for event in events if event))
         out.flush()
         summary.events.clear()
+
+    def on_reused_id(line: int | None, event_id: str, seq: int, difference: str) -> None:
+        _write_stderr(
+            f"evlog: warning: line {line}: id {event_id!r} is already in the log at seq {seq} with other "
+            f"{difference}; not appended again (--strict-ids refuses this)\n"
+        )
 
     from ._common import stdout_is_terminal
     from ._progress import progress, stdin_size
@@ -260,9 +316,11 @@ def _append_stdin(
     with closing, bar as meter:
         if meter is not None:
             meter.total = stdin_size()
+        max_line, max_future, strict_ids = limits
         feeder = feed.Feeder(
             log, batch_size=batch, atomic=atomic, on_reject=on_reject, keep_events=print_events,
             on_commit=on_commit, progress=meter.advance if meter is not None else None,
+            max_line=max_line, max_future=max_future, strict_ids=strict_ids, on_reused_id=on_reused_id,
         )
         run = feed.feed_msgpack if input_format is InputFormat.msgpack else feed.feed_ndjson
         try:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
-
+from .record import decode_payload
 from .timefmt import format_ts
 
 _UNSET: Any = object()
@@ -46,7 +45,7 @@ class Event:
     def data(self) -> Any:
         """The payload, decoded from msgpack on first access."""
         if self._data is _UNSET:
-            self._data = msgpack.unpackb(self.data_bytes)
+            self._data = decode_payload(self.data_bytes, self.seq)
         return self._data
 
     @property

@@ -186,11 +186,10 @@ def stats(
     if top < 0:
         raise UsageError(f"top must be 0 or more, not {top}")
     store = log.store()
-    first = log.resolve(from_)
-    last_wanted = None if until is None else log.resolve(until, end=True)
+    first, last_wanted = log.range(from_, until)  # a reversed range is refused, as in replay
     with store.reading() as txn:
         head = _head(txn, store)
-        last = head if last_wanted is None else min(last_wanted, head)
+        last = min(last_wanted, head)
         if first > last:
             return _empty(utc_offset)
         first_ts, last_ts = _ts(txn, store, first), _ts(txn, store, last)

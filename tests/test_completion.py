@@ -124,6 +124,16 @@ def test_projections_complete(named_log: str) -> None:
     assert complete(f"evlog replay --log {named_log} --projection b") == ["balances"]
 
 
+def test_names_that_would_drive_the_terminal_are_never_offered(log_path: str) -> None:
+    # A log may come from someone else: a stream or type with ESC or a bidi control in its
+    # name would be printed raw by the shell in its list of candidates.
+    with Log(log_path) as log:
+        log.append_many([{"type": "pay\u202emoc.evil", "stream": "acct-\u2066evil"},
+                         {"type": "payment", "stream": "acct-1"}])
+    assert complete(f"evlog replay --log {log_path} --type pay") == ["payment"]
+    assert complete(f"evlog replay --log {log_path} --stream acct-") == ["acct-1"]
+
+
 def test_log_is_found_like_the_command_finds_it(named_log: str, tmp_path: Path) -> None:
     other = str(tmp_path / "other.lmdb")
     with Log(other) as log:

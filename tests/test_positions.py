@@ -296,8 +296,9 @@ def test_cli_seq_and_time_edges(timed_log: str) -> None:
         ("@1793534400", "@1793530000", "is after --until"),
     ],
 )
-def test_cli_reversed_range_is_a_usage_error(timed_log: str, start: str, end: str, shown: str) -> None:
-    result = run_evlog("replay", "--from", start, "--until", end, log=timed_log)
+@pytest.mark.parametrize("command", ["replay", "stats"])
+def test_cli_reversed_range_is_a_usage_error(timed_log: str, start: str, end: str, shown: str, command: str) -> None:
+    result = run_evlog(command, "--from", start, "--until", end, log=timed_log)
     assert (result.returncode, result.stdout) == (2, b"")
     message = result.stderr.decode()
     assert message.count("\n") == 1 and message.startswith("evlog: the range is empty because it is reversed")

@@ -11,7 +11,8 @@ event.
 
 Completion runs inside the user's shell at every Tab, so it must never fail
 loudly: a missing log, a directory that is not a log, or a storage error
-gives no suggestions, not an error or a traceback.
+gives no suggestions, not an error or a traceback. A log may come from
+someone else: names that would drive the terminal are never offered.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import lmdb
 import typer
 
 from ..errors import EvlogError
+from ..textsafe import visible
 
 LIMIT = 200
 """The most suggestions one Tab reads from the log (a shell shows no more than this usefully)."""
@@ -70,7 +72,11 @@ def _keys_from(cursor: Any, prefix: str, limit: int) -> list[str]:
         if not key.startswith(start):
             break
         with contextlib.suppress(UnicodeDecodeError):  # not a name a shell could offer
-            found.append(key.decode())
+            name = key.decode()
+            # A name that a terminal would act on (ESC, bidi controls) is not offered:
+            # the shell would print it raw in its list of candidates.
+            if visible(name) == name:
+                found.append(name)
         # streams is a dupsort database (one key, many seqs): step to the next key, not the next seq.
         if not cursor.next_nodup():
             break

@@ -8,33 +8,43 @@ a fold that never reads ``d`` or ``e.data`` never decodes a payload, and one
 made only of ``--on`` clauses skips other types before decoding anything.
 
 Folds are deterministic (no time, randomness, I/O or sets), which is what
-makes snapshots valid. The checks are not a security boundary against a
-hostile author: folds are the user's own code, run with the user's rights.
+makes snapshots valid, and contained (see :mod:`evlog.foldlang`), which is
+what makes a projection stored in a log from someone else safe to run. The
+one exception is a Python ``--fold-file`` (functions ``init``/``apply``/
+``on_<type>``): the user's own code from the user's own disk, run by
+``replay`` only, never stored in a log and never given snapshots.
+
+Bytes read from the log are decoded inside the loop, outside the clauses'
+``try``: a record or payload that does not decode as evlog wrote it is a
+:class:`~evlog.errors.DamagedLogError` naming its seq, never a fold failure.
+A fold's run time can be bounded (:func:`time_limit`) at no cost per event.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 import orjson
 
-from .errors import BadInputError, EvlogError, UsageError
+from .errors import BadInputError, DamagedLogError, EvlogError, UsageError
 from .foldlang import (
-    SAFE_BUILTINS,
+    FOLD_NAMES,
     Analysis,
     Clause,
     FoldSyntaxError,
+    RefusedCall,
+    builtins_namespace,
     event_prelude,
     new_state_rule,
-    ordered_view,
     parse_clause,
+    rebound,
 )
 
 FOLD_ENGINE = 2
@@ -48,6 +58,27 @@ class FoldError(EvlogError):
     exit_code = 65
 
 
+class FoldTimeout(FoldError):
+    """A fold ran past its time limit (``--fold-timeout``); ``seq`` is the event it had reached."""
+
+    def __init__(self, seconds: float, seq: int | None) -> None:
+        self.seconds = seconds
+        self.seq = seq
+        reached = f" at seq {seq}" if seq is not None else ""
+        super().__init__(
+            f"the fold was stopped after {seconds:g} s{reached}; a fold that needs longer: raise "
+            f"--fold-timeout (e.g. --fold-timeout {max(seconds * 4, 60):g}, or 0 for no limit)"
+        )
+
+
+class RefusedCallError(UsageError):
+    """A fold called a method on a value that is not a JSON value, or not one of its type's fold methods."""
+
+
+class PythonFoldFileError(UsageError):
+    """A stored definition, or a command that stores one, holds a Python fold file."""
+
+
 @dataclass(frozen=True)
 class FoldSpec:
     """Everything that decides a fold's result; :meth:`digest` keys its snapshots.
@@ -55,7 +86,9 @@ class FoldSpec:
     ``clauses`` are ``(type_pattern, code)`` pairs in order; the pattern is
     None for ``--fold`` (every event) and a glob for ``--on``. ``by`` is
     ``"stream"`` or an expression; ``where`` an expression. ``fold_file`` is
-    the source text of a reducer file (see :func:`load_fold_file`).
+    the source text of a Python reducer file (see :func:`load_fold_file`):
+    run by ``replay`` from the user's disk only, never stored in a log (a
+    fold-language file is a clause like any ``--fold``).
     """
 
     init: Any = field(default_factory=dict)
@@ -83,15 +116,51 @@ class FoldSpec:
         }
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> FoldSpec:
+    def from_record(cls, record: Any) -> FoldSpec:
+        """The definition a stored record holds; a malformed one is a :class:`DamagedLogError`.
+
+        A record from an older evlog that carries a Python fold file is refused, never run.
+        """
+        if not isinstance(record, dict):
+            raise DamagedLogError(f"a fold definition is a {type(record).__name__}, not an object")
+
+        def text(name: str, value: Any, *, optional: bool = False) -> Any:
+            if not (isinstance(value, str) or (optional and value is None)):
+                kind = "a string or null" if optional else "a string"
+                raise DamagedLogError(f"the fold definition's {name} is {_described(value)}, not {kind}")
+            return value
+
+        def listed(name: str) -> list[Any]:
+            value = record.get(name, [])
+            if not isinstance(value, list):
+                raise DamagedLogError(f"the fold definition's {name} is {_described(value)}, not a list")
+            return value
+
+        for name in ("init", "clauses"):
+            if name not in record:
+                raise DamagedLogError(f"the fold definition has no {name}")
+        if not isinstance(record.get("engine", FOLD_ENGINE), int):
+            raise DamagedLogError(f"the fold definition's engine is {_described(record['engine'])}, not an integer")
+        if record.get("fold_file") is not None:
+            raise PythonFoldFileError(
+                "this stored fold definition holds a Python fold file (written by an older evlog); evlog no "
+                "longer runs Python stored in a log. Remove it (evlog projection rm NAME) and add it again "
+                "with --fold, --on or a --fold-file of fold-language statements"
+            )
+        clauses: list[tuple[str | None, str]] = []
+        for index, clause in enumerate(listed("clauses"), 1):
+            if not (isinstance(clause, list) and len(clause) == 2):
+                raise DamagedLogError(f"the fold definition's clause {index} is {_described(clause)}, "
+                                      "not a pair of type pattern and code")
+            clauses.append((text(f"clause {index}'s type", clause[0], optional=True),
+                            text(f"clause {index}'s code", clause[1])))
         return cls(
             init=record["init"],
-            clauses=tuple((pattern, code) for pattern, code in record["clauses"]),
-            by=record["by"],
-            where=record["where"],
-            streams=tuple(record["streams"]),
-            types=tuple(record["types"]),
-            fold_file=record["fold_file"],
+            clauses=tuple(clauses),
+            by=text("by", record.get("by"), optional=True),
+            where=text("where", record.get("where"), optional=True),
+            streams=tuple(text("stream", value) for value in listed("streams")),
+            types=tuple(text("type", value) for value in listed("types")),
         )
 
     def digest(self, first_seq: int = 1) -> bytes:
@@ -112,13 +181,31 @@ def parse_init(text: str | None) -> Any:
         raise UsageError(f"--init {text!r} is not valid JSON ({exc})") from None
 
 
-def load_fold_file(path: str) -> str:
-    """The source of a ``--fold-file`` (its content is part of the definition)."""
+def _described(value: Any) -> str:
+    """A stored value's kind, for a damage message (never the value itself: it came from the log)."""
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+def load_fold_file(path: str) -> tuple[str, bool]:
+    """The source of a ``--fold-file`` and whether it is a Python module (it defines functions).
+
+    A file of fold-language statements is one clause; a file that defines
+    ``init``/``apply``/``on_<type>`` functions is the user's own Python.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read()
+            source = handle.read()
     except OSError as exc:
         raise UsageError(f"--fold-file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--fold-file {path}: not UTF-8 text") from None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source, False  # reported, with its line, when compiled as a clause
+    return source, any(isinstance(node, ast.FunctionDef) for node in tree.body)
 
 
 _GLOB = re.compile(r"[*?\[]")
@@ -152,14 +239,18 @@ class _GlobCache(dict[str, bool]):
 
 _LOOP = '''
 def _fold(_chunks, _states, _init, _unpack, _format_ts, _on, _types, _streams, _fail, _bad_format,
-          _snapshot, _snapshot_every, _last_snapshot, _relevant):
+          _snapshot, _snapshot_every, _last_snapshot, _relevant, _no_ext, _damaged):
     {single_state}
     _prev_ts = 0
     for _seqs, _values in _chunks:
         # A chunk is a run of seqs from a first one, or the seqs of a stream.
         for _e_seq, _v in (enumerate(_values, _seqs) if isinstance(_seqs, int) else zip(_seqs, _values)):
             # SNAPSHOT: (generated only when snapshots are saved)
-            _f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _unpack(_v[:-16], use_list=False)
+            try:
+                _f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _unpack(
+                    _v[:-16], use_list=False, ext_hook=_no_ext)
+            except Exception as _x:
+                _damaged(_x, _e_seq, "the record")
             if _f != 1:
                 _bad_format(_e_seq, _f)
             _prev_ts = _ts
@@ -176,7 +267,13 @@ class CompiledFold:
         self.spec = spec
         self.scan = scan
         self.snapshots = snapshots
-        analysis = Analysis()
+        if spec.fold_file is not None and spec.clauses:
+            raise UsageError("a Python --fold-file is an alternative to --fold and --on: give one or the other")
+        # s, e and d that no clause rebinds hold values decoded from the log (or --init):
+        # their method calls need no check at run time.
+        codes = [(code, True) for _, code in spec.clauses]
+        codes += [(code, False) for code in (spec.where, spec.by) if code is not None]
+        analysis = Analysis(fixed=frozenset(FOLD_NAMES) - rebound(codes))
         clauses = [
             Clause(pattern, parse_clause("--fold" if pattern is None else f"--on {pattern}", code, analysis,
                                     expression=False))
@@ -295,7 +392,9 @@ class CompiledFold:
                 chain_tail, chained = None, set()
         if self.file_handlers is not None:
             body.extend(ast.parse("_v = _file(_e_type, s, e)\nif _v is not None: s = _v").body)
-        guarded = ast.parse("try:\n pass\nexcept Exception as _x:\n _fail(_x, _e_seq, _e_type, _e_stream)").body[0]
+        failing = "_fail(_x, _e_seq, _e_type, _e_stream, d)" if analysis.uses_data else \
+            "_fail(_x, _e_seq, _e_type, _e_stream)"
+        guarded = ast.parse(f"try:\n pass\nexcept Exception as _x:\n {failing}").body[0]
         assert isinstance(guarded, ast.Try)
         guarded.body = body or [ast.Pass()]
         after: list[ast.stmt] = []
@@ -314,9 +413,7 @@ class CompiledFold:
         if self.scan:
             function.body[-1] = ast.Return(value=None)
         ast.fix_missing_locations(module)
-        namespace: dict[str, Any] = {
-            "__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS}, "_view": ordered_view,
-        }
+        namespace = builtins_namespace()
         if self.file_handlers is not None:
             namespace["_file"] = self.file_handlers
         exec(compile(module, "<fold>", "exec"), namespace)  # the generated loop, compiled once
@@ -345,8 +442,72 @@ class CompiledFold:
         return self.function(
             chunks, states, init, msgpack.unpackb, format_ts, self.patterns,
             _PredicateCache(types) if types else None, _PredicateCache(streams) if streams else None,
-            _fail, _bad_format, snapshot, snapshot_every, start_seq, self.relevant,
+            _failure_reporter(self.analysis), _bad_format, snapshot, snapshot_every, start_seq, self.relevant,
+            _no_ext, _damaged,
         )
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Stop a fold that runs longer than ``seconds`` with :class:`FoldTimeout`.
+
+    An interval timer (SIGALRM) costs nothing per event. It works in the main
+    thread only (where Python runs signal handlers); elsewhere, and for None
+    or 0, this does nothing. The clauses cannot catch the error: every
+    ``except`` in a clause lets evlog's own errors through.
+    """
+    import signal
+    import threading
+
+    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise FoldTimeout(seconds, _seq_reached(frame))
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def time_limited(seconds: float | None, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run under :func:`time_limit`."""
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with time_limit(seconds):
+            return function(*args, **kwargs)
+
+    return limited
+
+
+def _seq_reached(frame: Any) -> int | None:
+    """The seq the generated loop was at, found on the stack the timer interrupted."""
+    while frame is not None:
+        if frame.f_code.co_name in ("_fold", "_where") and frame.f_code.co_filename in ("<fold>", "<where>"):
+            seq = frame.f_locals.get("_e_seq")
+            return seq if isinstance(seq, int) else None
+        frame = frame.f_back
+    return None
+
+
+def limited_steps(steps: Iterator[Any], seconds: float | None) -> Iterator[Any]:
+    """A scan's steps (``(seq, ...)`` tuples) under :func:`time_limit`, counted while they are consumed."""
+    last: int | None = None
+    with time_limit(seconds):
+        try:
+            for step in steps:
+                last = step[0]
+                yield step
+        except FoldTimeout as exc:
+            if exc.seq is None and last is not None:
+                raise FoldTimeout(exc.seconds, last) from None
+            raise
 
 
 def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
@@ -356,9 +517,11 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     assert isinstance(expression, ast.expr)
     lines = ["_f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _envelope"]
     lines.extend(event_prelude(analysis))
-    module = ast.parse("def _where(_e_seq, _envelope):\n" + "".join(f"    {line}\n" for line in lines)
+    body = "".join(f"    {part}\n" for line in lines for part in line.splitlines())
+    module = ast.parse("def _where(_e_seq, _envelope):\n" + body
                        + "    try:\n        return bool(_x)\n"
-                       "    except Exception as _exc:\n        _fail(_exc, _e_seq, _e_type, _e_stream, 'the filter')\n")
+                       "    except Exception as _exc:\n        _fail(_exc, _e_seq, _e_type, _e_stream, "
+                       + ("d, " if analysis.uses_data else "") + "what='the filter')\n")
     function = module.body[0]
     assert isinstance(function, ast.FunctionDef)
     guarded = function.body[-1]
@@ -369,10 +532,9 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     ast.fix_missing_locations(module)
     from .timefmt import format_ts
 
-    namespace: dict[str, Any] = {
-        "__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS},
-        "_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _fail, "_view": ordered_view,
-    }
+    namespace = builtins_namespace()
+    namespace.update({"_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _failure_reporter(analysis),
+                      "_no_ext": _no_ext, "_damaged": _damaged})
     exec(compile(module, "<where>", "exec"), namespace)  # compiled once, called per event
     return namespace["_where"]  # type: ignore[no-any-return]
 
@@ -428,25 +590,69 @@ class _FileHandlers:
 _UNSET: Any = object()
 
 
-def _fail(exc: BaseException, seq: int, etype: str, stream: str | None, what: str = "the fold") -> None:
+def _no_ext(code: int, data: bytes) -> Any:
+    """msgpack's hook for ext types, which evlog never writes: called only for damaged bytes."""
+    raise ValueError(f"an ext type ({code}), which evlog never writes")
+
+
+def _damaged(exc: BaseException, seq: int, what: str) -> None:
+    """A record or payload that does not decode, in the fold loop: damage at ``seq``."""
     if isinstance(exc, EvlogError):
         raise exc
+    if isinstance(exc, TypeError) and "NoneType" in str(exc):
+        raise DamagedLogError("there is no record at this seq", seq=seq) from None
+    if isinstance(exc, MemoryError):
+        raise exc
+    reason = str(exc) or type(exc).__name__
+    raise DamagedLogError(f"{what} does not decode as evlog writes it: {reason}", seq=seq) from None
+
+
+def _failure_reporter(analysis: Analysis) -> Callable[..., None]:
+    """The loop's ``_fail``, knowing which constant keys the clauses read from the data and the state."""
+
+    def fail(exc: BaseException, seq: int, etype: str, stream: str | None, data: Any = None,
+             what: str = "the fold") -> None:
+        _fail(exc, seq, etype, stream, what, data=data, analysis=analysis)
+
+    return fail
+
+
+def _fail(exc: BaseException, seq: int, etype: str, stream: str | None, what: str = "the fold", *,
+          data: Any = None, analysis: Analysis | None = None) -> None:
+    if isinstance(exc, EvlogError):
+        raise exc
+    where = f"seq {seq} (type {etype!r}" + (f", stream {stream!r})" if stream is not None else ")")
+    if isinstance(exc, RefusedCall):
+        raise RefusedCallError(f"{what} at {where}: {exc}") from None
     reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     hint = ""
     if isinstance(exc, MemoryError):
         reason, hint = "out of memory", "; hint: the fold asked for more memory than there is; keep less in the state"
     elif isinstance(exc, KeyError) and exc.args:
         key = exc.args[0]
-        hint = (
-            f"; hint: if the state has no {key!r} yet, start it with --init, e.g. --init '{{\"{key}\": 0}}'; "
-            f"for a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
-        )
         reason = f"KeyError {key!r} (no such key)"
+        from_data = analysis is not None and key in analysis.data_keys and (
+            key not in analysis.state_keys or (isinstance(data, dict) and key not in data))
+        if from_data and isinstance(data, dict) and isinstance(key, str):
+            import difflib
+
+            keys = [name for name in data if isinstance(name, str)]
+            shown = ", ".join(repr(name) for name in keys[:20]) + (", ..." if len(keys) > 20 else "")
+            close = difflib.get_close_matches(key, keys, n=1)
+            reason = f"the event has no key {key!r} (its keys: {shown or 'none'})"
+            if close:
+                hint = f"; did you mean {close[0]!r}? For a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
+            else:
+                hint = f"; hint: for a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
+        else:
+            hint = (
+                f"; hint: if the state has no {key!r} yet, start it with --init, e.g. --init '{{\"{key}\": 0}}'; "
+                f"for a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
+            )
     elif isinstance(exc, NameError):
         hint = "; hint: the names are s (state), e (event) and d (its data)"
     elif isinstance(exc, TypeError) and "NoneType" in str(exc):
         hint = "; hint: a value is missing (null); check --init or use .get()"
-    where = f"seq {seq} (type {etype!r}" + (f", stream {stream!r})" if stream is not None else ")")
     raise FoldError(f"{what} failed at {where}: {reason}{hint}") from exc
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import scan, snapshots
 from .errors import StorageError
-from .fold import CompiledFold, FoldSpec
+from .fold import CompiledFold, FoldSpec, limited_steps, time_limited
 from .log import Log
 from .record import seq_key
 from .store import Store
@@ -97,6 +97,7 @@ def run_fold(
     scan_mode: bool = False,
     on_snapshot_error: Callable[[str], None] | None = None,
     progress: scan.Progress | None = None,
+    timeout: float | None = None,
 ) -> tuple[FoldResult, Iterator[tuple[int, int, Any, Any]] | None]:
     """Fold ``spec`` over the log up to ``until``.
 
@@ -108,7 +109,13 @@ def run_fold(
     ``progress`` is called after each chunk of records folded with the
     records done so far and all there are to fold (from the snapshot used,
     if any), or None for all when named streams are read through their index.
+
+    ``timeout`` bounds the fold's run time in seconds (:func:`evlog.fold.time_limit`;
+    with ``scan_mode``, the iteration of the steps). A Python fold file
+    (``spec.fold_file``) is never given snapshots.
     """
+    if spec.fold_file is not None:  # the user's own Python: never given snapshots (see FoldSpec)
+        use_snapshots, snapshot_every = False, 0
     store = log.store()
     if snapshot_every:
         try:  # saving snapshots needs a writable handle, opened before any read begins
@@ -137,7 +144,7 @@ def run_fold(
     else:
         chunks = raw_range(store, start, last, progress)
         stream_test = scan.matcher(spec.streams, prefix_star=True)
-    outcome = compiled.run(
+    outcome = time_limited(timeout, compiled.run)(
         chunks,
         states,
         types=scan.matcher(spec.types, prefix_star=False),
@@ -148,7 +155,7 @@ def run_fold(
     )
     result = FoldResult(states, first, last, snapshot_seq, start)
     if scan_mode:
-        return result, outcome
+        return result, limited_steps(outcome, timeout)
     return result, None
 
 

@@ -23,12 +23,15 @@ from ._fold_options import (
     ByOption,
     FoldFileOption,
     FoldOption,
+    FoldTimeoutOption,
     InitOption,
     OnOption,
     StreamOption,
     TypeOption,
     WhereOption,
+    fold_timeout,
     print_fold,
+    refuse_python_fold_file,
     spec_from_options,
 )
 
@@ -95,6 +98,7 @@ def add(
                              streams=stream, types=event_type)
     if not spec.is_fold():
         raise UsageError("a projection is a fold: give --fold, --on or --fold-file")
+    refuse_python_fold_file(spec, "projection add")
     with Log(log) as opened:
         store = opened.store(write=True)
         projection = snapshots.Projection(name, spec, from_, snapshot_every, time.time_ns())
@@ -181,6 +185,7 @@ def show(
     name: Annotated[str, typer.Argument(help="The projection's name.", autocompletion=complete_projections)],
     at: Annotated[str | None, typer.Option("--at", metavar="POS", help="The position to ask about.")] = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="auto: pretty JSON on a terminal.")] = Output.auto,
+    timeout: FoldTimeoutOption = None,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -192,7 +197,8 @@ def show(
     with Log(log) as opened:
         projection = snapshots.get_projection(opened.store(), name)
         print_fold(opened, projection.spec, from_=projection.from_, until=at, output=output, scan=False,
-                   use_snapshots=True, snapshot_every=projection.snapshot_every)
+                   use_snapshots=True, snapshot_every=projection.snapshot_every,
+                   timeout=fold_timeout(opened.path, timeout))
 
 
 @app.command(

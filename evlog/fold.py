@@ -122,7 +122,7 @@ class FoldSpec:
         A record from an older evlog that carries a Python fold file is refused, never run.
         """
         if not isinstance(record, dict):
-            raise DamagedLogError(f"a fold definition is a {type(record).__name__}, not an object")
+            raise DamagedLogError(f"the fold definition is a {type(record).__name__}, not an object")
 
         def text(name: str, value: Any, *, optional: bool = False) -> Any:
             if not (isinstance(value, str) or (optional and value is None)):

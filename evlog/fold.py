@@ -139,6 +139,8 @@ class FoldSpec:
         for name in ("init", "clauses"):
             if name not in record:
                 raise DamagedLogError(f"the fold definition has no {name}")
+        if not _is_json(record["init"]):
+            raise DamagedLogError("the fold definition's init is not a JSON value")
         if not isinstance(record.get("engine", FOLD_ENGINE), int):
             raise DamagedLogError(f"the fold definition's engine is {_described(record['engine'])}, not an integer")
         if record.get("fold_file") is not None:
@@ -179,6 +181,19 @@ def parse_init(text: str | None) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"--init {text!r} is not valid JSON ({exc})") from None
+
+
+def _is_json(value: Any, depth: int = 0) -> bool:
+    """Whether a decoded value is one JSON can hold (objects with string keys, arrays, scalars)."""
+    if value is None or type(value) in (str, int, float, bool):
+        return True
+    if depth > 500:
+        return False
+    if type(value) is list:
+        return all(_is_json(item, depth + 1) for item in value)
+    if type(value) is dict:
+        return all(type(key) is str and _is_json(item, depth + 1) for key, item in value.items())
+    return False
 
 
 def _described(value: Any) -> str:
@@ -273,7 +288,8 @@ class CompiledFold:
         # their method calls need no check at run time.
         codes = [(code, True) for _, code in spec.clauses]
         codes += [(code, False) for code in (spec.where, spec.by) if code is not None]
-        analysis = Analysis(fixed=frozenset(FOLD_NAMES) - rebound(codes))
+        changed = rebound(codes) | ({"s"} if spec.fold_file is not None else set())  # apply() may return anything
+        analysis = Analysis(fixed=frozenset(FOLD_NAMES) - changed)
         clauses = [
             Clause(pattern, parse_clause("--fold" if pattern is None else f"--on {pattern}", code, analysis,
                                     expression=False))

@@ -453,6 +453,8 @@ MALFORMED = {
     "by not a string": {**FoldSpec().to_record(), "by": ["stream"]},
     "streams not strings": {**FoldSpec().to_record(), "streams": [1]},
     "no init": {key: value for key, value in FoldSpec().to_record().items() if key != "init"},
+    "init not JSON": {**FoldSpec().to_record(), "init": {"a": b"bytes"}},
+    "init with an ext type": {**FoldSpec().to_record(), "init": [msgpack.ExtType(1, b"x")]},
 }
 
 

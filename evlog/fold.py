@@ -261,14 +261,17 @@ def _fold(_chunks, _states, _init, _unpack, _format_ts, _on, _types, _streams, _
         # A chunk is a run of seqs from a first one, or the seqs of a stream.
         for _e_seq, _v in (enumerate(_values, _seqs) if isinstance(_seqs, int) else zip(_seqs, _values)):
             # SNAPSHOT: (generated only when snapshots are saved)
+            # The record's fields are checked where they are used: a field of the wrong
+            # kind fails the filters inside this try (free unless it raises) as damage.
             try:
                 _f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _unpack(
                     _v[:-16], use_list=False, ext_hook=_no_ext)
+                if _f != 1:
+                    _bad_format(_e_seq, _f)
+                _prev_ts = _ts
+                # FILTERS
             except Exception as _x:
                 _damaged(_x, _e_seq, "the record")
-            if _f != 1:
-                _bad_format(_e_seq, _f)
-            _prev_ts = _ts
     if _snapshot_every and _prev_ts and _e_seq - _last_snapshot >= _snapshot_every:
         {save_single}_snapshot(_e_seq, _prev_ts, _states)
     return _states
@@ -350,8 +353,11 @@ class CompiledFold:
                    if self.spec.by == "stream" else "")
                 + " continue"
             )
-        code.extend(event_prelude(analysis))
+        envelope = inner.body[-1]
+        assert isinstance(envelope, ast.Try)
         for line in code:
+            envelope.body.extend(ast.parse(line).body)
+        for line in event_prelude(analysis):
             prelude.extend(ast.parse(line).body)
         # --where, --by and the clauses run inside one try: any failure of the
         # user's code is reported with the event it failed on.
@@ -432,7 +438,7 @@ class CompiledFold:
         namespace = builtins_namespace()
         if self.file_handlers is not None:
             namespace["_file"] = self.file_handlers
-        exec(compile(module, "<fold>", "exec"), namespace)  # the generated loop, compiled once
+        exec(_quiet_compile(module, "<fold>"), namespace)  # the generated loop, compiled once
         return namespace["_fold"]  # type: ignore[no-any-return]
 
     def run(
@@ -551,8 +557,18 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     namespace = builtins_namespace()
     namespace.update({"_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _failure_reporter(analysis),
                       "_no_ext": _no_ext, "_damaged": _damaged})
-    exec(compile(module, "<where>", "exec"), namespace)  # compiled once, called per event
+    exec(_quiet_compile(module, "<where>"), namespace)  # compiled once, called per event
     return namespace["_where"]  # type: ignore[no-any-return]
+
+
+def _quiet_compile(module: ast.Module, name: str) -> Any:
+    """Compile generated code without Python's warnings about it (``[1].x`` becomes ``[1]["x"]``):
+    the fold reports its own failures, with the event, when it runs."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return compile(module, name, "exec")
 
 
 def _guarded_init(init: Callable[[], Any]) -> Callable[[], Any]:

@@ -8,39 +8,50 @@ a fold that never reads ``d`` or ``e.data`` never decodes a payload, and one
 made only of ``--on`` clauses skips other types before decoding anything.
 
 Folds are deterministic (no time, randomness, I/O or sets), which is what
-makes snapshots valid. The checks are not a security boundary against a
-hostile author: folds are the user's own code, run with the user's rights.
+makes snapshots valid, and contained (see :mod:`evlog.foldlang`), which is
+what makes a projection stored in a log from someone else safe to run. The
+one exception is a Python ``--fold-file`` (functions ``init``/``apply``/
+``on_<type>``): the user's own code from the user's own disk, run by
+``replay`` only, never stored in a log and never given snapshots.
+
+Bytes read from the log are decoded inside the loop, outside the clauses'
+``try``: a record or payload that does not decode as evlog wrote it is a
+:class:`~evlog.errors.DamagedLogError` naming its seq, never a fold failure.
+A fold's run time can be bounded (:func:`time_limit`) at no cost per event.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 import fnmatch
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
 import orjson
 
-from .errors import BadInputError, EvlogError, UsageError
+from .errors import BadInputError, DamagedLogError, EvlogError, UsageError
 from .foldlang import (
-    SAFE_BUILTINS,
+    FOLD_NAMES,
     Analysis,
     Clause,
     FoldSyntaxError,
+    RefusedCall,
+    builtins_namespace,
     event_prelude,
     new_state_rule,
-    ordered_view,
     parse_clause,
+    rebound,
 )
+from .foldspec import FOLD_ENGINE, FoldSpec, PythonFoldFileError, load_fold_file, parse_init
 
-FOLD_ENGINE = 2
-"""Bumped whenever the meaning of a fold could change: part of every snapshot key.
+__all__ = [
+    "FOLD_ENGINE", "CompiledFold", "FoldError", "FoldSpec", "FoldTimeout", "PythonFoldFileError",
+    "RefusedCallError", "check_serialisable", "compile_where", "load_fold_file", "parse_init", "time_limit",
+]
 
-2: set operations on an object's keys and items give ordered lists, not sets."""
 
 class FoldError(EvlogError):
     """A fold failed on an event (its seq, type and stream are named)."""
@@ -48,77 +59,22 @@ class FoldError(EvlogError):
     exit_code = 65
 
 
-@dataclass(frozen=True)
-class FoldSpec:
-    """Everything that decides a fold's result; :meth:`digest` keys its snapshots.
+class FoldTimeout(FoldError):
+    """A fold ran past its time limit (``--fold-timeout``); ``seq`` is the event it had reached."""
 
-    ``clauses`` are ``(type_pattern, code)`` pairs in order; the pattern is
-    None for ``--fold`` (every event) and a glob for ``--on``. ``by`` is
-    ``"stream"`` or an expression; ``where`` an expression. ``fold_file`` is
-    the source text of a reducer file (see :func:`load_fold_file`).
-    """
-
-    init: Any = field(default_factory=dict)
-    clauses: tuple[tuple[str | None, str], ...] = ()
-    by: str | None = None
-    where: str | None = None
-    streams: tuple[str, ...] = ()
-    types: tuple[str, ...] = ()
-    fold_file: str | None = None
-
-    def is_fold(self) -> bool:
-        return bool(self.clauses) or self.fold_file is not None
-
-    def to_record(self) -> dict[str, Any]:
-        """A plain, stable form (stored for projections and hashed for snapshots)."""
-        return {
-            "engine": FOLD_ENGINE,
-            "init": self.init,
-            "clauses": [[pattern, code] for pattern, code in self.clauses],
-            "by": self.by,
-            "where": self.where,
-            "streams": list(self.streams),
-            "types": list(self.types),
-            "fold_file": self.fold_file,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> FoldSpec:
-        return cls(
-            init=record["init"],
-            clauses=tuple((pattern, code) for pattern, code in record["clauses"]),
-            by=record["by"],
-            where=record["where"],
-            streams=tuple(record["streams"]),
-            types=tuple(record["types"]),
-            fold_file=record["fold_file"],
+    def __init__(self, seconds: float, seq: int | None) -> None:
+        self.seconds = seconds
+        self.seq = seq
+        reached = f" at seq {seq}" if seq is not None else ""
+        super().__init__(
+            f"the fold was stopped after {seconds:g} s{reached}; a fold that needs longer: raise "
+            f"--fold-timeout (e.g. --fold-timeout {max(seconds * 4, 60):g}, or 0 for no limit)"
         )
 
-    def digest(self, first_seq: int = 1) -> bytes:
-        """16 bytes naming this definition folded from ``first_seq``."""
-        from .record import blake2b
 
-        canonical = orjson.dumps([self.to_record(), first_seq], option=orjson.OPT_SORT_KEYS)
-        return blake2b(canonical, digest_size=16).digest()
+class RefusedCallError(UsageError):
+    """A fold called a method on a value that is not a JSON value, or not one of its type's fold methods."""
 
-
-def parse_init(text: str | None) -> Any:
-    """``--init JSON`` (default: an empty object)."""
-    if text is None:
-        return {}
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"--init {text!r} is not valid JSON ({exc})") from None
-
-
-def load_fold_file(path: str) -> str:
-    """The source of a ``--fold-file`` (its content is part of the definition)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise UsageError(f"--fold-file {path}: {exc.strerror}") from None
 
 
 _GLOB = re.compile(r"[*?\[]")
@@ -152,17 +108,24 @@ class _GlobCache(dict[str, bool]):
 
 _LOOP = '''
 def _fold(_chunks, _states, _init, _unpack, _format_ts, _on, _types, _streams, _fail, _bad_format,
-          _snapshot, _snapshot_every, _last_snapshot, _relevant):
+          _snapshot, _snapshot_every, _last_snapshot, _relevant, _no_ext, _damaged):
     {single_state}
     _prev_ts = 0
     for _seqs, _values in _chunks:
         # A chunk is a run of seqs from a first one, or the seqs of a stream.
         for _e_seq, _v in (enumerate(_values, _seqs) if isinstance(_seqs, int) else zip(_seqs, _values)):
             # SNAPSHOT: (generated only when snapshots are saved)
-            _f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _unpack(_v[:-16], use_list=False)
-            if _f != 1:
-                _bad_format(_e_seq, _f)
-            _prev_ts = _ts
+            # The record's fields are checked where they are used: a field of the wrong
+            # kind fails the filters inside this try (free unless it raises) as damage.
+            try:
+                _f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _unpack(
+                    _v[:-16], use_list=False, ext_hook=_no_ext)
+                if _f != 1:
+                    _bad_format(_e_seq, _f)
+                _prev_ts = _ts
+                # FILTERS
+            except Exception as _x:
+                _damaged(_x, _e_seq, "the record")
     if _snapshot_every and _prev_ts and _e_seq - _last_snapshot >= _snapshot_every:
         {save_single}_snapshot(_e_seq, _prev_ts, _states)
     return _states
@@ -176,7 +139,14 @@ class CompiledFold:
         self.spec = spec
         self.scan = scan
         self.snapshots = snapshots
-        analysis = Analysis()
+        if spec.fold_file is not None and spec.clauses:
+            raise UsageError("a Python --fold-file is an alternative to --fold and --on: give one or the other")
+        # s, e and d that no clause rebinds hold values decoded from the log (or --init):
+        # their method calls need no check at run time.
+        codes = [(code, True) for _, code in spec.clauses]
+        codes += [(code, False) for code in (spec.where, spec.by) if code is not None]
+        changed = rebound(codes) | ({"s"} if spec.fold_file is not None else set())  # apply() may return anything
+        analysis = Analysis(fixed=frozenset(FOLD_NAMES) - changed)
         clauses = [
             Clause(pattern, parse_clause("--fold" if pattern is None else f"--on {pattern}", code, analysis,
                                     expression=False))
@@ -237,8 +207,11 @@ class CompiledFold:
                    if self.spec.by == "stream" else "")
                 + " continue"
             )
-        code.extend(event_prelude(analysis))
+        envelope = inner.body[-1]
+        assert isinstance(envelope, ast.Try)
         for line in code:
+            envelope.body.extend(ast.parse(line).body)
+        for line in event_prelude(analysis):
             prelude.extend(ast.parse(line).body)
         # --where, --by and the clauses run inside one try: any failure of the
         # user's code is reported with the event it failed on.
@@ -295,7 +268,9 @@ class CompiledFold:
                 chain_tail, chained = None, set()
         if self.file_handlers is not None:
             body.extend(ast.parse("_v = _file(_e_type, s, e)\nif _v is not None: s = _v").body)
-        guarded = ast.parse("try:\n pass\nexcept Exception as _x:\n _fail(_x, _e_seq, _e_type, _e_stream)").body[0]
+        failing = "_fail(_x, _e_seq, _e_type, _e_stream, d)" if analysis.uses_data else \
+            "_fail(_x, _e_seq, _e_type, _e_stream)"
+        guarded = ast.parse(f"try:\n pass\nexcept Exception as _x:\n {failing}").body[0]
         assert isinstance(guarded, ast.Try)
         guarded.body = body or [ast.Pass()]
         after: list[ast.stmt] = []
@@ -314,12 +289,10 @@ class CompiledFold:
         if self.scan:
             function.body[-1] = ast.Return(value=None)
         ast.fix_missing_locations(module)
-        namespace: dict[str, Any] = {
-            "__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS}, "_view": ordered_view,
-        }
+        namespace = builtins_namespace()
         if self.file_handlers is not None:
             namespace["_file"] = self.file_handlers
-        exec(compile(module, "<fold>", "exec"), namespace)  # the generated loop, compiled once
+        exec(_quiet_compile(module, "<fold>"), namespace)  # the generated loop, compiled once
         return namespace["_fold"]  # type: ignore[no-any-return]
 
     def run(
@@ -345,8 +318,72 @@ class CompiledFold:
         return self.function(
             chunks, states, init, msgpack.unpackb, format_ts, self.patterns,
             _PredicateCache(types) if types else None, _PredicateCache(streams) if streams else None,
-            _fail, _bad_format, snapshot, snapshot_every, start_seq, self.relevant,
+            _failure_reporter(self.analysis), _bad_format, snapshot, snapshot_every, start_seq, self.relevant,
+            _no_ext, _damaged,
         )
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Stop a fold that runs longer than ``seconds`` with :class:`FoldTimeout`.
+
+    An interval timer (SIGALRM) costs nothing per event. It works in the main
+    thread only (where Python runs signal handlers); elsewhere, and for None
+    or 0, this does nothing. The clauses cannot catch the error: every
+    ``except`` in a clause lets evlog's own errors through.
+    """
+    import signal
+    import threading
+
+    if not seconds or seconds <= 0 or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise FoldTimeout(seconds, _seq_reached(frame))
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def time_limited(seconds: float | None, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run under :func:`time_limit`."""
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with time_limit(seconds):
+            return function(*args, **kwargs)
+
+    return limited
+
+
+def _seq_reached(frame: Any) -> int | None:
+    """The seq the generated loop was at, found on the stack the timer interrupted."""
+    while frame is not None:
+        if frame.f_code.co_name in ("_fold", "_where") and frame.f_code.co_filename in ("<fold>", "<where>"):
+            seq = frame.f_locals.get("_e_seq")
+            return seq if isinstance(seq, int) else None
+        frame = frame.f_back
+    return None
+
+
+def limited_steps(steps: Iterator[Any], seconds: float | None) -> Iterator[Any]:
+    """A scan's steps (``(seq, ...)`` tuples) under :func:`time_limit`, counted while they are consumed."""
+    last: int | None = None
+    with time_limit(seconds):
+        try:
+            for step in steps:
+                last = step[0]
+                yield step
+        except FoldTimeout as exc:
+            if exc.seq is None and last is not None:
+                raise FoldTimeout(exc.seconds, last) from None
+            raise
 
 
 def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
@@ -356,9 +393,11 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     assert isinstance(expression, ast.expr)
     lines = ["_f, _ts, _e_version, _e_type, _e_stream, _e_id, _e_meta, _e_data = _envelope"]
     lines.extend(event_prelude(analysis))
-    module = ast.parse("def _where(_e_seq, _envelope):\n" + "".join(f"    {line}\n" for line in lines)
+    body = "".join(f"    {part}\n" for line in lines for part in line.splitlines())
+    module = ast.parse("def _where(_e_seq, _envelope):\n" + body
                        + "    try:\n        return bool(_x)\n"
-                       "    except Exception as _exc:\n        _fail(_exc, _e_seq, _e_type, _e_stream, 'the filter')\n")
+                       "    except Exception as _exc:\n        _fail(_exc, _e_seq, _e_type, _e_stream, "
+                       + ("d, " if analysis.uses_data else "") + "what='the filter')\n")
     function = module.body[0]
     assert isinstance(function, ast.FunctionDef)
     guarded = function.body[-1]
@@ -369,12 +408,21 @@ def compile_where(code: str) -> Callable[[int, tuple[Any, ...]], bool]:
     ast.fix_missing_locations(module)
     from .timefmt import format_ts
 
-    namespace: dict[str, Any] = {
-        "__builtins__": {name: getattr(builtins, name) for name in SAFE_BUILTINS},
-        "_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _fail, "_view": ordered_view,
-    }
-    exec(compile(module, "<where>", "exec"), namespace)  # compiled once, called per event
+    namespace = builtins_namespace()
+    namespace.update({"_unpack": msgpack.unpackb, "_format_ts": format_ts, "_fail": _failure_reporter(analysis),
+                      "_no_ext": _no_ext, "_damaged": _damaged})
+    exec(_quiet_compile(module, "<where>"), namespace)  # compiled once, called per event
     return namespace["_where"]  # type: ignore[no-any-return]
+
+
+def _quiet_compile(module: ast.Module, name: str) -> Any:
+    """Compile generated code without Python's warnings about it (``[1].x`` becomes ``[1]["x"]``):
+    the fold reports its own failures, with the event, when it runs."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        return compile(module, name, "exec")
 
 
 def _guarded_init(init: Callable[[], Any]) -> Callable[[], Any]:
@@ -428,25 +476,69 @@ class _FileHandlers:
 _UNSET: Any = object()
 
 
-def _fail(exc: BaseException, seq: int, etype: str, stream: str | None, what: str = "the fold") -> None:
+def _no_ext(code: int, data: bytes) -> Any:
+    """msgpack's hook for ext types, which evlog never writes: called only for damaged bytes."""
+    raise ValueError(f"an ext type ({code}), which evlog never writes")
+
+
+def _damaged(exc: BaseException, seq: int, what: str) -> None:
+    """A record or payload that does not decode, in the fold loop: damage at ``seq``."""
     if isinstance(exc, EvlogError):
         raise exc
+    if isinstance(exc, TypeError) and "NoneType" in str(exc):
+        raise DamagedLogError("there is no record at this seq", seq=seq) from None
+    if isinstance(exc, MemoryError):
+        raise exc
+    reason = str(exc) or type(exc).__name__
+    raise DamagedLogError(f"{what} does not decode as evlog writes it: {reason}", seq=seq) from None
+
+
+def _failure_reporter(analysis: Analysis) -> Callable[..., None]:
+    """The loop's ``_fail``, knowing which constant keys the clauses read from the data and the state."""
+
+    def fail(exc: BaseException, seq: int, etype: str, stream: str | None, data: Any = None,
+             what: str = "the fold") -> None:
+        _fail(exc, seq, etype, stream, what, data=data, analysis=analysis)
+
+    return fail
+
+
+def _fail(exc: BaseException, seq: int, etype: str, stream: str | None, what: str = "the fold", *,
+          data: Any = None, analysis: Analysis | None = None) -> None:
+    if isinstance(exc, EvlogError):
+        raise exc
+    where = f"seq {seq} (type {etype!r}" + (f", stream {stream!r})" if stream is not None else ")")
+    if isinstance(exc, RefusedCall):
+        raise RefusedCallError(f"{what} at {where}: {exc}") from None
     reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     hint = ""
     if isinstance(exc, MemoryError):
         reason, hint = "out of memory", "; hint: the fold asked for more memory than there is; keep less in the state"
     elif isinstance(exc, KeyError) and exc.args:
         key = exc.args[0]
-        hint = (
-            f"; hint: if the state has no {key!r} yet, start it with --init, e.g. --init '{{\"{key}\": 0}}'; "
-            f"for a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
-        )
         reason = f"KeyError {key!r} (no such key)"
+        from_data = analysis is not None and key in analysis.data_keys and (
+            key not in analysis.state_keys or (isinstance(data, dict) and key not in data))
+        if from_data and isinstance(data, dict) and isinstance(key, str):
+            import difflib
+
+            keys = [name for name in data if isinstance(name, str)]
+            shown = ", ".join(repr(name) for name in keys[:20]) + (", ..." if len(keys) > 20 else "")
+            close = difflib.get_close_matches(key, keys, n=1)
+            reason = f"the event has no key {key!r} (its keys: {shown or 'none'})"
+            if close:
+                hint = f"; did you mean {close[0]!r}? For a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
+            else:
+                hint = f"; hint: for a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
+        else:
+            hint = (
+                f"; hint: if the state has no {key!r} yet, start it with --init, e.g. --init '{{\"{key}\": 0}}'; "
+                f"for a key some events lack, use .get(), e.g. d.get({key!r}, 0)"
+            )
     elif isinstance(exc, NameError):
         hint = "; hint: the names are s (state), e (event) and d (its data)"
     elif isinstance(exc, TypeError) and "NoneType" in str(exc):
         hint = "; hint: a value is missing (null); check --init or use .get()"
-    where = f"seq {seq} (type {etype!r}" + (f", stream {stream!r})" if stream is not None else ")")
     raise FoldError(f"{what} failed at {where}: {reason}{hint}") from exc
 
 

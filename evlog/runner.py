@@ -24,7 +24,7 @@ from typing import Any
 
 from . import scan, snapshots
 from .errors import DamagedLogError, StorageError
-from .fold import CompiledFold, FoldSpec
+from .fold import CompiledFold, FoldSpec, limited_steps, time_limited
 from .log import Log
 from .record import seq_key
 from .store import Store
@@ -111,6 +111,7 @@ def run_fold(
     on_snapshot_error: Callable[[str], None] | None = None,
     progress: scan.Progress | None = None,
     start_state: tuple[int, dict[Any, Any]] | None = None,
+    timeout: float | None = None,
 ) -> tuple[FoldResult, Iterator[tuple[int, int, Any, Any]] | None]:
     """Fold ``spec`` over the log up to ``until``.
 
@@ -131,7 +132,13 @@ def run_fold(
     ``progress`` is called after each chunk of records folded with the
     records done so far and all there are to fold (from the snapshot used,
     if any), or None for all when named streams are read through their index.
+
+    ``timeout`` bounds the fold's run time in seconds (:func:`evlog.fold.time_limit`;
+    with ``scan_mode``, the iteration of the steps). A Python fold file
+    (``spec.fold_file``) is never given snapshots.
     """
+    if spec.fold_file is not None:  # the user's own Python: never given snapshots (see FoldSpec)
+        use_snapshots, snapshot_every = False, 0
     if snapshot_every and not writable(log.path):
         snapshot_every = 0
         if on_snapshot_error is not None:
@@ -167,7 +174,7 @@ def run_fold(
     else:
         chunks = raw_range(store, start, last, progress)
         stream_test = scan.matcher(spec.streams, prefix_star=True)
-    outcome = compiled.run(
+    outcome = time_limited(timeout, compiled.run)(
         chunks,
         states,
         types=scan.matcher(spec.types, prefix_star=False),
@@ -178,7 +185,7 @@ def run_fold(
     )
     result = FoldResult(states, first, last, snapshot_seq, start)
     if scan_mode:
-        return result, outcome
+        return result, limited_steps(outcome, timeout)
     return result, None
 
 

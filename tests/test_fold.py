@@ -11,7 +11,8 @@ NDJSON that ``evlog replay`` prints). Covered:
   key access; called attributes as methods; expression values as new state;
   ``--on`` globs; ``--by EXPR`` leaving out null keys; ``e`` as replay prints it;
 * output: compact JSON when piped, ``-o msgpack``, ``--scan`` NDJSON;
-* ``--fold-file`` with ``init``/``apply``/``on_<type>``;
+* ``--fold-file``: fold-language statements (a clause like ``--fold``), and
+  Python files with ``init``/``apply``/``on_<type>`` (replay only, no snapshots);
 * what the compiler refuses (exit 2, pointing at the offending part), builtins
   that are not offered, runtime failures (exit 65, seq/type/stream, hint, no
   traceback), states JSON cannot hold, and option misuse.
@@ -451,11 +452,70 @@ def test_fold_file_with_by_stream_and_filters(bank_log: str, tmp_path: Path) -> 
     assert fold(bank_log, "--fold-file", reducers, "--by", "stream", "--type", "deposit") == expected
 
 
-def test_fold_file_without_handlers_is_refused(bank_log: str, tmp_path: Path) -> None:
-    reducers = write(tmp_path, "reducers.py", "x = 1\n")
+def test_fold_file_of_python_without_handlers_is_refused(bank_log: str, tmp_path: Path) -> None:
+    reducers = write(tmp_path, "reducers.py", "def helper(x):\n    return x\n")
     code, stderr = failure(bank_log, "replay", "--fold-file", reducers)
     assert code == 2
     assert "apply" in stderr and "on_" in stderr
+
+
+def test_fold_file_of_statements_is_one_clause_run_for_every_event(bank_log: str, tmp_path: Path) -> None:
+    block = write(tmp_path, "balances.fold", (
+        "if e.type == 'deposit':\n"
+        "    s.balance += d.amount\n"
+        "elif e.type == 'withdraw':\n"
+        "    s.balance -= d.amount\n"
+        "for key in d:\n"
+        "    s.keys_seen[key] = s.keys_seen.get(key, 0) + 1\n"
+    ))
+    got = fold(bank_log, "--by", "stream", "--init", '{"balance": 0, "keys_seen": {}}', "--fold-file", block)
+    expected: dict[str, Any] = {}
+    for event in read_events(bank_log):
+        if event["stream"] is None:
+            continue
+        state = expected.setdefault(event["stream"], {"balance": 0, "keys_seen": {}})
+        if event["type"] in ("deposit", "withdraw"):
+            state["balance"] += event["data"]["amount"] * (1 if event["type"] == "deposit" else -1)
+        for key in event["data"]:
+            state["keys_seen"][key] = state["keys_seen"].get(key, 0) + 1
+    assert got == expected
+
+
+def test_fold_file_of_statements_is_checked_and_errors_name_the_file_and_line(bank_log: str, tmp_path: Path) -> None:
+    block = write(tmp_path, "bad.fold", "s.n = 1\nimport os\n")
+    code, stderr = failure(bank_log, "replay", "--fold-file", block)
+    assert code == 2
+    assert stderr.startswith(f"evlog: --fold-file {block}, line 2: 'import' is not allowed")
+
+
+def test_fold_file_of_statements_can_be_a_projection(bank_log: str, tmp_path: Path) -> None:
+    block = write(tmp_path, "count.fold", "s[e.type] = s.get(e.type, 0) + 1\n")
+    assert run_evlog("projection", "add", "counts", "--fold-file", block, log=bank_log).returncode == 0
+    listed = run_evlog("projection", "list", "-o", "ndjson", log=bank_log)
+    definition = json.loads(listed.stdout)["definition"]
+    assert definition["clauses"] == [[None, "s[e.type] = s.get(e.type, 0) + 1\n"]]
+    assert definition["fold_file"] is None
+    shown = run_evlog("projection", "show", "counts", "-o", "json", log=bank_log)
+    assert json.loads(shown.stdout) == fold(bank_log, "--fold", "s[e.type] = s.get(e.type, 0) + 1")
+
+
+@pytest.mark.parametrize("command", [("projection", "add", "p"), ("snapshot", "save")])
+def test_a_python_fold_file_is_never_stored_in_the_log(bank_log: str, tmp_path: Path, command: tuple[str, ...]) -> None:
+    reducers = write(tmp_path, "reducers.py", "def apply(state, event):\n    return state\n")
+    code, stderr = failure(bank_log, *command, "--fold-file", reducers)
+    assert code == 2
+    assert stderr.count("\n") == 1 and "Python" in stderr and "evlog replay --fold-file" in stderr
+    assert json.loads(run_evlog("projection", "list", "-o", "json", log=bank_log).stdout or b"[]") == []
+    assert run_evlog("snapshot", "list", "-o", "ndjson", log=bank_log).stdout == b""
+
+
+def test_a_python_fold_file_runs_without_snapshots(bank_log: str, tmp_path: Path) -> None:
+    reducers = write(tmp_path, "reducers.py", "def init():\n    return 0\ndef apply(state, event):\n"
+                                              "    return state + 1\n")
+    code, stderr = failure(bank_log, "replay", "--fold-file", reducers, "--snapshot-every", "2")
+    assert code == 2 and "--snapshot-every" in stderr and "without snapshots" in stderr
+    assert fold(bank_log, "--fold-file", reducers) == len(EVENTS)
+    assert run_evlog("snapshot", "list", "-o", "ndjson", log=bank_log).stdout == b""
 
 
 def test_fold_file_with_a_syntax_error_is_refused(bank_log: str, tmp_path: Path) -> None:
@@ -486,7 +546,7 @@ def test_fold_file_runtime_failure_names_the_event(bank_log: str, tmp_path: Path
 
 
 @pytest.mark.parametrize("source", [
-    "raise RuntimeError('boom')\n",
+    "raise RuntimeError('boom')\ndef apply(state, event):\n    return state\n",
     "def init():\n    return 1 / 0\ndef apply(state, event):\n    return state\n",
 ])
 def test_fold_file_failing_at_load_or_init_is_reported_without_traceback(
@@ -513,6 +573,7 @@ REFUSED: list[tuple[str, str, str]] = [
     ("global x", "global", "global x"),
     ("nonlocal x", "nonlocal", "nonlocal x"),
     ("s = [(yield 1)]", "yield", "yield 1"),
+    ("s.x = '{0.x}'.format(d)", "format", "'{0.x}'.format"),
     ("s = (lambda: (yield))()", "yield", "yield"),
     ("await s", "await", "await s"),
 ]
@@ -615,6 +676,40 @@ def test_set_operations_on_keys_give_lists_in_operand_order(bank_log: str) -> No
 
 
 # -- runtime failures ----------------------------------------------------------------
+
+
+def test_a_missing_data_key_lists_the_event_keys_and_suggests_the_closest(bank_log: str) -> None:
+    code, stderr = failure(bank_log, "replay", "--init", "0", "--fold", "s + d.amout")
+    assert code == 65
+    assert stderr.count("\n") == 1
+    assert "seq 1" in stderr and "the event has no key 'amout' (its keys: 'amount')" in stderr
+    assert "did you mean 'amount'?" in stderr and "--init" not in stderr
+
+
+def test_an_unknown_name_suggests_the_closest(bank_log: str) -> None:
+    code, stderr = failure(bank_log, "replay", "--by", "stram", "--fold", "s.n = 1")
+    assert code == 2
+    assert stderr.splitlines()[0] == "evlog: --by 'stram': unknown name 'stram'; did you mean 'stream'?"
+    code, stderr = failure(bank_log, "replay", "--fold", "s.n = lenn(d)")
+    assert code == 2 and "unknown name 'lenn'; did you mean 'len'?" in stderr
+
+
+def test_on_a_type_the_log_never_saw_warns_with_the_closest(bank_log: str) -> None:
+    result = run_evlog("replay", "--on", "order.creatd", "s.n = 1", log=bank_log)
+    assert result.returncode == 0
+    assert result.stdout == b"{}\n"
+    warning = result.stderr.decode()
+    assert warning.startswith("evlog: warning: --on 'order.creatd' matches no type in this log")
+    assert "'order.created'" in warning and warning.count("\n") == 1
+    quiet = run_evlog("replay", "--on", "order.*", "s.n = 1", "--on", "deposit", "s.m = 1", log=bank_log)
+    assert quiet.returncode == 0 and quiet.stderr == b""
+
+
+@pytest.mark.parametrize("args", [("-f",), ("-f", "-n", "3"), ("--init", "0", "-f")])
+def test_f_is_not_a_fold_option(bank_log: str, args: tuple[str, ...]) -> None:
+    code, stderr = failure(bank_log, "replay", *args)
+    assert code == 2
+    assert stderr == "evlog: replay has no -f: -f is --follow in evlog tail; the fold option is --fold\n"
 
 
 def test_missing_key_names_the_event_and_hints_at_init(bank_log: str) -> None:

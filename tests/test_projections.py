@@ -236,10 +236,8 @@ def test_show_with_from_starts_there(bank_log: str) -> None:
 
 
 def test_show_of_a_fold_file_projection_keeps_the_file_content(bank_log: str, tmp_path: Path) -> None:
-    reducers = tmp_path / "reducers.py"
-    reducers.write_text("def init():\n    return {}\n"
-                        "def apply(state, event):\n"
-                        "    state[event['type']] = state.get(event['type'], 0) + event['data']['amount']\n")
+    reducers = tmp_path / "by-type.fold"
+    reducers.write_text("kind = e.type\ns[kind] = s.get(kind, 0) + d.amount\n")
     ok(bank_log, "projection", "add", "by-type", "--fold-file", str(reducers))
     reducers.unlink()  # the projection stored the definition, not the path
     expected: dict[str, int] = {}

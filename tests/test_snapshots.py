@@ -228,11 +228,11 @@ def test_a_changed_definition_never_picks_up_an_old_snapshot(bank_log: str, defi
 
 
 def test_a_changed_fold_file_never_picks_up_an_old_snapshot(bank_log: str, tmp_path: Path) -> None:
-    reducers = tmp_path / "reducers.py"
-    reducers.write_text("def apply(state, event):\n    state['n'] = state.get('n', 0) + 1\n")
-    plant(bank_log, FoldSpec(fold_file=reducers.read_text()), 10, {None: PLANTED})
+    reducers = tmp_path / "count.fold"
+    reducers.write_text("s.n = s.get('n', 0) + 1\n")
+    plant(bank_log, FoldSpec(clauses=((None, reducers.read_text()),)), 10, {None: PLANTED})
     assert fold(bank_log, "--fold-file", str(reducers)) == PLANTED  # in use
-    reducers.write_text("def apply(state, event):\n    state['n'] = state.get('n', 0) + 2\n")
+    reducers.write_text("s.n = s.get('n', 0) + 2\n")
     assert fold(bank_log, "--fold-file", str(reducers)) == {"n": 2 * len(CLI_EVENTS)}
 
 

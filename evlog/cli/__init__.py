@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("EVLOG_DEBUG", "") not in ("", "0")
     command_name = next((arg for arg in args if not arg.startswith("-")), None)
     if command_name in FOLD_COMMANDS and any(
-        arg in ("--on", "--fold", "-f") or arg.startswith("--fold=") for arg in args
+        arg in ("--on", "--fold") or arg.startswith("--fold=") for arg in args
     ):
         from ._fold_options import ordered_fold_clauses
 

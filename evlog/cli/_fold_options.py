@@ -17,7 +17,7 @@ from ._complete import complete_streams, complete_types
 
 FoldOption = Annotated[
     list[str] | None,
-    typer.Option("--fold", "-f", metavar="CODE",
+    typer.Option("--fold", metavar="CODE",
                  help="Apply CODE to every selected event (repeatable, in order). "
                       "Names: s (state), e (event), d (its data); d.amount is d['amount'].",
                  rich_help_panel="Fold"),
@@ -52,10 +52,36 @@ WhereOption = Annotated[
 FoldFileOption = Annotated[
     str | None,
     typer.Option("--fold-file", metavar="FILE",
-                 help="A Python file defining init() (optional) and apply(state, event) or "
-                      "on_<type>(state, event).",
+                 help="A file of fold-language statements run for every selected event, like one "
+                      "--fold, e.g. --fold-file counts.fold. A Python file defining apply(state, event) or "
+                      "on_<type>(state, event) (and init()) is run by replay only, without snapshots, "
+                      "and is never stored in the log.",
                  rich_help_panel="Fold"),
 ]
+FoldTimeoutOption = Annotated[
+    float | None,
+    typer.Option("--fold-timeout", metavar="SECONDS", min=0,
+                 help="Stop the fold after SECONDS, e.g. --fold-timeout 600 (0: no limit). Default: no "
+                      "limit for a log you own, 300 for a log created by another user.",
+                 rich_help_panel="Fold"),
+]
+FOREIGN_LOG_FOLD_TIMEOUT = 300.0
+"""Seconds a fold may run by default on a log whose data file another user owns."""
+
+
+def fold_timeout(log_path: str, option: float | None) -> float | None:
+    """The time limit of a fold: ``--fold-timeout``, or the default for who owns the log."""
+    import os
+
+    if option is not None:
+        return option or None
+    try:
+        owner = os.stat(os.path.join(log_path, "data.mdb")).st_uid
+    except OSError:
+        return FOREIGN_LOG_FOLD_TIMEOUT
+    return None if owner == os.geteuid() else FOREIGN_LOG_FOLD_TIMEOUT
+
+
 SnapshotEveryOption = Annotated[
     int,
     typer.Option("--snapshot-every", metavar="N", min=0,
@@ -94,12 +120,21 @@ def spec_from_options(
         if not separator:
             raise UsageError(f"--on {pattern!r} needs two values: --on TYPE CODE")
         pairs.append((None if pattern == EVERY_EVENT else pattern, code))
+    source = None
+    if fold_file is not None:
+        if pairs:
+            raise UsageError("--fold-file is an alternative to --fold and --on: give one or the other")
+        text, is_python = load_fold_file(fold_file)
+        if is_python:
+            source = text
+            if init is not None and "def init(" in source:
+                raise UsageError("--init and the fold file's init() both set the initial state: keep one")
+        else:
+            from ..foldlang import Analysis, parse_clause
+
+            parse_clause(f"--fold-file {fold_file}", text, Analysis(), expression=False)  # errors name the file
+            pairs.append((None, text))
     clauses = tuple(pairs)
-    source = load_fold_file(fold_file) if fold_file is not None else None
-    if source is not None and clauses:
-        raise UsageError("--fold-file is an alternative to --fold and --on: give one or the other")
-    if source is not None and init is not None and "def init(" in source:
-        raise UsageError("--init and the fold file's init() both set the initial state: keep one")
     if init is not None and not clauses and source is None:
         raise UsageError("--init needs a fold: add --fold or --on")
     if by is not None and not clauses and source is None:
@@ -129,6 +164,7 @@ def print_fold(
     use_snapshots: bool,
     snapshot_every: int,
     snapshot_max_size: int | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Run a fold and print its state (or, with ``scan``, every intermediate state)."""
     import orjson
@@ -140,13 +176,14 @@ def print_fold(
     from ._common import binary_stdout, note, stdout_is_terminal
     from ._progress import progress
 
+    warn_unseen_types(log, spec)
     # The bar ends before the state is printed; with --scan the states stream
     # out as the fold runs, and on the terminal they are the progress.
     with progress("folding", "folded", enabled=not (scan and stdout_is_terminal())) as meter:
         result, steps = run_fold(
             log, spec, from_=from_, until=until, use_snapshots=use_snapshots, snapshot_every=snapshot_every,
             snapshot_max_size=DEFAULT_SNAPSHOT_MAX_SIZE if snapshot_max_size is None else snapshot_max_size,
-            scan_mode=scan, on_snapshot_error=note, progress=meter,
+            scan_mode=scan, on_snapshot_error=note, progress=meter, timeout=timeout,
         )
         out = binary_stdout()
         by = spec.by is not None
@@ -181,6 +218,38 @@ def print_fold(
     out.write(orjson.dumps(value, option=option))
 
 
+def refuse_python_fold_file(spec: Any, command: str) -> None:
+    """``projection add`` and ``snapshot save`` store what they fold: never a Python fold file."""
+    if spec.fold_file is not None:
+        from ..fold import PythonFoldFileError
+
+        raise PythonFoldFileError(
+            f"{command} stores its definition in the log, and a log holds no Python: this --fold-file defines "
+            "Python functions. Write it as fold-language statements (the body of one --fold, e.g. "
+            "'s[e.type] = s.get(e.type, 0) + 1'), or run the Python file with evlog replay --fold-file"
+        )
+
+
+def warn_unseen_types(log: Any, spec: Any) -> None:
+    """A warning for an ``--on`` pattern that matches no type the log has: most often a typo."""
+    import difflib
+    import fnmatch
+
+    patterns = [pattern for pattern, _ in spec.clauses if pattern is not None]
+    if not patterns:
+        return
+    from ..textsafe import visible
+    from ._common import note
+
+    known = list(log.types())
+    for pattern in dict.fromkeys(patterns):
+        if any(fnmatch.fnmatchcase(name, pattern) for name in known):
+            continue
+        close = difflib.get_close_matches(pattern, known, n=3, cutoff=0.5)
+        nearest = f"; the closest it has: {', '.join(visible(repr(name)) for name in close)}" if close else ""
+        note(f"warning: --on {visible(repr(pattern))} matches no type in this log{nearest}")
+
+
 EVERY_EVENT = "\x1e"
 """Marks a ``--fold`` clause after :func:`ordered_fold_clauses` made it an ``--on``."""
 
@@ -199,7 +268,7 @@ def ordered_fold_clauses(args: list[str]) -> list[str]:
         arg = args[index]
         if arg == "--":
             return rewritten + args[index:]
-        if arg in ("--fold", "-f") and index + 1 < len(args):
+        if arg == "--fold" and index + 1 < len(args):
             rewritten += ["--on", EVERY_EVENT + ON_SEPARATOR + args[index + 1]]
             index += 2
             continue

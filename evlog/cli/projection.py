@@ -24,12 +24,15 @@ from ._fold_options import (
     ByOption,
     FoldFileOption,
     FoldOption,
+    FoldTimeoutOption,
     InitOption,
     OnOption,
     StreamOption,
     TypeOption,
     WhereOption,
+    fold_timeout,
     print_fold,
+    refuse_python_fold_file,
     spec_from_options,
 )
 from ._snapshot_limits import DEFAULT_SNAPSHOT_MAX_SIZE_TEXT, ReaderSnapshotEveryOption, SnapshotMaxSizeOption
@@ -100,6 +103,7 @@ def add(
                              streams=stream, types=event_type)
     if not spec.is_fold():
         raise UsageError("a projection is a fold: give --fold, --on or --fold-file")
+    refuse_python_fold_file(spec, "projection add")
     with Log(log) as opened:
         store = opened.store(write=True)
         projection = snapshots.Projection(name, spec, from_, snapshot_every, time.time_ns())
@@ -205,6 +209,7 @@ def show(
     output: Annotated[Output, typer.Option("--output", "-o", help="auto: pretty JSON on a terminal.")] = Output.auto,
     snapshot_every: ReaderSnapshotEveryOption = DEFAULT_SNAPSHOT_EVERY,
     snapshot_max_size: SnapshotMaxSizeOption = DEFAULT_SNAPSHOT_MAX_SIZE_TEXT,
+    timeout: FoldTimeoutOption = None,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -220,7 +225,7 @@ def show(
         print_fold(opened, projection.spec, from_=projection.from_, until=at, output=output, scan=False,
                    use_snapshots=True,
                    snapshot_every=allowed_interval(projection.snapshot_every, snapshot_every),
-                   snapshot_max_size=max_size)
+                   snapshot_max_size=max_size, timeout=fold_timeout(opened.path, timeout))
 
 
 @app.command(

@@ -24,12 +24,14 @@ from ._fold_options import (
     ByOption,
     FoldFileOption,
     FoldOption,
+    FoldTimeoutOption,
     InitOption,
     OnOption,
     SnapshotEveryOption,
     StreamOption,
     TypeOption,
     WhereOption,
+    fold_timeout,
     print_fold,
     spec_from_options,
 )
@@ -84,6 +86,8 @@ def replay(
     ] = False,
     snapshot_every: SnapshotEveryOption = 0,
     snapshot_max_size: SnapshotMaxSizeOption = DEFAULT_SNAPSHOT_MAX_SIZE_TEXT,
+    timeout: FoldTimeoutOption = None,
+    follow: Annotated[bool, typer.Option("-f", hidden=True, help="Not an option of replay (see tail).")] = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -92,6 +96,8 @@ def replay(
     from ..log import Log
     from ._progress import progress
 
+    if follow:
+        raise UsageError("replay has no -f: -f is --follow in evlog tail; the fold option is --fold")
     if template is not None and output is not Output.auto:
         raise UsageError("--template and --output are alternatives: give one")
     if template is not None:
@@ -112,6 +118,9 @@ def replay(
         else:
             spec = spec_from_options(fold=fold, on=on, init=init, by=by, where=where, fold_file=fold_file,
                                      streams=stream, types=event_type)
+            if spec.fold_file is not None and snapshot_every:
+                raise UsageError("--snapshot-every: a Python --fold-file is run without snapshots (they are "
+                                 "kept in the log, and the log keeps no Python); drop --snapshot-every")
         for_streaming()
         if spec.is_fold():
             if template is not None or limit is not None:
@@ -120,7 +129,8 @@ def replay(
 
             print_fold(opened, spec, from_=from_, until=until, output=output, scan=scan,
                        use_snapshots=not no_snapshot, snapshot_every=snapshot_every,
-                       snapshot_max_size=parse_size(snapshot_max_size))
+                       snapshot_max_size=parse_size(snapshot_max_size),
+                       timeout=fold_timeout(opened.path, timeout))
             return
         if scan or snapshot_every:
             raise UsageError("--scan and --snapshot-every need a fold (--fold, --on or --fold-file)")

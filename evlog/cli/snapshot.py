@@ -23,11 +23,14 @@ from ._fold_options import (
     ByOption,
     FoldFileOption,
     FoldOption,
+    FoldTimeoutOption,
     InitOption,
     OnOption,
     StreamOption,
     TypeOption,
     WhereOption,
+    fold_timeout,
+    refuse_python_fold_file,
     spec_from_options,
 )
 
@@ -73,6 +76,7 @@ def save(
     fold_file: FoldFileOption = None,
     stream: StreamOption = None,
     event_type: TypeOption = None,
+    timeout: FoldTimeoutOption = None,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -86,9 +90,11 @@ def save(
                              streams=stream, types=event_type)
     if not spec.is_fold():
         raise UsageError("a snapshot is of a fold: give --fold, --on or --fold-file")
+    refuse_python_fold_file(spec, "snapshot save")
     with Log(log) as opened:
         with progress("folding", "folded") as meter:
-            result, _ = run_fold(opened, spec, from_=from_, until=at, progress=meter)
+            result, _ = run_fold(opened, spec, from_=from_, until=at, progress=meter,
+                                 timeout=fold_timeout(opened.path, timeout))
         if result.last < result.first:
             raise UsageError("there is no event to take a snapshot at (the range is empty)")
         store = opened.store(write=True)

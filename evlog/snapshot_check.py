@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .errors import DamagedLogError, EvlogError
-from .fold import FoldSpec
+from .foldspec import FoldSpec, PythonFoldFileError
 from .record import HASH_SIZE, record_hash, seq_key
 from .snapshots import StoredSnapshot, decode, key_parts
 
@@ -48,8 +48,9 @@ class SnapshotFinding:
 class SnapshotCheck(Iterator[SnapshotFinding]):
     """The findings of one check, as an iterator; ``checked`` and ``problems`` count as it goes."""
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: Log, timeout: float | None = None) -> None:
         self.log = log
+        self.timeout = timeout
         self.checked = 0
         self.problems = 0
         self._run = self._checks()
@@ -104,7 +105,7 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
         for index, stored in enumerate(group):
             try:
                 result, _ = run_fold(self.log, spec, from_=stored.first, until=stored.seq, use_snapshots=False,
-                                     start_state=done)
+                                     start_state=done, timeout=self.timeout)
             except EvlogError as exc:
                 # The fold fails (or the log is damaged) before this seq: no state there is the fold's.
                 for rest in group[index:]:
@@ -120,9 +121,13 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
             done = (stored.seq, result.states)
 
 
-def check_snapshots(log: Log) -> SnapshotCheck:
-    """Check every snapshot of ``log``: iterate for the findings, then read ``checked`` and ``problems``."""
-    return SnapshotCheck(log)
+def check_snapshots(log: Log, *, timeout: float | None = None) -> SnapshotCheck:
+    """Check every snapshot of ``log``: iterate for the findings, then read ``checked`` and ``problems``.
+
+    ``timeout`` bounds each recomputing fold in seconds: a definition from someone else's log may
+    never end, and one that runs out of time is a finding, not a hang.
+    """
+    return SnapshotCheck(log, timeout)
 
 
 def _claims(stored: StoredSnapshot, record: bytes | None) -> str | None:
@@ -131,6 +136,8 @@ def _claims(stored: StoredSnapshot, record: bytes | None) -> str | None:
         spec = FoldSpec.from_record(stored.definition)
     except DamagedLogError as exc:
         return f"its definition does not decode ({exc.what})"
+    except PythonFoldFileError:
+        return "its definition holds Python code, which evlog never runs from a log"
     except (KeyError, TypeError, ValueError) as exc:
         return f"its definition does not decode ({type(exc).__name__}: {exc})"
     try:

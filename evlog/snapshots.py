@@ -39,7 +39,7 @@ from typing import Any
 import msgpack
 
 from .errors import BadInputError, DamagedLogError, UsageError
-from .fold import FoldSpec
+from .foldspec import FoldSpec, PythonFoldFileError
 from .record import HASH_SIZE, record_hash, seq_key
 from .snapshot_limits import DEFAULT_SNAPSHOT_EVERY as DEFAULT_SNAPSHOT_EVERY
 from .snapshot_limits import DEFAULT_SNAPSHOT_MAX_SIZE as DEFAULT_SNAPSHOT_MAX_SIZE
@@ -378,6 +378,9 @@ def _projection(key: bytes, value: bytes) -> Projection:
         spec = FoldSpec.from_record(spec_record)
     except DamagedLogError as exc:
         raise damaged(exc.what) from None
+    except PythonFoldFileError:
+        raise damaged("its definition holds Python code (stored by an older evlog), which evlog no longer "
+                      "runs from a log; add it again with fold-language code") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise damaged(f"its definition does not decode ({type(exc).__name__}: {exc})") from None
     return Projection(name, spec, from_, every, created)

@@ -153,6 +153,18 @@ def test_a_forged_definition_under_a_victims_hash_is_found(small_log: str) -> No
     assert code == 1 and line.startswith(f"snapshot {digest[:12]} at seq 4: the definition it carries is not")
 
 
+def test_a_planted_definition_that_never_ends_is_a_finding_not_a_hang(small_log: str) -> None:
+    # verify --snapshots runs every stored definition again: one that loops forever is stopped
+    # by the fold time limit (here 1 s), reported, and the check goes on.
+    endless = FoldSpec(init=0, clauses=((None, "while True:\n    s = s + 1"),))
+    digest = forge(small_log, endless, 4, [[None, 7]])
+    result = run_evlog("verify", "--snapshots", "--fold-timeout", "1", log=small_log, timeout=60)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    [line] = result.stdout.decode().splitlines()
+    assert line.startswith(f"snapshot {digest[:12]} at seq 4: its state cannot be recomputed")
+    assert "--fold-timeout" in line
+
+
 def test_sound_snapshots_pass_verify_snapshots(small_log: str) -> None:
     count(small_log, "--snapshot-every", "3")
     evlog_ok(small_log, "replay", "--by", "stream", "--fold", "s.n = s.get('n', 0) + d.n", "--snapshot-every", "4")

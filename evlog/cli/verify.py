@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ._common import DEFAULT_LOG, DebugOption, LogOption, binary_stdout, counted, note, stdout_is_terminal
+from ._fold_options import FoldTimeoutOption, fold_timeout
 
 if TYPE_CHECKING:
     from ..snapshot_check import SnapshotCheck
@@ -111,6 +112,7 @@ def verify(
         typer.Option("--snapshots", help="Also check every snapshot, recomputing its state from its definition "
                      "(e.g. evlog verify --snapshots)."),
     ] = False,
+    timeout: FoldTimeoutOption = None,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> int:
@@ -129,7 +131,7 @@ def verify(
         if snapshots:
             from ..snapshot_check import check_snapshots
 
-            checked = check_snapshots(opened)
+            checked = check_snapshots(opened, timeout=fold_timeout(opened.path, timeout))
         try:
             if output is VerifyOutput.json:
                 _write_json(run, checked)

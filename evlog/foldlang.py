@@ -589,7 +589,9 @@ def event_prelude(analysis: Analysis) -> list[str]:
         lines.append("try:\n d = _unpack(_e_data, ext_hook=_no_ext, max_bin_len=0)\n"
                      "except Exception as _x:\n _damaged(_x, _e_seq, 'the payload')")
     if "ts" in analysis.event_fields or analysis.whole_event:
-        lines.append("_e_ts = _format_ts(_ts)")
+        # Outside the clauses' try too: a ts that is not an integer is damage, not a fold failure.
+        lines.append("try:\n _e_ts = _format_ts(_ts)\n"
+                     "except Exception as _x:\n _damaged(_x, _e_seq, 'its ts')")
     if "meta" in analysis.event_fields or analysis.whole_event:
         lines.append("_e_meta = _e_meta or {}")
     if analysis.whole_event:

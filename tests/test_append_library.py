@@ -20,6 +20,7 @@ from evlog import (
     AppendSummary,
     BadInputError,
     ConflictError,
+    DamagedLogError,
     Event,
     EvlogError,
     Log,
@@ -63,7 +64,7 @@ def test_append_defaults_to_empty_data_and_meta(log: Log) -> None:
 def test_event_data_is_decoded_only_when_read() -> None:
     event = Event(1, 0, "t", None, None, None, None, b"\xc1")  # 0xc1 is never valid msgpack
     assert event.type == "t"  # building and using the envelope does not touch the payload
-    with pytest.raises(ValueError):  # msgpack's FormatError, raised on first access only
+    with pytest.raises(DamagedLogError, match="seq 1"):  # raised on first access only, naming the event
         _ = event.data
 
 

@@ -440,8 +440,12 @@ def test_a_planted_python_fold_file_is_refused_and_never_run(projected_log: str,
     record["fold_file"] = PYTHON_SOURCE.format(marker=str(marker))
     plant_projection(projected_log, "evil", record)
     code, stderr, stdout = outcome(projected_log, *command)
-    assert code == 2 and stdout == b""
-    assert stderr.count("\n") == 1 and "Python fold file" in stderr and "older evlog" in stderr
+    # Reported as damage (exit 74), which projection rm repairs: never run.
+    assert code == 74 and stdout == b""
+    assert stderr.count("\n") == 1 and "holds Python code" in stderr and "older evlog" in stderr
+    assert "evlog projection rm evil" in stderr
+    assert not marker.exists()
+    assert run_evlog("projection", "rm", "evil", log=projected_log).returncode == 0
     assert not marker.exists()
 
 
@@ -464,7 +468,8 @@ def test_a_malformed_definition_is_a_damaged_log(projected_log: str, record: Any
     plant_projection(projected_log, "evil", record)
     code, stderr, _ = outcome(projected_log, "projection", "show", "evil")
     assert code == 74, stderr
-    assert stderr.startswith("evlog: damaged log: the fold definition") and stderr.count("\n") == 1
+    assert stderr.startswith("evlog: damaged log: projection 'evil': ") and stderr.count("\n") == 1
+    assert "remove it with evlog projection rm evil" in stderr
     assert stderr.rstrip().endswith("run evlog verify")
 
 

@@ -70,7 +70,7 @@ _PAGE_HEADER = 16  # an MDB_page header precedes the meta
 _MAGIC = 0xBEEFC0DE
 
 
-def check_data_size(path: str, size: int) -> None:
+def check_data_size(path: str) -> None:
     """Refuse a ``data.mdb`` shorter than its own meta pages say it is.
 
     LMDB maps the file and would read pages past its end, which kills the
@@ -78,26 +78,40 @@ def check_data_size(path: str, size: int) -> None:
     a 16-byte page header, then ``MDB_meta``, whose free database's pad
     field holds the page size) and take the newer one's last page.
     (A file truncated by someone else while it is open can still do that.)
+
+    Another process may be committing meanwhile. A commit writes its pages
+    before the meta page that counts them, so the file's size is taken after
+    the meta pages are read; and a meta page read while it was being written
+    could be torn, so a shortfall is only believed when a second look finds
+    it too.
     """
+    shortfall = _shortfall(path)
+    if shortfall is not None:
+        shortfall = _shortfall(path)
+        if shortfall is not None:
+            raise _cut_short(os.path.join(path, "data.mdb"), *shortfall)
+
+
+def _shortfall(path: str) -> tuple[int, int] | None:
+    """``(size, needed)`` when ``data.mdb`` is shorter than its meta pages say, else None."""
     data = os.path.join(path, "data.mdb")
     try:
         with open(data, "rb") as file:
             first = _read_meta(file.read(_PAGE_HEADER + 136))
             if first is None:
-                if size < 2 * 4096:
-                    raise _cut_short(data, size, 2 * 4096)
-                return  # not an LMDB file at all: opening it says so
+                size = os.fstat(file.fileno()).st_size
+                return (size, 2 * 4096) if size < 2 * 4096 else None  # else not LMDB: opening it says so
             page_size = first[0]
-            if size < 2 * page_size:
-                raise _cut_short(data, size, 2 * page_size)
             file.seek(page_size)
             second = _read_meta(file.read(_PAGE_HEADER + 136))
+            size = os.fstat(file.fileno()).st_size  # after the meta pages: see check_data_size
     except OSError:
-        return  # LMDB says why when it opens the file
+        return None  # LMDB says why when it opens the file
+    if size < 2 * page_size:
+        return size, 2 * page_size
     newer = first if second is None or second[2] < first[2] else second
     needed = (newer[1] + 1) * page_size
-    if size < needed:
-        raise _cut_short(data, size, needed)
+    return (size, needed) if size < needed else None
 
 
 def _cut_short(data: str, size: int, needed: int) -> DamagedLogError:

@@ -11,15 +11,12 @@ without loading the fold machinery.
 
 from __future__ import annotations
 
-from .errors import UsageError
-
 DEFAULT_SNAPSHOT_EVERY = 50_000
 """Events between snapshots unless the reader says otherwise."""
 
 DEFAULT_SNAPSHOT_MAX_SIZE = 16 * 1024 * 1024
 """The largest snapshot value saved, in bytes (a larger state is folded, not saved)."""
 
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
 def allowed_interval(stored: int, reader: int) -> int:
@@ -28,13 +25,3 @@ def allowed_interval(stored: int, reader: int) -> int:
     ``reader`` 0 saves none.
     """
     return 0 if reader <= 0 else max(stored, reader)
-
-
-def parse_size(text: str, option: str = "--snapshot-max-size") -> int:
-    """``16M``, ``512K``, ``1G`` or a number of bytes (units of 1024)."""
-    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = cleaned[-1:] if cleaned[-1:] in _UNITS else ""
-    number = cleaned[: len(cleaned) - len(unit)]
-    if not number.isdigit():
-        raise UsageError(f"{option} {text!r} is not a size; give bytes or a number with K, M or G, e.g. 16M")
-    return int(number) * _UNITS[unit]

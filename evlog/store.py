@@ -125,7 +125,7 @@ class Store:
                         # What a process killed while creating a log leaves behind.
                         raise LogNotFoundError(f"no log at {path}: its data.mdb is empty; append to create the log")
                 else:
-                    check_data_size(path, sizes["data.mdb"])
+                    check_data_size(path)
                 if "lock.mdb" not in names:
                     # Made here, not by LMDB, so that its mode is 0600 whatever the umask;
                     # a directory we cannot write to is read without a lock (see _open_env).

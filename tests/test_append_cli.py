@@ -833,7 +833,7 @@ def test_skip_invalid_skips_times_ahead_or_in_other_units(tmp_path: Path, log_pa
     [
         ("--max-future", "soon", "--max-future 'soon' is not a duration"),
         ("--max-line", "12X", "--max-line '12X' is not a size"),
-        ("--max-line", "0", "--max-line '0' is not a size"),
+        ("--max-line", "0", "--max-line '0' is no size for a line"),
     ],
 )
 def test_limits_that_are_not_sizes_or_durations_are_usage_errors(

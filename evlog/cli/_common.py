@@ -16,6 +16,8 @@ from typing import Annotated, Any, BinaryIO
 
 import typer
 
+from ..errors import UsageError
+
 LogOption = Annotated[
     str,
     typer.Option(
@@ -234,3 +236,17 @@ def note(message: str) -> None:
 
     for line in visible_lines(message):
         print(f"evlog: {line}", file=sys.stderr)
+
+
+_SIZE_SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30}
+
+
+def parse_size(text: str, option: str) -> int:
+    """A size option: bytes, or a number with K, M or G (powers of 1024, ``B``/``iB`` allowed): ``64M``."""
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = cleaned[-1:] if cleaned[-1:] in ("K", "M", "G") else ""
+    number = cleaned[: len(cleaned) - len(unit)]
+    if not number.isdigit():
+        raise UsageError(f"{option} {text!r} is not a size; give bytes, or a number with K, M or G (1024s), "
+                         "as in 64M")
+    return int(number) << _SIZE_SHIFTS[unit]

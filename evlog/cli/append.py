@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import BadInputError, Interrupted, UsageError
-from ._common import DEFAULT_LOG, DebugOption, LogOption, note, stdin_is_terminal
+from ._common import DEFAULT_LOG, DebugOption, LogOption, note, parse_size, stdin_is_terminal
 from ._complete import complete_streams, complete_types
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,17 +71,8 @@ def parse_fields(fields: list[str], data_json: str | None) -> Any:
     return data
 
 
-_SIZE = re.compile(r"(\d+)([kmg]?)\Z", re.IGNORECASE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdwy]?)\Z")
 _DURATION_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
-
-
-def parse_size(text: str) -> int:
-    """``--max-line``: bytes, or K, M, G (powers of 1024): ``64M`` is 67,108,864 bytes."""
-    match = _SIZE.match(text.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise UsageError(f"--max-line {text!r} is not a size; give bytes, or K, M or G (1024s), as in 64M")
-    return int(match.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[match.group(2).lower()]
 
 
 def parse_duration(text: str) -> float:
@@ -202,7 +193,10 @@ def append(
             raise UsageError("FIELD, --data, --id and --expect describe one event: give its TYPE too")
         if stdin_is_terminal():
             raise UsageError("give an event TYPE, or pipe NDJSON events to stdin (see evlog append --help)")
-        limits = (parse_size(max_line), parse_duration(max_future), strict_ids)
+        max_line_bytes = parse_size(max_line, "--max-line")
+        if max_line_bytes < 1:
+            raise UsageError(f"--max-line {max_line!r} is no size for a line; give at least 1 byte, as in 64M")
+        limits = (max_line_bytes, parse_duration(max_future), strict_ids)
         with Log(log) as opened:
             _append_stdin(
                 opened, stream, meta_dict, data_type, input_format, batch, atomic,

@@ -216,10 +216,11 @@ def show(
     from .. import snapshots
     from .._tuning import for_streaming
     from ..log import Log
-    from ..snapshot_limits import allowed_interval, parse_size
+    from ..snapshot_limits import allowed_interval
+    from ._common import parse_size
 
     for_streaming()
-    max_size = parse_size(snapshot_max_size)
+    max_size = parse_size(snapshot_max_size, "--snapshot-max-size")
     with Log(log) as opened:
         projection = snapshots.get_projection(opened.store(), name)
         print_fold(opened, projection.spec, from_=projection.from_, until=at, output=output, scan=False,

@@ -125,11 +125,11 @@ def replay(
         if spec.is_fold():
             if template is not None or limit is not None:
                 raise UsageError("--template and --limit print events; a fold prints its state")
-            from ..snapshot_limits import parse_size
+            from ._common import parse_size
 
             print_fold(opened, spec, from_=from_, until=until, output=output, scan=scan,
                        use_snapshots=not no_snapshot, snapshot_every=snapshot_every,
-                       snapshot_max_size=parse_size(snapshot_max_size),
+                       snapshot_max_size=parse_size(snapshot_max_size, "--snapshot-max-size"),
                        timeout=fold_timeout(opened.path, timeout))
             return
         if scan or snapshot_every:

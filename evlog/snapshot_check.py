@@ -86,7 +86,7 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
                 if problem is not None:
                     findings.append(SnapshotFinding(stored.digest.hex(), stored.seq, problem))
                 else:
-                    sound.append(replace(stored, pairs=[]))  # the states are read again when compared
+                    sound.append(replace(stored, pairs=[], keyed={}))  # the states are read again when compared
             if sound:
                 findings.extend(self._recompute(sound))
             yield from sorted(findings, key=lambda finding: -1 if finding.seq is None else finding.seq)

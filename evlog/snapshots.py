@@ -86,9 +86,10 @@ class StoredSnapshot:
     definition: dict[str, Any]
     first: int
     pairs: list[list[Any]]
+    keyed: dict[Any, Any]  # the pairs by key, built once while checking them
 
     def states(self) -> dict[Any, Any]:
-        return {_key(key): state for key, state in self.pairs}
+        return self.keyed
 
 
 def key_parts(key: bytes) -> tuple[str, int | None]:
@@ -119,14 +120,16 @@ def decode(key: bytes, value: bytes) -> StoredSnapshot | str:
     pairs = record["states"]
     if not 0 <= record["ts"] < _U64 or len(record["hash"]) != HASH_SIZE or not 1 <= record["first"] < _U64:
         return "its time, chain hash or first seq is out of range"
-    if any(type(pair) is not list or len(pair) != 2 for pair in pairs):
+    # Checked and keyed in passes that run in C: the states of a large --by fold are many.
+    if pairs and (set(map(type, pairs)) != {list} or set(map(len, pairs)) != {2}):
         return "its states are not pairs of key and state"
     try:
-        {_key(key): None for key, _state in pairs}  # every key must be usable as one
+        keyed = {(tuple(name) if type(name) is list else name): state for name, state in pairs}
     except TypeError:
         return "a key of its states cannot be a fold key"
     seq = int.from_bytes(key[16:], "big")
-    return StoredSnapshot(key[:16], seq, record["ts"], record["hash"], record["definition"], record["first"], pairs)
+    return StoredSnapshot(key[:16], seq, record["ts"], record["hash"], record["definition"], record["first"],
+                          pairs, keyed)
 
 
 def encode(spec: FoldSpec, first: int, seq: int, ts: int, chain_hash: bytes, states: dict[Any, Any]) -> bytes:
@@ -199,10 +202,6 @@ def latest(store: Store, spec: FoldSpec, first: int, until: int) -> tuple[int, d
                     return stored.seq, stored.states()
             found = cursor.prev()
     return None
-
-
-def _key(key: Any) -> Any:
-    return tuple(key) if isinstance(key, list) else key
 
 
 def listing(store: Store) -> Iterator[SnapshotInfo]:

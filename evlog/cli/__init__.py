@@ -28,8 +28,7 @@ from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 
 from ..errors import EvlogError
-from ..textsafe import visible, visible_lines
-from ._usage import UnknownCommand, one_line, word_int_ranges
+from ._ranges import word_int_ranges
 
 # command name -> (module, the panel that lists it in `evlog --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,6 +60,8 @@ class CommandGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args and not ctx.resilient_parsing and not args[0].startswith("-") \
                 and self.get_command(ctx, args[0]) is None:
+            from ._usage import UnknownCommand
+
             raise UnknownCommand(args[0], list(self.list_commands(ctx)), ctx)
         name, command, rest = super().resolve_command(ctx, args)
         global resolved_path
@@ -88,6 +89,11 @@ class LazyGroup(CommandGroup):
             raise _PipeClosed from None
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        # Built once: resolving a command asks for it twice (see CommandGroup), and typer's
+        # building of a command with many options is a measurable part of start-up.
+        built = _BUILT.get(cmd_name)
+        if built is not None:
+            return built
         entry = COMMANDS.get(cmd_name)
         if entry is None:
             return None
@@ -96,7 +102,12 @@ class LazyGroup(CommandGroup):
         command.name = cmd_name
         command.rich_help_panel = entry[1]
         _prepare(command)
+        _BUILT[cmd_name] = command
         return command
+
+
+_BUILT: dict[str, Any] = {}
+"""Commands built by :meth:`LazyGroup.get_command`, by name."""
 
 
 def _prepare(command: Any) -> None:
@@ -182,6 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("EVLOG_DEBUG", "") not in ("", "0")
     command_name = next((arg for arg in args if not arg.startswith("-")), None)
+    options = args[: args.index("--")] if "--" in args else args
+    if command_name in FOLD_COMMANDS and "-f" in options:
+        # -f meant --fold here once; it means --follow (of tail) everywhere now. Said before
+        # parsing, which would take the clause after it for a stray argument.
+        print(f"evlog: {command_name} has no -f: -f is --follow in evlog tail; the fold option is --fold",
+              file=sys.stderr)
+        sys.exit(2)
     if command_name in FOLD_COMMANDS and any(
         arg in ("--on", "--fold") or arg.startswith("--fold=") for arg in args
     ):
@@ -198,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         _flush_quietly()
         if debug:
             traceback.print_exc()
+        from ..textsafe import visible_lines
+
         # Each line of a message is marked as evlog's, but for indented excerpts
         # (a fold's source with a caret under the fault) that the mark would shift.
         for line in visible_lines(str(exc)):
@@ -207,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         # Storage failures the library did not anticipate: still no traceback.
         if debug:
             raise
+        from ..textsafe import visible
+
         _flush_quietly()
         print(f"evlog: storage error: {visible(str(exc))}; run with --debug for details", file=sys.stderr)
         code = 74
@@ -214,10 +236,14 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         code = 0
     except click_exceptions.UsageError as exc:
+        from ._usage import one_line
+
         _flush_quietly()
         print(f"evlog: {one_line(exc, resolved_path)}", file=sys.stderr)
         code = 2
     except click_exceptions.ClickException as exc:
+        from ..textsafe import visible
+
         _flush_quietly()
         print(f"evlog: {visible(exc.format_message())}", file=sys.stderr)
         code = exc.exit_code
@@ -236,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         # I/O failures no command anticipated: exit 74 like storage errors, and no traceback.
         if debug:
             raise
+        from ..textsafe import visible
+
         _flush_quietly()
         where = f": {exc.filename}" if exc.filename else ""
         print(f"evlog: {visible(f'{exc.strerror or exc}{where}')}; run with --debug for details", file=sys.stderr)

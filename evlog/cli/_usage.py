@@ -13,18 +13,18 @@ offered only where the command has the option, then from ``difflib`` over the
 command's own options or subcommands, compared without their dashes (with
 them, every long option shares two characters with every other).
 
-The ranges of numeric options are described in words (``0 or more``), in
-``--help`` and in errors, instead of click's ``x>=0``.
+It is imported only when a parser error is to be worded; the words for
+number ranges, needed by every command, are in :mod:`._ranges`.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from typing import Any
 
 from typer._click import exceptions as click_exceptions
-from typer._click import types as click_types
 
 from ..textsafe import visible
 
@@ -87,76 +87,6 @@ class UnknownCommand(click_exceptions.UsageError):
         self.choices = choices
 
 
-def _range_in_words(kind: Any, *, whole: bool) -> str:
-    """``0 or more``, ``1 to 10``, ``more than 0``: a click range's bounds as people say them."""
-    low, high = kind.min, kind.max
-    if whole:  # an open bound of whole numbers is the next whole number
-        low = None if low is None else low + 1 if kind.min_open else low
-        high = None if high is None else high - 1 if kind.max_open else high
-    low_words = None if low is None else f"more than {low}" if kind.min_open and not whole else f"{low}"
-    high_words = None if high is None else f"less than {high}" if kind.max_open and not whole else f"{high}"
-    if low_words is not None and high_words is not None:
-        return f"{low_words} to {high_words}" if whole else f"{low_words} and {high_words}"
-    if low_words is not None:
-        return low_words if low_words.startswith("more") else f"{low_words} or more"
-    return f"{high_words}" if str(high_words).startswith("less") else f"{high_words} or less"
-
-
-def _check_range(kind: Any, number: float, param: Any, ctx: Any, *, whole: bool) -> None:
-    if (kind.min is not None and (number < kind.min or (kind.min_open and number == kind.min))) or (
-        kind.max is not None and (number > kind.max or (kind.max_open and number == kind.max))
-    ):
-        kind.fail(f"{value_text(number)} is out of range; give {_range_in_words(kind, whole=whole)}", param, ctx)
-
-
-def value_text(number: float) -> str:
-    return f"{number:g}" if isinstance(number, float) else str(number)
-
-
-class WordedIntRange(click_types.IntRange):
-    """An int range that says its bounds in words, in ``--help`` and in errors."""
-
-    def _describe_range(self) -> str:
-        return _range_in_words(self, whole=True)
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a whole number; give {self._describe_range()}", param, ctx)
-        _check_range(self, number, param, ctx, whole=True)
-        return number
-
-
-class WordedFloatRange(click_types.FloatRange):
-    """A number range (seconds, say) that says its bounds in words, in ``--help`` and in errors."""
-
-    def _describe_range(self) -> str:
-        return _range_in_words(self, whole=False)
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number; give {self._describe_range()}", param, ctx)
-        if number != number:  # NaN compares false with every bound
-            self.fail(f"{value!r} is not a number; give {self._describe_range()}", param, ctx)
-        _check_range(self, number, param, ctx, whole=False)
-        return number
-
-
-def word_int_ranges(command: Any) -> None:
-    """Give the number-range options of ``command`` a metavar (``N``) and a range in words."""
-    for param in command.params:
-        kind = getattr(param, "type", None)
-        if isinstance(kind, click_types.IntRange) and not isinstance(kind, WordedIntRange):
-            param.type = WordedIntRange(kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp)
-            if getattr(param, "metavar", None) is None:
-                param.metavar = "N"
-        elif isinstance(kind, click_types.FloatRange) and not isinstance(kind, WordedFloatRange):
-            param.type = WordedFloatRange(kind.min, kind.max, kind.min_open, kind.max_open, kind.clamp)
-
-
 def option_names(command: Any) -> list[str]:
     """Every option name of ``command``, long and short."""
     names = (name for param in command.params
@@ -200,18 +130,24 @@ def command_suggestion(name: str, choices: list[str]) -> str:
 
 
 _CLICK_WORDING = (
-    (re.compile(r"^Option '([^']+)' requires an argument\.?$"), r"option \1 needs a value"),
-    (re.compile(r"^Option '([^']+)' requires (\d+) arguments\.?$"), r"option \1 needs \2 values"),
-    (re.compile(r"^Got unexpected extra argument(?:\(s\)|s)? \((.*)\)$"), r"unexpected extra argument \1"),
-    (re.compile(r"^Missing argument '([^']+)'\.?"), r"missing argument \1"),
-    (re.compile(r"^Missing option '([^']+)'\.?"), r"missing option \1"),
+    (r"^Option '([^']+)' requires an argument\.?$", r"option \1 needs a value"),
+    (r"^Option '([^']+)' requires (\d+) arguments\.?$", r"option \1 needs \2 values"),
+    (r"^Got unexpected extra argument(?:\(s\)|s)? \((.*)\)$", r"unexpected extra argument \1"),
+    (r"^Missing argument '([^']+)'\.?", r"missing argument \1"),
+    (r"^Missing option '([^']+)'\.?", r"missing option \1"),
 )
+
+
+@functools.cache
+def _click_wording() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """The patterns above, compiled on the first parser error (not at every start)."""
+    return tuple((re.compile(pattern), wording) for pattern, wording in _CLICK_WORDING)
 
 
 def _sentence(text: str) -> str:
     """click's capitalised, full-stopped wording as evlog's: lower case, no final stop."""
     text = text.strip()
-    for pattern, wording in _CLICK_WORDING:
+    for pattern, wording in _click_wording():
         if pattern.match(text):
             text = pattern.sub(wording, text)
             break

@@ -87,7 +87,6 @@ def replay(
     snapshot_every: SnapshotEveryOption = 0,
     snapshot_max_size: SnapshotMaxSizeOption = DEFAULT_SNAPSHOT_MAX_SIZE_TEXT,
     timeout: FoldTimeoutOption = None,
-    follow: Annotated[bool, typer.Option("-f", hidden=True, help="Not an option of replay (see tail).")] = False,
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
@@ -96,8 +95,6 @@ def replay(
     from ..log import Log
     from ._progress import progress
 
-    if follow:
-        raise UsageError("replay has no -f: -f is --follow in evlog tail; the fold option is --fold")
     if template is not None and output is not Output.auto:
         raise UsageError("--template and --output are alternatives: give one")
     if template is not None:

@@ -705,11 +705,15 @@ def test_on_a_type_the_log_never_saw_warns_with_the_closest(bank_log: str) -> No
     assert quiet.returncode == 0 and quiet.stderr == b""
 
 
-@pytest.mark.parametrize("args", [("-f",), ("-f", "-n", "3"), ("--init", "0", "-f")])
+@pytest.mark.parametrize(
+    "args",
+    [("replay", "-f"), ("replay", "-f", "-n", "3"), ("replay", "--init", "0", "-f"), ("replay", "-f", "s + 1"),
+     ("projection", "add", "p", "-f", "s + 1")],
+)
 def test_f_is_not_a_fold_option(bank_log: str, args: tuple[str, ...]) -> None:
-    code, stderr = failure(bank_log, "replay", *args)
+    code, stderr = failure(bank_log, *args)
     assert code == 2
-    assert stderr == "evlog: replay has no -f: -f is --follow in evlog tail; the fold option is --fold\n"
+    assert stderr == f"evlog: {args[0]} has no -f: -f is --follow in evlog tail; the fold option is --fold\n"
 
 
 def test_missing_key_names_the_event_and_hints_at_init(bank_log: str) -> None:

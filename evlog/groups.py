@@ -132,7 +132,7 @@ def _unpack(name: str, value: bytes, what: str) -> dict[str, Any]:
     try:
         found = msgpack.unpackb(value, raw=False, strict_map_key=True)
     except (ValueError, msgpack.UnpackException) as exc:
-        raise _damaged(name, f"its {what} does not decode ({exc})") from None
+        raise _damaged(name, f"its {what} does not decode ({exc or type(exc).__name__})") from None
     if type(found) is not dict:
         raise _damaged(name, f"its {what} is not a map")
     return found
@@ -240,6 +240,15 @@ def require_group(store: Store, name: str) -> Group:
     if group is None:
         raise UsageError(f"no group named {visible(name)!r} (see evlog group list)")
     return group
+
+
+def check_entry(key: bytes, value: bytes) -> None:
+    """Decode one entry of the ``groups`` database as a reader would: :class:`DamagedLogError` if it is bad."""
+    name, seq = _decode_key(key)
+    if seq is None:
+        _decode_group(name, value)
+    else:
+        _decode_dead(name, seq, value)
 
 
 def _dead_in(txn: lmdb.Transaction, store: Store, key: bytes) -> Iterator[DeadLetter]:

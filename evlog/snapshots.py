@@ -333,6 +333,11 @@ def remove_projection(store: Store, name: str) -> Projection | None:
     return store.write(work)
 
 
+def check_projection_entry(key: bytes, value: bytes) -> None:
+    """Decode one entry of the ``projections`` database as a reader would: :class:`DamagedLogError` if bad."""
+    _projection(key, value)
+
+
 def _shell_word(key: bytes) -> str:
     """A projection's name as a shell word that gives these bytes back (``$'bad\\xff'`` where need be)."""
     import shlex

@@ -152,6 +152,7 @@ class Verification(Iterator[Finding]):
         if self.first_seq == 1:
             yield from self._counts()
         yield from self._past_head(store)
+        yield from self._entries(store)
         self.complete = True
 
     def _snapshot(self, store: Store) -> Iterator[Finding]:
@@ -443,6 +444,21 @@ class Verification(Iterator[Finding]):
         if self._stored_streams != len(self._versions):
             held = len(self._versions)
             yield Finding(None, f"the meta streams count is {self._stored_streams}, the log holds {held} streams")
+
+    def _entries(self, store: Store) -> Iterator[Finding]:
+        """Projections and groups decode as their readers decode them (snapshots: ``verify --snapshots``)."""
+        from .errors import DamagedLogError
+        from .groups import check_entry
+        from .snapshots import check_projection_entry
+
+        for database, check in ((b"projections", check_projection_entry), (b"groups", check_entry)):
+            with store.reading(buffers=False) as txn:
+                entries: list[tuple[bytes, bytes]] = list(txn.cursor(db=store.dbs[database]))
+            for key, value in entries:
+                try:
+                    check(key, value)
+                except DamagedLogError as exc:
+                    yield Finding(None, exc.what)
 
     def _past_head(self, store: Store) -> Iterator[Finding]:
         """Index entries beyond the head verify started from must be events appended since."""

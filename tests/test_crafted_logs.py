@@ -222,3 +222,27 @@ def test_a_truncated_data_file_is_refused_before_it_is_mapped(tmp_path: Path) ->
             f"evlog: damaged log: {path}/data.mdb is 50,000 bytes, the log needs {size:,}: "
             "the file was cut short; restore the log from a backup\n"
         )
+
+
+def test_verify_names_damaged_projections_and_groups_and_goes_on(tmp_path: Path) -> None:
+    # Entries that only their own commands read (projection show, tail --group) are still
+    # checked by verify, each a finding, the rest of the log verified as usual.
+    path = str(tmp_path / "events.lmdb")
+    sound_log(path)
+    env = lmdb.open(path, subdir=True, max_dbs=8, lib_version=0)
+    try:
+        projections, groups = env.open_db(b"projections"), env.open_db(b"groups")
+        with env.begin(write=True) as txn:
+            txn.put(b"evil", msgpack.packb({"spec": 5, "from": None, "snapshot_every": 1, "created": 0}),
+                    db=projections)
+            txn.put(b"worker", b"\xc1not msgpack", db=groups)
+            txn.put(b"billing", msgpack.packb({"position": 1, "streams": [], "types": [], "where": None}), db=groups)
+    finally:
+        env.close()
+    result = run_evlog("verify", log=path)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    findings = result.stdout.decode().splitlines()
+    assert len(findings) == 2, findings
+    assert findings[0].startswith("log: projection 'evil': ")
+    assert findings[1].startswith("log: group 'worker': ")
+    assert result.stderr.decode().startswith("evlog: 2 problems in 3 events (seq 1-3)")

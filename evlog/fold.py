@@ -33,13 +33,12 @@ import msgpack
 import orjson
 
 from .errors import BadInputError, DamagedLogError, EvlogError, UsageError
+from .foldcalls import RefusedCall, builtins_namespace
 from .foldlang import (
     FOLD_NAMES,
     Analysis,
     Clause,
     FoldSyntaxError,
-    RefusedCall,
-    builtins_namespace,
     event_prelude,
     new_state_rule,
     parse_clause,

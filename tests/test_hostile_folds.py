@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from evlog import Log
 from evlog.errors import UsageError
 from evlog.fold import FoldError, FoldSpec
-from evlog.foldlang import METHODS, SAFE_BUILTINS
+from evlog.foldcalls import METHODS, SAFE_BUILTINS
 from evlog.runner import run_fold
 
 EVENTS: list[dict[str, Any]] = [

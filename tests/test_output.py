@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from terminal import terminal_output
 
 from evlog import Log
-from evlog.output import compile_template, write_table
+from evlog.output import write_table
+from evlog.template import compile_template
 from evlog.timefmt import format_ts, parse_rfc3339
 
 NS = 1_000_000_000

@@ -91,6 +91,7 @@ def replay(
     debug: DebugOption = False,
 ) -> None:
     from .. import output as render
+    from .. import template as templates
     from .._tuning import for_streaming
     from ..log import Log
     from ._progress import progress
@@ -98,7 +99,7 @@ def replay(
     if template is not None and output is not Output.auto:
         raise UsageError("--template and --output are alternatives: give one")
     if template is not None:
-        render.compile_template(template)  # report a bad template before reading
+        templates.compile_template(template)  # report a bad template before reading
     with Log(log) as opened:
         if projection is not None:
             if fold or on or init or by or where or fold_file or stream or event_type:
@@ -145,7 +146,7 @@ def replay(
             if chosen is Output.auto:
                 chosen = Output.table if stdout_is_terminal() else Output.ndjson
             if template is not None:
-                printed = render.write_template(binary_stdout(), rows, template)
+                printed = templates.write_template(binary_stdout(), rows, template)
             elif chosen is Output.table:
                 printed = render.write_table(rows, last_seq=opened.head(), types=opened.types())
             elif chosen is Output.json:

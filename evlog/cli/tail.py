@@ -119,6 +119,7 @@ def tail(
     from .. import follow as following
     from .. import groups, scan
     from .. import output as render
+    from .. import template as templates
     from ..log import Log
 
     if template is not None and output is not Output.auto:
@@ -135,7 +136,7 @@ def tail(
     if exec_ is not None and (template is not None or output is not Output.auto):
         raise UsageError("--exec gives each event to CMD as NDJSON on its stdin; leave out -o and --template")
     if template is not None:
-        render.compile_template(template)
+        templates.compile_template(template)
     test = None
     if where is not None:
         from ..fold import compile_where
@@ -160,7 +161,7 @@ def tail(
         if remaining is not None:
             rows = itertools.islice(rows, remaining)
         if template is not None:
-            written = render.write_template(out, rows, template)
+            written = templates.write_template(out, rows, template)
         elif chosen is Output.table:
             written = render.write_table(rows, header=not table_started, last_seq=head, types=log_types)
             table_started = written > 0 or table_started

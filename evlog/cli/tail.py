@@ -281,10 +281,7 @@ def _queued_rows(opened: Any, store: Any, group: str) -> list[tuple[Any, Any]]:
     for letter in groups.dead_letters(store, group):
         if not letter.queued:
             continue
-        try:
-            rows = list(scan.scan(store, letter.seq, letter.seq))
-        except DamagedLogError:  # said below for what it is: a dead letter of an event the log lacks
-            rows = []
+        rows = list(scan.scan(store, letter.seq, letter.seq))
         if not rows:
             raise DamagedLogError(
                 f"group {visible(group)!r}: a dead letter names seq {letter.seq}, which the log lacks"

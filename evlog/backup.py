@@ -36,10 +36,10 @@ from typing import Any
 
 import lmdb
 
+from .backends.lmdb.store import Store
 from .errors import DamagedLogError, StorageError, UsageError
 from .log import Log
 from .scan import Progress
-from .store import Store
 
 _LMDB_FILES = ("data.mdb", "lock.mdb")
 _COMPACT_BATCH = 50_000

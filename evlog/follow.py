@@ -4,14 +4,12 @@ A follower remembers the next seq it has not printed. Seqs are gapless and
 a commit appears whole, so reading ``next..head`` after every wake-up
 prints each committed event exactly once, however many arrive at once.
 
-Waking up: appenders touch a sidecar file (``commits``) after each commit
-has returned, and followers watch it with inotify where the platform has
-it. Change events of ``data.mdb`` are watched too, as a hint only (they can
-arrive before the commit is visible, and other programs' writers do not
-touch the sidecar), so after such an event the follower looks again a few
-times over the next milliseconds. A bounded poll runs in every case, so a
-follower without inotify, or one that missed an event, is late by at most
-:data:`POLL_SECONDS`. Idle, a follower sleeps in ``poll``: no CPU.
+Waking up is the backend's (:meth:`~evlog.backends.Backend.waiter`: inotify
+on an LMDB log's directory, a subscription on a server). A wake-up is a
+hint: after one with nothing new visible yet, the follower looks again a
+few times over the next milliseconds. A bounded poll runs in every case, so
+a follower that missed a wake-up is late by at most :data:`POLL_SECONDS`.
+Idle, a follower sleeps: no CPU.
 
 Noticing that the reader left: a follower whose filters match nothing for a
 long time writes nothing, so a write failing with EPIPE cannot tell it that
@@ -31,20 +29,15 @@ at-least-once promise checkable (see that module).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import os
 import select
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
-
-import lmdb
+from typing import TYPE_CHECKING, Any
 
 from . import scan
+from .backends import Backend, open_backend
 from .errors import LogNotFoundError, StorageError
 from .groups import (  # noqa: F401  (the durable groups once lived here: kept importable)
     DeadLetter,
@@ -60,7 +53,9 @@ from .groups import (  # noqa: F401  (the durable groups once lived here: kept i
 )
 from .log import Log
 from .scan import Row
-from .store import Store
+
+if TYPE_CHECKING:
+    from .backends.lmdb.store import Store
 from .textsafe import visible
 
 POLL_SECONDS = 0.25
@@ -69,13 +64,6 @@ RECHECK_SECONDS = (0.001, 0.003, 0.01, 0.03)
 """After a data.mdb change event with nothing new visible yet, look again after these delays."""
 READER_CHECK_SECONDS = 10.0
 
-_IN_MODIFY = 0x00000002
-_IN_ATTRIB = 0x00000004
-_IN_CLOSE_WRITE = 0x00000008
-_IN_CREATE = 0x00000100
-_IN_NONBLOCK = 0o4000
-_IN_CLOEXEC = 0o2000000
-_EVENT = struct.Struct("iIII")
 _GONE = select.POLLERR | select.POLLHUP
 
 
@@ -89,64 +77,8 @@ def reader_gone(output: int) -> bool:
     return any(events & _GONE for _, events in poller.poll(0))
 
 
-class Watcher:
-    """Waits for a change in the log directory, with inotify when available."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self.fd: int | None = None
-        self.sidecar_watch: int | None = None
-        self._libc: ctypes.CDLL | None = None
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-            fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        except (OSError, AttributeError):
-            return  # no inotify here: polling alone
-        if fd < 0:
-            return
-        self._libc, self.fd = libc, fd
-        self._watch_directory()
-
-    def _watch_directory(self) -> None:
-        """Watch the directory (sidecar created, data.mdb written) and the sidecar (touched)."""
-        assert self._libc is not None and self.fd is not None
-        self._libc.inotify_add_watch(
-            self.fd, os.fsencode(self.directory), _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_CREATE
-        )
-
-    def wait(self, timeout: float, output: int | None = None) -> bool:
-        """Sleep until a change, ``timeout``, or the reader of ``output`` leaving; True when something changed.
-
-        A reader that left raises :class:`BrokenPipeError`, as a write would.
-        """
-        poller = select.poll()
-        if self.fd is not None:
-            poller.register(self.fd, select.POLLIN)
-        if output is not None:
-            poller.register(output, 0)  # POLLERR and POLLHUP are reported whatever is asked for
-        if self.fd is None and output is None:
-            time.sleep(timeout)
-            return False
-        ready = poller.poll(timeout * 1000)
-        if output is not None and any(fd == output and events & _GONE for fd, events in ready):
-            raise BrokenPipeError(f"the reader of file descriptor {output} has gone")
-        if self.fd is None or not any(fd == self.fd for fd, _ in ready):
-            return False
-        try:
-            while os.read(self.fd, 65536):
-                pass  # drain: one look at the log covers every queued event
-        except BlockingIOError:
-            pass
-        return True
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 def last_rows(
-    store: Store,
+    backend: Backend,
     count: int,
     head: int,
     *,
@@ -160,7 +92,7 @@ def last_rows(
     span = max(count, 256)
     while high >= 1 and len(found) < count:
         low = max(1, high - span + 1)
-        chunk = [row for row in scan.scan(store, low, high, types=types, streams=streams)
+        chunk = [row for row in backend.rows(low, high, types=types, streams=streams)
                  if where is None or where(*row)]
         found = chunk + found
         high = low - 1
@@ -178,7 +110,7 @@ def wait_for_log(path: str, *, poll: float = 0.1) -> bool:
     waited = False
     while True:
         try:
-            Store(path, create=False).close()
+            open_backend(path, create=False, writable=False).close()
             return waited
         except LogNotFoundError:
             waited = True
@@ -202,41 +134,35 @@ def follow(
     gone, :class:`BrokenPipeError` ends the follow, whether events arrive or
     not: checked before every read and while waiting.
     """
-    store = log.store()
-    watcher = Watcher(log.path)
+    backend = log.backend()
+    watcher = backend.waiter()
     next_seq = max(first, 1)
     last_reader_check = time.monotonic()
     try:
         while True:
             if output is not None and reader_gone(output):
                 raise BrokenPipeError(f"the reader of file descriptor {output} has gone")
-            head = scan.head_seq(store)
+            head = backend.head()
             if head >= next_seq:
                 end = min(head, next_seq + 16 * scan.CHUNK - 1)
-                rows = list(scan.scan(store, next_seq, end, types=types, streams=streams))
+                rows = list(backend.rows(next_seq, end, types=types, streams=streams))
                 next_seq = end + 1
                 yield rows, end
                 continue
             if on_idle is not None:
                 on_idle()
             if time.monotonic() - last_reader_check > READER_CHECK_SECONDS:
-                _reader_check(store)
+                backend.housekeeping()
                 last_reader_check = time.monotonic()
             if watcher.wait(POLL_SECONDS, output):
                 # A data.mdb event can come before its commit is visible: look again
                 # shortly, waking at once on the sidecar touch that follows the commit.
                 for delay in RECHECK_SECONDS:
-                    if scan.head_seq(store) >= next_seq:
+                    if backend.head() >= next_seq:
                         break
                     watcher.wait(delay, output)
     finally:
         watcher.close()
-
-
-def _reader_check(store: Store) -> None:
-    """Free reader slots of dead processes, so they cannot pin old pages."""
-    with contextlib.suppress(lmdb.Error):  # housekeeping must never stop a follower
-        store.env.reader_check()
 
 
 # -- durable groups: --exec acknowledges by a command's exit status ----------------------

@@ -46,8 +46,8 @@ from typing import Any
 import lmdb
 import msgpack
 
+from .backends.lmdb.store import U64, Store
 from .errors import DamagedLogError, EvlogError, StorageError, UsageError
-from .store import U64, Store
 from .textsafe import visible
 
 GROUP_NAME_BYTES = 200

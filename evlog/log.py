@@ -1,11 +1,15 @@
 """The :class:`Log`: append events, read them back, resolve positions, describe.
 
+A log lives in a backend (:mod:`evlog.backends`): an LMDB directory on this
+machine, or a JetStream stream on a NATS server. This class is the same over
+both; it opens the backend its location names on first use.
+
 Appending is two steps. First every event is validated and its payload
-encoded (:mod:`evlog.ingest`), outside any transaction. Then one write
-transaction per batch reads the head, assigns seq (last + 1), time
-(max(now, last ts)) and stream versions, checks ``expect`` and ids, and
-writes the records with LMDB's append fast path. Seqs are assigned inside
-the transaction, so concurrent appending processes produce a gapless log.
+encoded (:mod:`evlog.ingest`), outside any transaction. Then each batch is
+written against the log's head (:mod:`evlog.batch`), which assigns seq
+(last + 1), time (never before the last one) and stream versions and checks
+``expect`` and ids, in a write the backend guarantees no other writer can
+interleave with, so concurrent appending processes produce a gapless log.
 
 When an event in a batch cannot be written (an ``expect`` conflict, a time
 before the log's last one), the events before it are committed and the run
@@ -16,38 +20,18 @@ written; with ``atomic=True`` nothing is.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
-
-import lmdb
+from typing import TYPE_CHECKING, Any
 
 from . import scan
-from .errors import (
-    AppendStopped,
-    BadInputError,
-    ConflictError,
-    DamagedLogError,
-    EvlogError,
-    PositionError,
-    StorageError,
-)
+from .backends import Backend, is_url, open_backend
+from .batch import BatchOutcome, stopped, write_batch
+from .errors import AppendStopped, BadInputError, EvlogError, PositionError, StorageError, UsageError
 from .event import AppendSummary, Event
-from .ingest import LINE, MAX_FUTURE, Pending, TimeGuard, check_json_value, from_mapping, prepare, stored_difference
-from .record import (
-    GENESIS_HASH,
-    HASH_SIZE,
-    HEAD_NO_VERSION,
-    HEAD_VERSION,
-    RECORD_FORMAT,
-    blake2b,
-    decode_body,
-    key_seq,
-    record_hash,
-    seq_key,
-)
-from .store import U64, Store, default_log_path, parse_format
-from .timefmt import format_ts
+from .ingest import LINE, MAX_FUTURE, Pending, TimeGuard, check_json_value, from_mapping, prepare
+
+if TYPE_CHECKING:
+    from .backends.lmdb.store import Store
 
 DEFAULT_BATCH = 10_000
 _LIKELY_EPOCH = 1_000_000_000
@@ -59,23 +43,13 @@ Duplicate = Callable[[Pending, int, "str | None"], None]
 """Called with each event whose id is in the log, that event's seq, and what differs (``data``…) or None."""
 
 
-class BatchOutcome:
-    """What one write transaction did with a batch of pending events."""
-
-    def __init__(self) -> None:
-        self.first_seq: int | None = None
-        self.last_seq: int | None = None
-        self.count = 0
-        self.head_seq = 0
-        self.heads: dict[bytes, int] = {}
-        self.written: list[Event] = []
-        self.rejections: list[tuple[int | None, EvlogError, bytes | None]] = []
-        self.duplicates: list[tuple[Pending, int, str | None]] = []  # (event, existing seq, what differs)
-        self.stop: tuple[Pending, EvlogError] | None = None
+def default_log_path() -> str:
+    """``$EVLOG_PATH``, else ``./events.lmdb``."""
+    return os.environ.get("EVLOG_PATH") or "events.lmdb"
 
 
 class Log:
-    """An evlog log (an LMDB environment directory).
+    """An evlog log: an LMDB environment directory, or a ``nats://`` URL.
 
     Use it as a context manager. Nothing is opened until first use; reading
     a log that does not exist raises :class:`~evlog.errors.LogNotFoundError`
@@ -85,7 +59,7 @@ class Log:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = os.fspath(path) if path is not None else default_log_path()
-        self._store: Store | None = None
+        self._backend: Backend | None = None
         self._heads: dict[bytes, int] = {}
         self._heads_seq = -1
 
@@ -96,34 +70,51 @@ class Log:
         self.close()
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
 
-    def _open(self, *, create: bool = False, write: bool = False, check_format: bool = True) -> Store:
-        """The store: read-only for reading, writable for ``write``, created for ``create``."""
+    @property
+    def is_remote(self) -> bool:
+        """Whether the log is on a server (a ``nats://`` URL) rather than in a local directory."""
+        return is_url(self.path)
+
+    def _open(self, *, create: bool = False, write: bool = False, check_format: bool = True) -> Backend:
+        """The backend: read-only for reading, writable for ``write``, created for ``create``."""
         writable = create or write
-        if self._store is not None and writable and not self._store.writable:
+        if self._backend is not None and writable and not self._backend.writable:
             # LMDB cannot open one environment twice in a process: close, then reopen writable;
             # when that fails (a log the user cannot write) the reader is opened again, so that
             # a caller who only wanted to write something optional (snapshots) can read on.
             self.close()
             try:
-                self._store = Store(self.path, create=create, writable=True)
+                self._backend = open_backend(self.path, create=create, writable=True)
             except StorageError:
-                self._store = Store(self.path, create=False, writable=False, check_format=check_format)
+                self._backend = open_backend(self.path, create=False, writable=False, check_format=check_format)
                 raise
-        if self._store is None:
-            self._store = Store(self.path, create=create, writable=writable, check_format=check_format or writable)
-        return self._store
+        if self._backend is None:
+            self._backend = open_backend(
+                self.path, create=create, writable=writable, check_format=check_format or writable
+            )
+        return self._backend
+
+    def backend(self, *, write: bool = False) -> Backend:
+        """The open backend of an existing log (for the modules that read through it)."""
+        return self._open(write=write)
 
     def store(self, *, write: bool = False, check_format: bool = True) -> Store:
-        """The underlying :class:`~evlog.store.Store` of an existing log (for extensions).
+        """The LMDB :class:`~evlog.backends.lmdb.store.Store` of an existing local log (for extensions).
 
         ``check_format=False`` opens a log whose format marker is damaged (for
-        verify, which reports it); everything else refuses such a log.
+        verify, which reports it); everything else refuses such a log. What
+        needs it (groups, snapshots, stats, verify, backup) is not yet built
+        for a log on a server, which says so (:class:`UsageError`).
         """
-        return self._open(write=write, check_format=check_format)
+        backend = self._open(write=write, check_format=check_format)
+        store: Store | None = getattr(backend, "store", None)
+        if store is None:
+            raise UsageError(f"this is not yet available for a log on a server ({self.path}); use a local log")
+        return store
 
     # -- appending ---------------------------------------------------------
 
@@ -243,21 +234,7 @@ class Log:
         cause: EvlogError, summary: AppendSummary, *, atomic: bool, line: int | None = None
     ) -> AppendStopped:
         """The error that ends a bulk append, saying what was written before it."""
-        where = line if line is not None else getattr(cause, "line", None)
-        offset = getattr(cause, "offset", None)
-        if where is not None:
-            place = f"line {where}"
-        elif offset is not None:
-            place = f"byte offset {offset}"
-        else:
-            place = "that event"
-        if where is not None and not str(cause).startswith("line "):
-            cause = _with_line(cause, where)
-        if atomic:
-            note = f"stopped at {place}; --atomic: nothing was written"
-        else:
-            note = f"{summary.describe()}; stopped at {place}, nothing after it was written"
-        return AppendStopped(cause, summary, note)
+        return stopped(cause, summary, atomic=atomic, line=line)
 
     def write_batch(
         self,
@@ -276,9 +253,25 @@ class Log:
         already in the log for an event of other type, stream or data is a
         bad event (rejected or stopping the run), not a duplicate.
         """
-        store = self._open(create=True)
-        outcome = store.write(
-            lambda txn: self._write(txn, store, batch, atomic, on_reject is not None, keep_events, strict_ids)
+        backend = self._open(create=True)
+        limit: int | None = getattr(backend, "max_batch", None)
+        if limit is not None and len(batch) > limit:
+            if atomic:
+                raise UsageError(
+                    f"--atomic: a log on a NATS server commits at most {limit} events at once "
+                    f"(the server's limit for an atomic batch), and this input has more; "
+                    "append without --atomic, or split the input"
+                )
+            return self._write_in_parts(
+                batch, limit, on_reject=on_reject, keep_events=keep_events, strict_ids=strict_ids,
+                on_duplicate=on_duplicate,
+            )
+        cached = (self._heads_seq, self._heads)
+        outcome = backend.write(
+            lambda txn: write_batch(
+                txn, batch, atomic=atomic, skip_rejects=on_reject is not None, keep_events=keep_events,
+                strict_ids=strict_ids, cached_heads=cached,
+            )
         )
         if on_reject is not None:
             # Reported after the commit: a retried transaction (map growth) must not report twice.
@@ -292,137 +285,40 @@ class Log:
         outcome.heads = {}
         return outcome
 
-    def _write(
+    def _write_in_parts(
         self,
-        txn: lmdb.Transaction,
-        store: Store,
         batch: Sequence[Pending],
-        atomic: bool,
-        skip_rejects: bool,
+        limit: int,
+        *,
+        on_reject: Reject | None,
         keep_events: bool,
-        strict_ids: bool = False,
+        strict_ids: bool,
+        on_duplicate: Duplicate | None,
     ) -> BatchOutcome:
-        """The body of an append transaction; runs again from scratch on a retry."""
-        dbs = store.dbs
-        events_db, streams_db, ids_db = dbs[b"events"], dbs[b"streams"], dbs[b"ids"]
-        outcome = BatchOutcome()
-        cursor = txn.cursor(db=events_db)
-        if cursor.last():
-            last_seq = key_seq(cursor.key())
-            last_ts = decode_body(cursor.value(), last_seq)[1]
-            previous = record_hash(cursor.value())
-        else:
-            last_seq, last_ts, previous = 0, 0, GENESIS_HASH
-        # Stream heads from our previous batch stay valid only if no other
-        # process appended since; then they save an index look-up per event.
-        heads = dict(self._heads) if last_seq == self._heads_seq and len(self._heads) < 1_000_000 else {}
-        clock = time.time_ns
-        rows: list[tuple[bytes, bytes]] = []
-        index_rows: list[tuple[bytes, bytes]] = []
-        new_ids: dict[bytes, bytes] = {}
-        type_counts: dict[str, int] = {}
-        new_streams = 0
-        written = outcome.written
-        # Hot loop of bulk appends: locals only, one tuple unpack per event.
-        add_row, add_index_row, count_get = rows.append, index_rows.append, type_counts.get
-        pack_seq, head_v, head_nov = seq_key, HEAD_VERSION.pack, HEAD_NO_VERSION.pack
-        for item in batch:
-            etype, stream, stream_key, tail, event_id, expect, ts, line, data_bytes, meta, raw = item
-            id_key = None
-            if event_id is not None:
-                id_key = event_id.encode()
-                existing = new_ids.get(id_key) or txn.get(id_key, db=ids_db)
-                if existing is not None:
-                    # Only duplicates pay for this: is the stored event the same one?
-                    seq = key_seq(existing)
-                    first_new = last_seq - len(rows) + 1
-                    stored = rows[seq - first_new][1] if seq >= first_new else txn.get(existing, db=events_db)
-                    difference = stored_difference(item, stored, seq)
-                    if difference is None or not strict_ids:
-                        outcome.duplicates.append((item, seq, difference))
-                        continue
-                    reused = BadInputError(
-                        f"id {event_id!r} is already in the log at seq {seq} with other {difference}; "
-                        "an id names one event (--strict-ids)",
-                        line=line,
-                    )
-                    if not skip_rejects:
-                        outcome.stop = (item, reused)
-                        break
-                    outcome.rejections.append((line, reused, raw))
-                    continue
-            problem: EvlogError | None = None
-            version = None
-            if stream_key is not None:
-                head = heads.get(stream_key)
-                if head is None:
-                    head = _stream_head(txn, streams_db, stream_key)
-                if expect is not None and expect != head:
-                    problem = ConflictError(
-                        f"stream {stream!r} is at version {head}, expected {expect}; "
-                        "nothing was written for this event",
-                        stream=stream or "",
-                        expected=expect,
-                        actual=head,
-                    )
-                version = head + 1
-            if ts is None:
-                # Each event gets the time it is written, so that a time position can
-                # tell apart the events of one batch. (Not max(): this runs per event.)
-                now = clock()
-                ts = now if now > last_ts else last_ts
-            elif ts < last_ts and problem is None:
-                previous_event = "the previous event" if rows else "the last event in the log"
-                problem = BadInputError(
-                    f'"ts" {format_ts(ts)} is before {previous_event} ({format_ts(last_ts)}); '
-                    "times in a log never go backwards",
-                    line=line,
-                )
-            if problem is not None:
-                if not skip_rejects:
-                    outcome.stop = (item, problem)
-                    break
-                outcome.rejections.append((line, problem, raw))
-                continue
-            last_seq += 1
-            key = pack_seq(last_seq)
-            if version is None:
-                body = head_nov(0x98, RECORD_FORMAT, 0xCF, ts, 0xC0) + tail
-            else:
-                assert stream_key is not None  # a version implies a stream
-                body = head_v(0x98, RECORD_FORMAT, 0xCF, ts, 0xCF, version) + tail
-                heads[stream_key] = version
-                add_index_row((stream_key, key))
-                if version == 1:
-                    new_streams += 1
-            previous = blake2b(previous + key + body, digest_size=HASH_SIZE).digest()
-            add_row((key, body + previous))
-            if id_key is not None:
-                new_ids[id_key] = key
-            type_counts[etype] = count_get(etype, 0) + 1
-            last_ts = ts
-            if keep_events:
-                written.append(Event(last_seq, ts, etype, stream, version, event_id, meta, data_bytes))
-        if outcome.stop is not None and atomic:
-            raise self.stopped(outcome.stop[1], AppendSummary(), atomic=True, line=outcome.stop[0][LINE])
-        if rows:
-            outcome.count = len(rows)
-            outcome.first_seq = last_seq - len(rows) + 1
-            outcome.last_seq = last_seq
-            added = txn.cursor(db=events_db).putmulti(rows, append=True)[1]
-            if added != len(rows):
-                raise StorageError(
-                    f"{self.path}: the log's head moved during an append ({added} of {len(rows)} "
-                    "records placed); nothing was written, retry"
-                )
-            txn.cursor(db=streams_db).putmulti(index_rows, dupdata=True)
-            for key, value in new_ids.items():
-                txn.put(key, value, db=ids_db)
-            _add_counts(txn, dbs[b"types"], {name.encode(): count for name, count in type_counts.items()})
-            if new_streams:
-                _add_counts(txn, dbs[b"meta"], {b"streams": new_streams})
-        outcome.heads, outcome.head_seq = heads, last_seq
-        return outcome
+        """A batch larger than the backend commits at once, as consecutive commits of ``limit`` events.
+
+        Not atomic (``--atomic`` is refused before this), as a bulk append's
+        batches never are: each part is committed before the next is written,
+        and a part that stops the run leaves the later ones unwritten.
+        """
+        total = BatchOutcome()
+        for start in range(0, len(batch), limit):
+            part = self.write_batch(
+                batch[start:start + limit], on_reject=on_reject, keep_events=keep_events, strict_ids=strict_ids,
+                on_duplicate=on_duplicate,
+            )
+            if part.count:
+                total.first_seq = part.first_seq if total.first_seq is None else total.first_seq
+                total.last_seq = part.last_seq
+                total.count += part.count
+            total.head_seq = part.head_seq
+            total.written.extend(part.written)
+            total.rejections.extend(part.rejections)
+            total.duplicates.extend(part.duplicates)
+            if part.stop is not None:
+                total.stop = part.stop
+                break
+        return total
 
     # -- reading -----------------------------------------------------------
 
@@ -436,7 +332,7 @@ class Log:
 
     def head(self) -> int:
         """The last seq (0 for an empty log)."""
-        return scan.head_seq(self._open(create=False))
+        return self._open(create=False).head()
 
     def range(self, from_: str | int | None = None, until: str | int | None = None) -> tuple[int, int]:
         """The seqs ``(first, last)`` that ``from_`` and ``until`` select (``last`` not beyond the head).
@@ -449,8 +345,7 @@ class Log:
         """
         from .positions import parse_position, reversed_range
 
-        store = self._open(create=False)
-        head = scan.head_seq(store)
+        head = self._open(create=False).head()
         if isinstance(from_, str) and isinstance(until, str):
             problem = reversed_range(parse_position(from_), parse_position(until))
             if problem is not None:
@@ -472,8 +367,8 @@ class Log:
         """
         from .positions import parse_position
 
-        store = self._open(create=False)
-        last = scan.head_seq(store)
+        backend = self._open(create=False)
+        last = backend.head()
         if position is None:
             return last if end else 1
         parsed = parse_position(position)
@@ -482,15 +377,14 @@ class Log:
         if parsed.kind == "from_end":
             return max(last - int(parsed.value) + 1, 0 if end else 1)
         if parsed.kind == "id":
-            with store.reading() as txn:
-                found = txn.get(str(parsed.value).encode(), db=store.dbs[b"ids"])
-                if found is None:
-                    raise PositionError(f"no event has id {parsed.value!r}")
-                return key_seq(bytes(found))
+            found = backend.id_seq(str(parsed.value))
+            if found is None:
+                raise PositionError(f"no event has id {parsed.value!r}")
+            return found
         ns = int(parsed.value)
         if end:
-            return scan.last_seq_at_or_before(store, ns, last)
-        return scan.first_seq_at_or_after(store, ns, last)
+            return scan.last_seq_at_or_before(backend, ns, last)
+        return scan.first_seq_at_or_after(backend, ns, last)
 
     def rows(
         self,
@@ -502,15 +396,15 @@ class Log:
         progress: scan.Progress | None = None,
     ) -> Iterator[scan.Row]:
         """Like :meth:`read` but yields ``(seq, envelope)`` tuples: for fast renderers."""
-        store = self._open(create=False)
+        backend = self._open(create=False)
         first, last = self.range(from_, until)
         if first > last:
             return iter(())
         type_test = scan.matcher(types)
         if streams and not any(scan.is_glob(name) for name in streams):
-            seqs = scan.merged_stream_seqs(store, streams, first, last)
-            return scan.rows_by_seq(store, seqs, types=type_test, progress=progress)
-        return scan.scan(store, first, last, types=type_test, streams=scan.matcher(streams), progress=progress)
+            seqs = scan.merged_stream_seqs(backend, streams, first, last)
+            return backend.rows_by_seq(seqs, types=type_test, progress=progress)
+        return backend.rows(first, last, types=type_test, streams=scan.matcher(streams), progress=progress)
 
     def read(
         self,
@@ -537,99 +431,12 @@ class Log:
 
     def types(self) -> dict[str, int]:
         """Each event type in the log with its number of events, by name."""
-        store = self._open(create=False)
-        with store.reading() as txn:
-            return type_counts(txn, store.dbs[b"types"])
+        return self._open(create=False).type_counts()
 
     def info(self) -> dict[str, Any]:
-        """Facts about the log: counts, first and last event, head hash, format."""
-        store = self._open(create=False)
-        dbs = store.dbs
-        with store.reading() as txn:
-            cursor = txn.cursor(db=dbs[b"events"])
-            first = last = None
-            count = txn.stat(dbs[b"events"])["entries"]
-            if cursor.first():
-                first_seq = key_seq(bytes(cursor.key()))
-                first = (first_seq, decode_body(cursor.value(), first_seq)[1])
-                cursor.last()
-                last_seq = key_seq(bytes(cursor.key()))
-                last = (last_seq, decode_body(cursor.value(), last_seq)[1], record_hash(cursor.value()))
-            types = type_counts(txn, dbs[b"types"])
-            streams_count = _meta_counter(store.meta(txn, b"streams"), "streams count")
-            created = _meta_counter(store.meta(txn, b"created"), "creation time")
-            log_id = _meta_text(store.meta(txn, b"log_id"), "log id")
-            log_format = parse_format(store.meta(txn, b"format") or b"")
-        size = sum(
-            os.path.getsize(os.path.join(self.path, name))
-            for name in ("data.mdb", "lock.mdb")
-            if os.path.exists(os.path.join(self.path, name))
-        )
-        return {
-            "path": os.path.abspath(self.path),
-            "size_bytes": size,
-            "events": count,
-            "first_seq": first[0] if first else None,
-            "last_seq": last[0] if last else None,
-            "first_ts": format_ts(first[1]) if first else None,
-            "last_ts": format_ts(last[1]) if last else None,
-            "streams": streams_count or 0,
-            "types": dict(sorted(types.items(), key=lambda item: (-item[1], item[0]))),
-            "format": log_format,
-            "log_id": log_id,
-            "created": format_ts(created) if created is not None else None,
-            "head_hash": (last[2] if last else GENESIS_HASH).hex(),
-        }
+        """Facts about the log: counts, first and last event, head hash, format.
 
-
-def type_counts(txn: lmdb.Transaction, types_db: Any) -> dict[str, int]:
-    """The stored count of each event type, read in ``txn``; a bad name or count is damage."""
-    counts: dict[str, int] = {}
-    for key, value in txn.cursor(db=types_db):
-        try:
-            name = bytes(key).decode()
-        except UnicodeDecodeError:
-            raise DamagedLogError(f"the types index has a name that is not UTF-8: {bytes(key)[:40]!r}") from None
-        if len(value) != 8:
-            raise DamagedLogError(f"the types index counts {name!r} in {len(value)} bytes, not 8")
-        counts[name] = U64.unpack(bytes(value))[0]
-    return counts
-
-
-def _meta_counter(raw: bytes | None, what: str) -> int | None:
-    """An 8-byte counter of the ``meta`` database (None when absent)."""
-    if raw is None:
-        return None
-    if len(raw) != 8:
-        raise DamagedLogError(f"the meta {what} is {len(raw)} bytes, not 8")
-    return int(U64.unpack(raw)[0])
-
-
-def _meta_text(raw: bytes | None, what: str) -> str:
-    if raw is None:
-        return ""
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise DamagedLogError(f"the meta {what} is not UTF-8 text") from None
-
-
-def _with_line(cause: EvlogError, line: int) -> EvlogError:
-    """The same error, its message prefixed with the input line it came from."""
-    cause.args = (f"line {line}: {cause}",)
-    return cause
-
-
-def _add_counts(txn: lmdb.Transaction, db: Any, increments: Mapping[bytes, int]) -> None:
-    """Add to the 8-byte big-endian counters stored under each key."""
-    for key, increment in increments.items():
-        old = txn.get(key, db=db)
-        if old is not None and len(old) != 8:
-            raise DamagedLogError(f"the counter of {key.decode(errors='replace')!r} is {len(old)} bytes, not 8")
-        txn.put(key, U64.pack((U64.unpack(old)[0] if old else 0) + increment), db=db)
-
-
-def _stream_head(txn: lmdb.Transaction, streams_db: Any, stream_key: bytes) -> int:
-    """A stream's version: the number of its events in the index (0 when new)."""
-    cursor = txn.cursor(db=streams_db)
-    return int(cursor.count()) if cursor.set_key(stream_key) else 0
+        ``path`` is where the log is (a directory, or a server URL without its
+        credentials); ``size_bytes`` what it takes there.
+        """
+        return self._open(create=False).describe()

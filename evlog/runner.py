@@ -16,20 +16,18 @@ is capped before it gets here (:func:`evlog.snapshots.allowed_interval`).
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import scan, snapshots
-from .errors import DamagedLogError, StorageError
+from .errors import StorageError
 from .fold import CompiledFold, FoldSpec, limited_steps, time_limited
 from .log import Log
-from .record import seq_key
-from .store import Store
 
-RAW_CHUNK = 4096
+if TYPE_CHECKING:
+    from .backends.lmdb.store import Store
 
 
 @dataclass
@@ -47,55 +45,6 @@ class FoldResult:
         if by:
             return self.states
         return self.states.get(None)
-
-
-def raw_range(
-    store: Store, first: int, last: int, progress: scan.Progress | None = None
-) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
-    """Record bytes of seqs ``first..last`` in chunks, each read in its own short transaction.
-
-    ``progress`` hears of each chunk once it has been folded: the seqs done so far, of all in the range.
-    """
-    events = store.dbs[b"events"]
-    seq = start = max(first, 1)
-    total = max(last - start + 1, 0)
-    while seq <= last:
-        with store.reading(buffers=False) as txn:
-            cursor = txn.cursor(db=events)
-            if not cursor.set_key(seq_key(seq)):
-                raise DamagedLogError("missing: the log has a gap here", seq=seq)
-            values: list[bytes] = list(itertools.islice(cursor.iternext(keys=False), min(RAW_CHUNK, last - seq + 1)))
-            gap = scan.gap_before(cursor, seq, len(values))  # the fold counts seqs: they must be contiguous
-            if gap is not None:
-                raise gap
-        yield seq, values  # contiguous: the first seq stands for the run
-        seq += len(values)
-        if progress is not None:
-            progress(seq - start, total)
-
-
-def raw_seqs(
-    store: Store, seqs: Iterator[int], progress: scan.Progress | None = None
-) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
-    """Record bytes of the given increasing seqs (from the stream index), in chunks.
-
-    ``progress`` hears of each chunk once it has been folded: the records done so far (the total is unknown).
-    """
-    events = store.dbs[b"events"]
-    done = 0
-    while True:
-        batch = list(itertools.islice(seqs, RAW_CHUNK))
-        if not batch:
-            return
-        with store.reading(buffers=False) as txn:
-            values = [txn.get(seq_key(seq), db=events) for seq in batch]
-        if None in values:
-            missing = batch[values.index(None)]
-            raise DamagedLogError("is in the streams index but missing from the events", seq=missing)
-        yield batch, values
-        if progress is not None:
-            done += len(batch)
-            progress(done, None)
 
 
 def run_fold(
@@ -143,7 +92,9 @@ def run_fold(
         snapshot_every = 0
         if on_snapshot_error is not None:
             on_snapshot_error(f"snapshots are not being saved: you cannot write to the log {log.path}")
-    store = log.store()
+    if log.is_remote:  # snapshots are kept in the log only on LMDB so far: fold from the start
+        use_snapshots, snapshot_every = False, 0
+    store = None if log.is_remote else log.store()
     if snapshot_every:
         try:  # saving snapshots needs a writable handle, opened before any read begins
             store = log.store(write=True)
@@ -152,7 +103,8 @@ def run_fold(
             store = log.store()  # the failed attempt closed the read-only one
             if on_snapshot_error is not None:
                 on_snapshot_error(f"snapshots are not being saved: {exc}")
-    head = scan.head_seq(store)
+    backend = log.backend()
+    head = backend.head()
     first = log.resolve(from_)
     last = min(log.resolve(until, end=True), head)
     states: dict[Any, Any] = {}
@@ -161,18 +113,18 @@ def run_fold(
     if start_state is not None:
         snapshot_seq, states = start_state
         start = snapshot_seq + 1
-    elif use_snapshots and not scan_mode and last >= first:
+    elif use_snapshots and store is not None and not scan_mode and last >= first:
         found = snapshots.latest(store, spec, first, last)
         if found is not None:
             snapshot_seq, states = found
             start = snapshot_seq + 1
     compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
-    save = _saver(store, spec, first, snapshot_max_size, on_snapshot_error) if snapshot_every else None
+    save = _saver(store, spec, first, snapshot_max_size, on_snapshot_error) if snapshot_every and store else None
     if spec.streams and not any(scan.is_glob(name) for name in spec.streams):
-        chunks = raw_seqs(store, scan.merged_stream_seqs(store, spec.streams, start, last), progress)
+        chunks = backend.raw_seqs(scan.merged_stream_seqs(backend, spec.streams, start, last), progress)
         stream_test = None
     else:
-        chunks = raw_range(store, start, last, progress)
+        chunks = backend.raw_range(start, last, progress)
         stream_test = scan.matcher(spec.streams, prefix_star=True)
     outcome = time_limited(timeout, compiled.run)(
         chunks,

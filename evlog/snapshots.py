@@ -38,13 +38,13 @@ from typing import Any
 
 import msgpack
 
+from .backends.lmdb.store import Store
 from .errors import BadInputError, DamagedLogError, UsageError
 from .foldspec import FoldSpec, PythonFoldFileError
 from .record import HASH_SIZE, record_hash, seq_key
 from .snapshot_limits import DEFAULT_SNAPSHOT_EVERY as DEFAULT_SNAPSHOT_EVERY
 from .snapshot_limits import DEFAULT_SNAPSHOT_MAX_SIZE as DEFAULT_SNAPSHOT_MAX_SIZE
 from .snapshot_limits import allowed_interval as allowed_interval
-from .store import Store
 
 _JSON_ONLY = "keep the state to objects, arrays (lists), text, numbers within 64 bits, booleans and null"
 

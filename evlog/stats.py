@@ -28,12 +28,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .backends.lmdb import type_counts as stored_type_counts
+from .backends.lmdb.reading import check_contiguous
+from .backends.lmdb.store import Store
 from .errors import DamagedLogError, UsageError
 from .log import Log
-from .log import type_counts as stored_type_counts
 from .record import decode_body, key_seq, seq_key
-from .scan import check_contiguous
-from .store import Store
 from .timefmt import format_ts
 
 NS = 1_000_000_000

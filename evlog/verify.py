@@ -12,7 +12,7 @@ whole log is verified. Findings are yielded as they are found.
 How it is built, and why:
 
 * Reads run in short read transactions of :data:`CHUNK` records (as in
-  :mod:`evlog.scan`), so verifying a large log never pins old pages while
+  :mod:`evlog.backends.lmdb.reading`), so verifying a large log never pins old pages while
   other processes append. The range checked is the log as it was when
   verify started (its head then); later appends are left alone.
 * Transactions return ``bytes``, not buffers: on a 1M-event log, slicing and
@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import orjson
 
+from .backends.lmdb.store import U64, Store, parse_format
 from .errors import DamagedLogError
 from .record import GENESIS_HASH, HASH_SIZE, RECORD_FORMAT, blake2b, decode_payload, is_json, seq_key
-from .store import U64, Store, parse_format
 from .timefmt import format_ts
 
 # What decoding damaged bytes can raise: msgpack errors are ValueErrors, and the

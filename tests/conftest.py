@@ -20,6 +20,27 @@ def log_path(tmp_path: Path) -> str:
     return str(tmp_path / "events.lmdb")
 
 
+BACKENDS = ["lmdb"]
+"""The kinds of log the shared backend suite (tests/test_backend_suite.py) runs against."""
+
+
+@pytest.fixture(params=BACKENDS)
+def any_log_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Makes locations of fresh logs, not yet created, of one kind per parameter."""
+    made = iter(range(1_000_000))
+
+    def make() -> str:
+        return str(tmp_path / f"log-{next(made)}.lmdb")
+
+    return make
+
+
+@pytest.fixture
+def any_log(any_log_factory: Callable[[], str]) -> str:
+    """The location of a fresh log that does not exist yet, of each kind in turn."""
+    return any_log_factory()
+
+
 @pytest.fixture
 def log(log_path: str) -> Iterator[Log]:
     with Log(log_path) as opened:

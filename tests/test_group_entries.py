@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from evlog import Log, groups
+from evlog.backends.lmdb.store import Store
 from evlog.errors import DamagedLogError
-from evlog.store import Store
 
 NAMES = st.text(alphabet=st.characters(min_codepoint=32, exclude_categories=("Cs",)), min_size=1, max_size=40)
 PATTERNS = st.lists(st.text(alphabet=string.ascii_letters + "*.-", min_size=1, max_size=8), max_size=3)

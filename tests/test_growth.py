@@ -286,11 +286,11 @@ def feed_rest(process: subprocess.Popen[bytes], payload: bytes) -> None:
 
 RACE_HOOK = """
 import subprocess, sys
-import evlog.store
+import evlog.backends.lmdb.store
 from evlog.cli import main
 
 log, growth, *args = sys.argv[1:]
-original = evlog.store.Store._open_databases
+original = evlog.backends.lmdb.store.Store._open_databases
 
 
 def opened_while_another_process_grows_the_map(self, create):
@@ -303,7 +303,7 @@ def opened_while_another_process_grows_the_map(self, create):
     return original(self, create)
 
 
-evlog.store.Store._open_databases = opened_while_another_process_grows_the_map
+evlog.backends.lmdb.store.Store._open_databases = opened_while_another_process_grows_the_map
 main([*args, "--log", log])
 """
 

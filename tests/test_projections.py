@@ -19,8 +19,8 @@ import pytest
 from conftest import run_evlog
 
 from evlog import Log, snapshots
+from evlog.backends.lmdb.reading import ts_at
 from evlog.fold import FoldSpec
-from evlog.scan import ts_at
 
 # seq n: (type, stream, amount); seq n has ts 2026-11-01T(08+n):00:00Z
 EVENTS: list[tuple[str, str | None, int]] = [

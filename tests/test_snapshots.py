@@ -37,9 +37,9 @@ from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
 from evlog import Log, snapshots
+from evlog.backends.lmdb.reading import ts_at
 from evlog.fold import FoldSpec
 from evlog.runner import run_fold
-from evlog.scan import ts_at
 
 # -- a log for the command-line tests ---------------------------------------------------
 

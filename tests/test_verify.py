@@ -19,8 +19,8 @@ import pytest
 from conftest import run_evlog
 
 from evlog import Log
+from evlog.backends.lmdb.store import Store
 from evlog.record import HASH_SIZE, seq_key
-from evlog.store import Store
 from evlog.verify import Finding, verify
 
 STREAMS = 25

@@ -35,7 +35,7 @@ def log_path(ctx: typer.Context) -> str:
     typed = ctx.params.get("log")
     if isinstance(typed, str) and typed:
         return typed  # --log as typed, or $EVLOG_PATH, which click already filled in
-    from ..store import default_log_path
+    from ..log import default_log_path
 
     return default_log_path()
 
@@ -46,8 +46,11 @@ def names(path: str, database: bytes, prefix: str, *, limit: int = LIMIT) -> lis
     An empty list when there is no readable evlog log at ``path``; nothing
     is created or written.
     """
-    from ..store import Store
+    from ..backends import is_url
+    from ..backends.lmdb.store import Store
 
+    if is_url(path):
+        return []  # completion never reaches out to a server
     try:
         store = Store(path, create=False)
     except (EvlogError, lmdb.Error, OSError):

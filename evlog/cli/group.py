@@ -54,12 +54,12 @@ def list_(
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    from .. import groups, scan
+    from .. import groups
     from ..log import Log
 
     with Log(log) as opened:
         store = opened.store()
-        head = scan.head_seq(store)
+        head = opened.head()
         found = groups.list_groups(store)
     shown = _shown(output)
     records = [{"group": shown(group.name), "position": group.position, "lag": max(head - group.position, 0),
@@ -84,14 +84,14 @@ def reset(
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    from .. import groups, scan
+    from .. import groups
     from ..log import Log
 
     with Log(log) as opened:
         store = opened.store(write=True)
         groups.require_group(store, name)
         # Past the head would skip events not appended yet: the next one is the furthest.
-        seq = min(max(opened.resolve(to), 1), scan.head_seq(store) + 1)
+        seq = min(max(opened.resolve(to), 1), opened.head() + 1)
         with groups.GroupLock(log, name):  # not while a follower of the group is running
             groups.require_group(store, name)  # removed meanwhile?
             groups.set_group_position(store, name, seq - 1)
@@ -145,13 +145,13 @@ def ack(
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    from .. import groups, scan
+    from .. import groups
     from ..errors import UsageError
     from ..log import Log
 
     with Log(log) as opened:
         store = opened.store(write=True)
-        head = scan.head_seq(store)
+        head = opened.head()
         beyond = [seq for seq in seqs if seq > head]
         if beyond:
             raise UsageError(f"seq {beyond[0]} is past the last event of the log ({head}); nothing acknowledged")
@@ -176,7 +176,7 @@ def dead(
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
-    from .. import groups, scan
+    from .. import groups
     from ..timefmt import format_ts
     from ._common import local_time
 
@@ -184,7 +184,7 @@ def dead(
         store = opened.store()
         groups.require_group(store, name)
         letters = groups.dead_letters(store, name)
-        events = {row[0]: row[1] for letter in letters for row in scan.scan(store, letter.seq, letter.seq)}
+        events = {row[0]: row[1] for letter in letters for row in opened.backend().rows(letter.seq, letter.seq)}
     table = draws_table(output)
     shown = _shown(output)
     records = []

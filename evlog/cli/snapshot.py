@@ -98,10 +98,9 @@ def save(
         if result.last < result.first:
             raise UsageError("there is no event to take a snapshot at (the range is empty)")
         store = opened.store(write=True)
-        from ..scan import ts_at
-
         digest = spec.digest(result.first)
-        size = snapshots.save(store, spec, result.first, result.last, ts_at(store, result.last), result.states)
+        size = snapshots.save(store, spec, result.first, result.last, opened.backend().ts_at(result.last),
+                              result.states)
     print(f"{digest.hex()} {result.last}")
     note(f"saved the state after seq {result.last} ({size} bytes) as snapshot {digest.hex()}")
 

@@ -177,14 +177,16 @@ def tail(
                 raise _Done
 
     with Log(log) as opened, contextlib.ExitStack() as cleanup:
-        store = opened.store(write=group is not None)
+        store = opened.store(write=True) if group is not None else None
+        backend = opened.backend()
         types = scan.matcher(event_type, prefix_star=False)
         streams = scan.matcher(stream, prefix_star=True)
-        head = scan.head_seq(store)
+        head = backend.head()
         log_types = opened.types() if chosen is Output.table else {}
         before: list[Any] = []
         queued: list[tuple[groups.DeadLetter, Any]] = []
         if group is not None:
+            assert store is not None
             cleanup.enter_context(groups.GroupLock(log, group))  # released however the run ends
             filters = groups.Filters.of(stream, event_type, where)
             existing = groups.get_group(store, group)
@@ -196,7 +198,7 @@ def tail(
                 if from_ is not None:
                     start = opened.resolve(from_)
                 elif lines is not None:
-                    found = following.last_rows(store, lines, head, types=types, streams=streams, where=test)
+                    found = following.last_rows(backend, lines, head, types=types, streams=streams, where=test)
                     start = found[0][0] if found else head + 1
                 else:
                     start = 1
@@ -209,11 +211,11 @@ def tail(
             start = 1  # the log appeared while we waited: every event in it is new
         else:
             start = head + 1
-            before = following.last_rows(store, DEFAULT_LINES if lines is None else lines, head,
+            before = following.last_rows(backend, DEFAULT_LINES if lines is None else lines, head,
                                          types=types, streams=streams, where=test)
         try:
             if exec_ is not None:
-                assert group is not None
+                assert group is not None and store is not None
                 consumer = following.ExecConsumer(store, group, exec_,
                                                max_attempts=max_attempts or following.DEFAULT_MAX_ATTEMPTS,
                                                report=note)
@@ -224,7 +226,7 @@ def tail(
             if queued:
                 emit((row for _, row in queued), filtered=False)  # the group's own events, whatever its filters now
             if not follow:
-                emit(itertools.chain(before, scan.scan(store, start, head, types=types, streams=streams)))
+                emit(itertools.chain(before, backend.rows(start, head, types=types, streams=streams)))
                 return
             if before:
                 emit(before)
@@ -273,7 +275,7 @@ def _resume(store: Any, existing: Any, filters: Any, *, from_: str | None, lines
 
 def _queued_rows(opened: Any, store: Any, group: str) -> list[tuple[Any, Any]]:
     """The group's dead letters queued by `group retry`, with their events, in seq order."""
-    from .. import groups, scan
+    from .. import groups
     from ..errors import DamagedLogError
     from ..textsafe import visible
 
@@ -281,7 +283,7 @@ def _queued_rows(opened: Any, store: Any, group: str) -> list[tuple[Any, Any]]:
     for letter in groups.dead_letters(store, group):
         if not letter.queued:
             continue
-        rows = list(scan.scan(store, letter.seq, letter.seq))
+        rows = list(opened.backend().rows(letter.seq, letter.seq))
         if not rows:
             raise DamagedLogError(
                 f"group {visible(group)!r}: a dead letter names seq {letter.seq}, which the log lacks"
@@ -294,7 +296,7 @@ def _consume(opened: Any, store: Any, consumer: Any, queued: list[tuple[Any, Any
              follow: bool, count: int | None, test: Callable[..., bool] | None, types: Any, streams: Any) -> None:
     """Hand the group's queued dead letters, then its events, to the --exec command."""
     from .. import follow as following
-    from .. import groups, scan
+    from .. import groups
     from ..textsafe import visible
 
     handled = 0
@@ -332,7 +334,7 @@ def _consume(opened: Any, store: Any, consumer: Any, queued: list[tuple[Any, Any
         retry_queued()
         if not follow:
             if head >= start:
-                chunk(scan.scan(store, start, head, types=types, streams=streams), head)
+                chunk(opened.backend().rows(start, head, types=types, streams=streams), head)
         else:
             for rows, last in following.follow(opened, start, types=types, streams=streams, on_idle=on_idle,
                                                output=_watched_output()):

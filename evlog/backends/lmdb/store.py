@@ -36,8 +36,8 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from .errors import DamagedLogError, EvlogError, LogNotFoundError, NotALogError, StorageError, UsageError
-from .logfiles import SIDECAR, check_data_size, check_log_files, create_file, is_log_file
+from ...errors import DamagedLogError, EvlogError, LogNotFoundError, NotALogError, StorageError, UsageError
+from .files import SIDECAR, check_data_size, check_log_files, create_file, is_log_file
 
 LOG_FORMAT = 1
 DEFAULT_MAP_SIZE = 1 << 40

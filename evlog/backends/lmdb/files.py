@@ -16,7 +16,7 @@ import os
 import stat
 import struct
 
-from .errors import DamagedLogError, StorageError
+from ...errors import DamagedLogError, StorageError
 
 SIDECAR = "commits"  # touched after every commit; followers watch it
 _FILE_MODE = 0o600

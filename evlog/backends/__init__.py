@@ -1,0 +1,146 @@
+"""Where a log's events are kept: the storage interface under :class:`evlog.Log`.
+
+A backend keeps records (the bytes of :mod:`evlog.record`, the same on every
+backend, so a log copied from one to another has the same head hash) under
+gapless seqs, with an index of each stream's seqs, an index of ids, and
+counts of types and streams. Everything else (positions, filters, folds,
+output, following, the command line) is written once, over this interface.
+
+The write path is shared too. What a batch becomes (each event's seq, ts,
+stream version and chain hash; duplicates by id; ``expect`` conflicts) is
+computed once, in :mod:`evlog.batch`, against a :class:`WriteTxn`: a view of
+the log's head that a backend guarantees does not move until the batch is
+stored (LMDB: one writer at a time; JetStream: an expected-last-sequence
+header that makes the server refuse the batch if the head moved, after which
+the backend runs the computation again).
+
+Backends are chosen by the log's location: a directory is an LMDB log, a
+``nats://`` or ``tls://`` URL a JetStream one. A backend's client is
+imported only when a log of its kind is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ..scan import Progress, Row
+
+T = TypeVar("T")
+
+Chunks = Iterator[tuple["int | Iterable[int]", list[bytes]]]
+"""Record bytes in chunks: ``(first seq, records)`` of a contiguous run, or ``(seqs, records)``."""
+
+
+class WriteTxn(Protocol):
+    """The log as one batch of appends sees it; nothing moves until :meth:`put` has stored the batch."""
+
+    def last(self) -> tuple[int, bytes | None]:
+        """The head seq and its record (``(0, None)`` for an empty log)."""
+
+    def id_seq(self, id_key: bytes) -> int | None:
+        """The seq of the event with this id, or None."""
+
+    def record(self, seq: int) -> bytes | None:
+        """The record at ``seq`` (None when there is none)."""
+
+    def stream_version(self, stream_key: bytes) -> int:
+        """How many events the stream has (0 for a new stream)."""
+
+    def put(
+        self,
+        rows: Sequence[tuple[bytes, bytes]],
+        index_rows: Sequence[tuple[bytes, bytes]],
+        ids: dict[bytes, bytes],
+        type_counts: dict[str, int],
+        new_streams: int,
+    ) -> None:
+        """Store the batch: records by seq key, stream index rows, new ids, count increments."""
+
+
+class Waiter(Protocol):
+    """Wakes a follower when the log may have grown."""
+
+    def wait(self, timeout: float, output: int | None = None) -> bool:
+        """Sleep until a commit is signalled (True), ``timeout`` passes or ``output``'s reader leaves."""
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """An open log of one kind (LMDB or JetStream)."""
+
+    location: str
+    writable: bool
+
+    def close(self) -> None: ...
+
+    def head(self) -> int:
+        """The last seq (0 for an empty log)."""
+
+    def ts_at(self, seq: int) -> int:
+        """The ts of the event at ``seq``, which must exist (a missing one is damage)."""
+
+    def rows(
+        self,
+        first: int,
+        last: int,
+        *,
+        types: Callable[[str | None], bool] | None = None,
+        streams: Callable[[str | None], bool] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Row]:
+        """Rows with seq in ``[first, last]`` that pass both filters, in seq order."""
+
+    def rows_by_seq(
+        self,
+        seqs: Iterable[int],
+        *,
+        types: Callable[[str | None], bool] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Row]:
+        """The rows of the given increasing seqs (from the stream index)."""
+
+    def stream_seqs(self, stream: str, first: int, last: int) -> Iterator[int]:
+        """Seqs of one stream's events within ``[first, last]``."""
+
+    def raw_range(self, first: int, last: int, progress: Progress | None = None) -> Chunks:
+        """Record bytes of seqs ``first..last`` in contiguous chunks (for folds)."""
+
+    def raw_seqs(self, seqs: Iterator[int], progress: Progress | None = None) -> Chunks:
+        """Record bytes of the given increasing seqs, in chunks."""
+
+    def id_seq(self, event_id: str) -> int | None:
+        """The seq of the event with this id, or None."""
+
+    def type_counts(self) -> dict[str, int]:
+        """Each type's number of events."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``evlog info``: see :meth:`evlog.Log.info`."""
+
+    def write(self, work: Callable[[WriteTxn], T]) -> T:
+        """Run ``work`` against the head and store what it puts; ``work`` may run more than once."""
+
+    def waiter(self) -> Waiter:
+        """Something a follower sleeps in until the log may have grown."""
+
+    def housekeeping(self) -> None:
+        """Periodic upkeep while following (never raises)."""
+
+
+def is_url(location: str) -> bool:
+    """Whether a log location names a server (``nats://``, ``tls://``) rather than a directory."""
+    return location.startswith(("nats://", "tls://"))
+
+
+def open_backend(location: str, *, create: bool, writable: bool, check_format: bool = True) -> Backend:
+    """Open the log at ``location`` with the backend its form names."""
+    if is_url(location):
+        from ..errors import UsageError
+
+        raise UsageError(f"{location}: logs on a NATS server are not built yet; use a local log")
+    from .lmdb import LmdbBackend
+
+    return LmdbBackend(location, create=create, writable=writable, check_format=check_format)

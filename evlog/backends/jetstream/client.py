@@ -1,0 +1,730 @@
+"""A synchronous client for one evlog log on a NATS JetStream server, over nats-py's asyncio.
+
+evlog's library and commands are synchronous; nats-py is asyncio. Rather than
+run a loop in a second thread (every call a cross-thread hand-off, the GIL
+contended by the reader), each process has one event loop, created on first
+use, and every operation is one ``run_until_complete`` in the caller's thread.
+Messages arriving while the caller is busy wait in the socket and in nats-py's
+queues; the server's flow control keeps those bounded.
+
+``import nats`` happens here only (it costs ~95 ms, and nats-py is the optional
+``nats`` extra): a missing nats-py is a MissingExtraError (exit 2) naming the
+extra. Every wait is bounded: connecting, reconnecting and each request have a
+timeout, so an unreachable or stalled server is an error within seconds, not a
+hang. Server failures become evlog errors with one line that says what and
+where; publish rejections become the typed errors below, which the caller
+turns into evlog's meaning (a conflict, a duplicate id).
+
+Atomic batches (server 2.12+) are sent with raw headers: the first message and
+the commit as requests (so that an unusable batch fails at once, and the commit
+brings the ack), the rest as plain publishes. A failed batch stores nothing.
+Key-value buckets and durable consumers are in ``kv`` and ``groups``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import orjson
+
+from ...errors import (
+    LogNotFoundError,
+    MissingExtraError,
+    NotALogError,
+    ServerAccessError,
+    ServerUnavailableError,
+    ServerUnsupportedError,
+    StorageError,
+)
+from .url import NatsLocation, log_subjects
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsConnection
+    from nats.aio.msg import Msg
+
+T = TypeVar("T")
+
+FORMAT = 1  # the evlog stream format this code writes and reads
+MIN_SERVER = (2, 12)  # atomic batch publish
+MAX_BATCH = 1000  # the server's limit of messages in one atomic batch
+TEN_YEARS = 10 * 365 * 24 * 3600.0  # seconds; the longest duplicate window the server accepts
+CONNECT_TIMEOUT = 3.0
+REQUEST_TIMEOUT = 5.0
+RECONNECT_WAIT = 0.25
+# Enough reconnect attempts to ride out a cluster's leader election (~5 s measured), few enough
+# that a server that is gone for good is an error in seconds.
+MAX_RECONNECTS = 40
+# Stream metadata keys that mark an evlog stream.
+META_FORMAT = "evlog.format"
+META_LOG_ID = "evlog.log_id"
+META_CREATED = "evlog.created"
+
+# JetStream headers.
+MSG_ID = "Nats-Msg-Id"
+EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
+EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+BATCH_ID = "Nats-Batch-Id"
+BATCH_SEQ = "Nats-Batch-Sequence"
+BATCH_COMMIT = "Nats-Batch-Commit"
+# Headers a direct get adds to the stored ones; dropped so that callers see what was published.
+_DIRECT_HEADERS = ("Nats-Stream", "Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Num-Pending",
+                   "Nats-Last-Sequence")
+
+# JetStream API error codes evlog acts on.
+ERR_WRONG_LAST_SEQ = 10071
+ERR_DUPLICATE_MSG_ID = 10201
+ERR_BATCH_TOO_LARGE = 10199
+ERR_MSG_TOO_LARGE = 10054
+ERR_STREAM_NOT_FOUND = 10059
+ERR_STREAM_NAME_IN_USE = 10058
+_WRONG_SEQ = re.compile(r"wrong last sequence: (\d+)")
+
+
+# --- publish outcomes ---------------------------------------------------------------------------
+
+class PublishRejected(StorageError):
+    """The server refused a publish or a batch; nothing of it was stored. ``err_code`` is JetStream's."""
+
+    def __init__(self, message: str, *, err_code: int, description: str) -> None:
+        super().__init__(message)
+        self.err_code = err_code
+        self.description = description
+
+
+class WrongLastSequence(PublishRejected):
+    """An expected-sequence header did not hold (10071); ``actual`` is the sequence the server had."""
+
+    def __init__(self, message: str, *, err_code: int, description: str) -> None:
+        super().__init__(message, err_code=err_code, description=description)
+        found = _WRONG_SEQ.search(description)
+        self.actual: int | None = int(found[1]) if found else None
+
+
+class DuplicateMsgId(PublishRejected):
+    """A batch held a ``Nats-Msg-Id`` the stream already has (10201): the whole batch was refused."""
+
+
+class MessageTooLarge(PublishRejected):
+    """A message or batch is over the server's size limits (10199, 10054)."""
+
+
+class PublishUnconfirmed(ServerUnavailableError):
+    """No ack came (timeout, no responders, connection lost): the publish may or may not be stored.
+
+    Retrying with the same ``Nats-Msg-Id`` headers is safe; see :meth:`LogClient.last_is_ours`
+    for the false conflict such a retry can meet.
+    """
+
+
+@dataclass(frozen=True)
+class OutMsg:
+    """A message to publish: subject, payload, and headers (ours and JetStream's)."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class PublishAck:
+    """A stored publish: ``seq`` of the (last) message; for a duplicate, the original's seq."""
+
+    seq: int
+    duplicate: bool = False
+    count: int = 1
+
+
+class StoredMsg(NamedTuple):
+    """A message read back: stream sequence, payload, headers as stored (None if none), subject."""
+
+    seq: int
+    data: bytes
+    headers: dict[str, str] | None
+    subject: str
+
+
+@dataclass(frozen=True)
+class LogStreamInfo:
+    """What the server says of a log's stream (``subjects``: per-subject counts, when asked for)."""
+
+    name: str
+    log_id: str
+    format: int
+    created: str
+    first_seq: int
+    last_seq: int
+    messages: int
+    replicas: int
+    storage: str
+    leader: str | None
+    config: dict[str, Any] = field(repr=False)
+    subjects: dict[str, int] | None = None
+
+
+# --- the event loop ------------------------------------------------------------------------------
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on the process's event loop (created on first use)."""
+    global _LOOP
+    if _LOOP is None or _LOOP.is_closed():
+        _LOOP = asyncio.new_event_loop()
+    return _LOOP.run_until_complete(coro)
+
+
+def import_nats() -> Any:
+    """Import nats-py, or MissingExtraError (exit 2) that says which extra to install."""
+    try:
+        import nats
+        import nats.js.api  # the submodules the client uses, loaded once here
+        import nats.js.errors
+    except ImportError as error:
+        raise MissingExtraError(
+            "a nats:// log needs the NATS client: pip install 'evlog-cli[nats]'"
+        ) from error
+    return nats
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``2.15.1`` (or ``v2.12.0-beta``) as numbers; (0, 0, 0) when it does not parse."""
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return (int(found[1]), int(found[2]), int(found[3])) if found else (0, 0, 0)
+
+
+async def _ignore(*_args: Any) -> None:
+    """nats-py's callbacks print by default; the errors that matter reach the caller as exceptions."""
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+class LogClient:
+    """A connection to the server(s) of one ``nats://`` log, with synchronous operations on it.
+
+    Use :meth:`connect`; close with :meth:`close` or a ``with`` block.
+    """
+
+    def __init__(self, location: NatsLocation, nc: NatsConnection, version: tuple[int, int, int],
+                 timeout: float) -> None:
+        self.location = location
+        self.nc = nc
+        self.server_version = version
+        self.timeout = timeout
+        self.stream = location.stream_name
+        self._nats = import_nats()
+
+    # connection
+
+    @classmethod
+    def connect(cls, location: NatsLocation, *, timeout: float = REQUEST_TIMEOUT,
+                connect_timeout: float = CONNECT_TIMEOUT) -> LogClient:
+        """Connect and check the server: reachable, credentials accepted, JetStream on, 2.12 or newer."""
+        nats = import_nats()
+        from nats import errors as nats_errors
+
+        options: dict[str, Any] = {
+            "servers": list(location.servers), "connect_timeout": connect_timeout,
+            "reconnect_time_wait": RECONNECT_WAIT, "max_reconnect_attempts": MAX_RECONNECTS,
+            "error_cb": _ignore, "disconnected_cb": _ignore, "reconnected_cb": _ignore,
+            "closed_cb": _ignore, "name": "evlog",
+        }
+        if location.user is not None:
+            options.update(user=location.user, password=location.password)
+        if location.token is not None:
+            options["token"] = location.token
+        if location.tls:
+            import ssl
+
+            options["tls"] = ssl.create_default_context()
+        where = location.display
+
+        async def connect() -> NatsConnection:
+            # A failed initial connect would otherwise go through every reconnect attempt.
+            attempt = dict(options, max_reconnect_attempts=1, allow_reconnect=False)
+            connection: NatsConnection = await asyncio.wait_for(
+                nats.connect(**attempt), timeout=connect_timeout * (len(location.servers) + 1))
+            connection.max_reconnect_attempts = MAX_RECONNECTS  # type: ignore[attr-defined]
+            connection.options["allow_reconnect"] = True
+            connection.options["max_reconnect_attempts"] = MAX_RECONNECTS
+            return connection
+
+        try:
+            nc = run(connect())
+        except nats_errors.AuthorizationError as error:
+            raise ServerAccessError(
+                f"{where}: the server refused the credentials (authorization violation); "
+                "check the user:password@ or token@ part of the location"
+            ) from error
+        except (nats_errors.NoServersError, OSError, asyncio.TimeoutError, nats_errors.Error) as error:
+            if "authorization" in str(error).lower():
+                raise ServerAccessError(f"{where}: the server refused the credentials; check the "
+                                        "user:password@ or token@ part of the location") from error
+            raise ServerUnavailableError(
+                f"{where}: cannot reach the NATS server ({_reason(error)}); is nats-server running there?"
+            ) from error
+        info = getattr(nc, "_server_info", {}) or {}
+        version = parse_version(str(info.get("version", "")))
+        client = cls(location, nc, version, timeout)
+        try:
+            if version[:2] < MIN_SERVER:
+                raise ServerUnsupportedError(
+                    f"{where}: nats-server {info.get('version', '?')} is too old: evlog needs 2.12 or newer "
+                    "(atomic batch publish)"
+                )
+            if not info.get("jetstream"):
+                raise ServerUnsupportedError(f"{where}: JetStream is not enabled on the server: start "
+                                             "nats-server with -js (or jetstream {} in its config)")
+            client._api("INFO", b"")  # the account can use JetStream
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def close(self) -> None:
+        """Close the connection (pending publishes are flushed, bounded by the timeout)."""
+        nc = self.nc
+        if nc.is_closed:
+            return
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), timeout=self.timeout)
+
+        run(close())
+
+    def __enter__(self) -> LogClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # raw requests
+
+    async def _request(self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None,
+                       timeout: float | None = None) -> Msg:
+        return await self.nc.request(subject, payload, timeout=timeout or self.timeout,
+                                     headers=dict(headers) if headers else None)
+
+    def _api(self, path: str, request: bytes | dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        """One ``$JS.API.<path>`` request; its JSON reply. API errors raise nats-py's APIError."""
+        return run(self._api_async(path, request, timeout=timeout))
+
+    async def _api_async(self, path: str, request: bytes | dict[str, Any], *,
+                         timeout: float | None = None) -> dict[str, Any]:
+        payload = request if isinstance(request, bytes) else orjson.dumps(request)
+        try:
+            reply = await self._request(f"$JS.API.{path}", payload, timeout=timeout)
+        except Exception as error:
+            raise self._failure(error, f"JetStream request {path.split('.')[0]}") from error
+        body: dict[str, Any] = orjson.loads(reply.data) if reply.data else {}
+        if "error" in body:
+            raise self._nats.js.errors.APIError.from_error(body["error"])
+        return body
+
+    def _failure(self, error: BaseException, what: str) -> StorageError:
+        """An evlog error for a failed request (API errors are the caller's to decode)."""
+        errors = self._nats.errors
+        where = self.location.display
+        if isinstance(error, errors.NoRespondersError):
+            return ServerUnavailableError(
+                f"{where}: {what}: no JetStream responded (JetStream not enabled, or the stream's "
+                "leader is being elected); try again"
+            )
+        if isinstance(error, errors.AuthorizationError) or "permissions violation" in str(error).lower():
+            return ServerAccessError(f"{where}: {what}: not permitted for this user ({_reason(error)})")
+        if isinstance(error, asyncio.TimeoutError | errors.TimeoutError):
+            return ServerUnavailableError(f"{where}: {what}: no answer within {self.timeout:g} s")
+        if isinstance(error, errors.Error | OSError):
+            return ServerUnavailableError(f"{where}: {what}: {_reason(error)}")
+        if isinstance(error, StorageError):
+            return error
+        raise error
+
+    # the log's stream
+
+    def create_log_stream(self, *, replicas: int = 1, duplicate_window: float = TEN_YEARS,
+                          log_id: str | None = None, created: str = "") -> LogStreamInfo:
+        """Create the log's stream, or open it if it exists (as :meth:`open_log_stream` checks it).
+
+        The stream keeps every message (no age, count or size limit), denies deletes and purges
+        (so seq is gapless), allows direct gets and atomic batches, and carries evlog's marker
+        (format, log id, creation time) in its metadata.
+        """
+        config = {
+            "name": self.stream,
+            "description": f"evlog log {self.location.name}",
+            "subjects": [log_subjects(self.location.name)],
+            "retention": "limits", "storage": "file", "num_replicas": replicas, "discard": "old",
+            "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msgs_per_subject": -1, "max_msg_size": -1,
+            "deny_delete": True, "deny_purge": True, "allow_direct": True, "allow_atomic": True,
+            "allow_rollup_hdrs": False, "duplicate_window": int(duplicate_window * 1e9),
+            "metadata": {META_FORMAT: str(FORMAT), META_LOG_ID: log_id or str(uuid.uuid4()), META_CREATED: created},
+        }
+        errors = self._nats.js.errors
+        try:
+            body = self._api(f"STREAM.CREATE.{self.stream}", config)
+        except errors.APIError as error:
+            if error.err_code == ERR_STREAM_NAME_IN_USE:  # created meanwhile, or a stream of someone else's
+                return self.open_log_stream()
+            raise self._api_error(error, "creating the stream") from error
+        return self._stream_info(body)
+
+    def open_log_stream(self, *, subjects_filter: str | None = None) -> LogStreamInfo:
+        """The log's stream, checked: LogNotFoundError if missing, NotALogError if not evlog's as created."""
+        info = self.stream_info(subjects_filter=subjects_filter)
+        return info
+
+    def stream_info(self, *, subjects_filter: str | None = None) -> LogStreamInfo:
+        """The stream's state; with ``subjects_filter``, every matching subject's count (pages joined)."""
+        errors = self._nats.js.errors
+        request: dict[str, Any] = {}
+        if subjects_filter:
+            request["subjects_filter"] = subjects_filter
+        subjects: dict[str, int] = {}
+        try:
+            while True:
+                body = self._api(f"STREAM.INFO.{self.stream}", request or b"")
+                page = (body.get("state") or {}).get("subjects") or {}
+                subjects.update(page)
+                total = int(body.get("total") or 0)
+                if not subjects_filter or not page or len(subjects) >= total:
+                    break
+                request["offset"] = len(subjects)
+        except errors.APIError as error:
+            if error.err_code == ERR_STREAM_NOT_FOUND:
+                raise LogNotFoundError(
+                    f"{self.location.display}: no such log (no stream {self.stream!r} on the server); "
+                    "appending creates it"
+                ) from error
+            raise self._api_error(error, "reading the stream's info") from error
+        info = self._stream_info(body)
+        if subjects_filter:
+            info = _replace_subjects(info, subjects)
+        return info
+
+    def _stream_info(self, body: dict[str, Any]) -> LogStreamInfo:
+        """Check a stream's config is an evlog log's (else NotALogError) and summarise its state."""
+        config: dict[str, Any] = body.get("config") or {}
+        state: dict[str, Any] = body.get("state") or {}
+        meta: dict[str, str] = config.get("metadata") or {}
+        where = f"{self.location.display}: stream {self.stream!r}"
+        fmt = meta.get(META_FORMAT)
+        if fmt is None or not fmt.isdigit():
+            raise NotALogError(f"{where} is not an evlog log (no {META_FORMAT} in its metadata); "
+                               "evlog writes only to streams it created")
+        if int(fmt) > FORMAT:
+            raise NotALogError(f"{where} has evlog format {fmt}, newer than this evlog's {FORMAT}: upgrade evlog")
+        problems = []
+        if not config.get("deny_delete") or not config.get("deny_purge"):
+            problems.append("deletes or purges are allowed (seq would have gaps)")
+        for limit in ("max_msgs", "max_bytes", "max_msgs_per_subject"):
+            if int(config.get(limit, -1)) not in (-1, 0):
+                problems.append(f"{limit} is set (events would be dropped)")
+        if int(config.get("max_age", 0)) != 0:
+            problems.append("max_age is set (events would expire)")
+        if config.get("retention", "limits") != "limits":
+            problems.append(f"retention is {config.get('retention')!r}, not limits")
+        if config.get("subjects") != [log_subjects(self.location.name)]:
+            problems.append(f"its subjects are {config.get('subjects')!r}, not [{log_subjects(self.location.name)!r}]")
+        if not config.get("allow_direct") or not config.get("allow_atomic"):
+            problems.append("direct gets or atomic batches are off")
+        if problems:
+            raise NotALogError(f"{where} is marked as an evlog log but changed: {'; '.join(problems)}; "
+                               "evlog will not write to it")
+        cluster = body.get("cluster") or {}
+        return LogStreamInfo(
+            name=str(config.get("name")), log_id=meta.get(META_LOG_ID, ""), format=int(fmt),
+            created=meta.get(META_CREATED, ""), first_seq=int(state.get("first_seq", 0)),
+            last_seq=int(state.get("last_seq", 0)), messages=int(state.get("messages", 0)),
+            replicas=int(config.get("num_replicas", 1)), storage=str(config.get("storage", "")),
+            leader=cluster.get("leader"), config=config,
+        )
+
+    def _api_error(self, error: Any, what: str) -> StorageError:
+        where = self.location.display
+        if getattr(error, "code", None) in (401, 403) or "permission" in str(getattr(error, "description", "")):
+            return ServerAccessError(f"{where}: {what}: not permitted ({error.description})")
+        if getattr(error, "code", None) == 503:
+            return ServerUnavailableError(f"{where}: {what}: JetStream is not available ({error.description}); "
+                                          "try again")
+        return StorageError(f"{where}: {what}: the server said {error.description} (JetStream error "
+                            f"{error.err_code})")
+
+    def subject_counts(self, subjects_filter: str) -> dict[str, int]:
+        """Messages per subject for the subjects matching a filter (with deletes denied: a stream's version)."""
+        info = self.stream_info(subjects_filter=subjects_filter)
+        return info.subjects or {}
+
+    def delete_stream(self) -> None:
+        """Delete the log's stream (tests and the caller's explicit removal only)."""
+        errors = self._nats.js.errors
+        try:
+            self._api(f"STREAM.DELETE.{self.stream}", b"")
+        except errors.APIError as error:
+            if error.err_code != ERR_STREAM_NOT_FOUND:
+                raise self._api_error(error, "deleting the stream") from error
+
+    # direct gets
+
+    def get(self, seq: int) -> StoredMsg | None:
+        """The message at ``seq`` (a direct get: any replica may answer), or None if there is none."""
+        return run(self._direct(f"$JS.API.DIRECT.GET.{self.stream}", orjson.dumps({"seq": seq})))
+
+    def get_last(self, subject: str) -> StoredMsg | None:
+        """The last message on ``subject``, or None if the subject has none."""
+        return run(self._direct(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b""))
+
+    async def _direct(self, subject: str, payload: bytes) -> StoredMsg | None:
+        try:
+            reply = await self._request(subject, payload)
+        except Exception as error:
+            raise self._failure(error, "direct get") from error
+        headers = reply.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status:
+            if status == "503":
+                raise ServerUnavailableError(f"{self.location.display}: direct get: no replica could answer; "
+                                             "try again")
+            raise StorageError(f"{self.location.display}: direct get: the server answered status {status} "
+                               f"({headers.get('Description', '')})")
+        seq = int(headers["Nats-Sequence"])
+        msg_subject = headers["Nats-Subject"]
+        own = {key: value for key, value in headers.items() if key not in _DIRECT_HEADERS}
+        return StoredMsg(seq, reply.data, own or None, msg_subject)
+
+    # publishing
+
+    def publish(self, subject: str, data: bytes, headers: Mapping[str, str] | None = None) -> PublishAck:
+        """Publish one message and wait for its ack; a duplicate ``Nats-Msg-Id`` acks the original's seq."""
+        return run(self._publish_one(subject, data, headers))
+
+    async def _publish_one(self, subject: str, data: bytes, headers: Mapping[str, str] | None) -> PublishAck:
+        try:
+            reply = await self._request(subject, data, headers)
+        except Exception as error:
+            raise self._unconfirmed(error) from error
+        return self._ack(reply.data, 1)
+
+    def _unconfirmed(self, error: BaseException) -> StorageError:
+        failure = self._failure(error, "publish")
+        return PublishUnconfirmed(f"{failure}; it may or may not have been stored")
+
+    def _ack(self, body_bytes: bytes, count: int) -> PublishAck:
+        if not body_bytes:
+            raise PublishUnconfirmed(f"{self.location.display}: publish: an empty reply instead of an ack")
+        body = orjson.loads(body_bytes)
+        error = body.get("error")
+        if error:
+            code, description = int(error.get("err_code", 0)), str(error.get("description", ""))
+            message = f"{self.location.display}: publish refused: {description} (JetStream error {code})"
+            kind = {ERR_WRONG_LAST_SEQ: WrongLastSequence, ERR_DUPLICATE_MSG_ID: DuplicateMsgId,
+                    ERR_BATCH_TOO_LARGE: MessageTooLarge, ERR_MSG_TOO_LARGE: MessageTooLarge}.get(code, PublishRejected)
+            raise kind(message, err_code=code, description=description)
+        return PublishAck(int(body["seq"]), bool(body.get("duplicate", False)), int(body.get("count", count)))
+
+    def publish_batch(self, messages: Sequence[OutMsg], *, batch_id: str | None = None) -> PublishAck:
+        """Publish up to 1000 messages as one atomic batch: all are stored, in order, or none.
+
+        Per-message headers go with each message (``Nats-Msg-Id``, ``Nats-Expected-Last-Sequence``
+        on the first, ``Nats-Expected-Last-Subject-Sequence``, evlog's own). Returns the last
+        message's seq and the count. Raises WrongLastSequence, DuplicateMsgId, MessageTooLarge,
+        PublishRejected (nothing stored), or PublishUnconfirmed (stored or not: retry the same
+        messages, with the same ids, in a batch of a new id).
+        """
+        if not 0 < len(messages) <= MAX_BATCH:
+            raise ValueError(f"an atomic batch holds 1 to {MAX_BATCH} messages, not {len(messages)}")
+        if len(messages) == 1 and batch_id is None:
+            return self.publish(messages[0].subject, messages[0].data, messages[0].headers)
+        return run(self._publish_batch(messages, batch_id or uuid.uuid4().hex))
+
+    async def _publish_batch(self, messages: Sequence[OutMsg], batch_id: str) -> PublishAck:
+        nc, last = self.nc, len(messages)
+        try:
+            for index, msg in enumerate(messages, 1):
+                headers = {BATCH_ID: batch_id, BATCH_SEQ: str(index)}
+                if msg.headers:
+                    headers.update(msg.headers)
+                if index == last:
+                    headers[BATCH_COMMIT] = "1"
+                    reply = await self._request(msg.subject, msg.data, headers)
+                    return self._ack(reply.data, last)
+                if index == 1:
+                    # An empty reply says the batch is under way; an error says why it never will be.
+                    reply = await self._request(msg.subject, msg.data, headers)
+                    if reply.data:
+                        self._ack(reply.data, last)
+                else:
+                    await nc.publish(msg.subject, msg.data, headers=headers)
+        except PublishRejected:
+            raise
+        except Exception as error:
+            raise self._unconfirmed(error) from error
+        raise AssertionError("unreachable: the loop returns at the commit")
+
+    def last_is_ours(self, msg_ids: Sequence[str], *, subject: str | None = None) -> int | None:
+        """After a WrongLastSequence on a retry: the seq of our own last message if it is stored, else None.
+
+        A retried publish (or batch) with the same ``Nats-Msg-Id`` and expected-sequence headers
+        gets a false 10071 when the first attempt was in fact stored: the stream has moved on by
+        our own message(s). ``msg_ids`` are the ids of what was retried, in order; when the last
+        message on the log (or on ``subject``) carries the last of them, the retry had already
+        succeeded and its seq is returned.
+        """
+        if not msg_ids:
+            return None
+        if subject is not None:
+            found = self.get_last(subject)
+        else:
+            last_seq = self.stream_info().last_seq
+            found = self.get(last_seq) if last_seq else None
+        if found is not None and found.headers and found.headers.get(MSG_ID) == msg_ids[-1]:
+            return found.seq
+        return None
+
+    # reading
+
+    def read(self, start_seq: int, last_seq: int, *, chunk: int = 1000,
+             subjects: str | None = None) -> Iterator[list[StoredMsg]]:
+        """The messages from ``start_seq`` to ``last_seq`` (inclusive), in order, in chunks of up to ``chunk``.
+
+        An ordered push consumer (server-side flow control, a new consumer from the next seq after
+        any gap) delivers them; the iterator ends after ``last_seq``. With ``subjects`` (a filter),
+        only matching messages, so the last chunk may end before ``last_seq``.
+        """
+        if last_seq < start_seq:
+            return
+        with self.follow(start_seq, subjects=subjects, chunk=chunk) as follower:
+            while True:
+                got = follower.next_chunk(timeout=self.timeout)
+                if not got:
+                    if follower.position > last_seq or self._nothing_left(follower.position, last_seq, subjects):
+                        return
+                    raise ServerUnavailableError(
+                        f"{self.location.display}: reading stopped at seq {follower.position} "
+                        f"(no message for {self.timeout:g} s); try again"
+                    )
+                if got[-1].seq >= last_seq:
+                    yield [msg for msg in got if msg.seq <= last_seq]
+                    return
+                yield got
+
+    def _nothing_left(self, position: int, last_seq: int, subjects: str | None) -> bool:
+        """Whether a quiet filtered read has seen all there is up to ``last_seq``."""
+        if subjects is None:
+            return self.stream_info().last_seq < position
+        counts = self.subject_counts(subjects)
+        return not counts or self.stream_info().last_seq < position
+
+    def follow(self, start_seq: int, *, subjects: str | None = None, chunk: int = 1000,
+               headers_only: bool = False) -> Follower:
+        """An ordered consumer from ``start_seq`` that stays open: new messages arrive as stored."""
+        return Follower(self, start_seq, subjects=subjects, chunk=chunk, headers_only=headers_only)
+
+    def kv(self, purpose: str) -> Any:
+        """The log's key-value bucket for ``purpose`` (``kv.Bucket``), created if missing."""
+        from .kv import Bucket
+
+        return Bucket.open(self, purpose)
+
+
+def _replace_subjects(info: LogStreamInfo, subjects: dict[str, int]) -> LogStreamInfo:
+    from dataclasses import replace
+
+    return replace(info, subjects=subjects)
+
+
+def _reason(error: BaseException) -> str:
+    """A short reason from a client exception (its text, or its class name when it has none)."""
+    text = str(error).strip().removeprefix("nats: ")
+    return text or type(error).__name__
+
+
+class Follower:
+    """An ordered push consumer on the log's stream, read in chunks by :meth:`next_chunk`.
+
+    Messages are collected by a callback into a list while the loop runs; ``position`` is the
+    next seq expected. Used for reading a range and for following (tail -f); close it (or use
+    ``with``) to delete its consumer.
+    """
+
+    def __init__(self, client: LogClient, start_seq: int, *, subjects: str | None, chunk: int,
+                 headers_only: bool) -> None:
+        self.client = client
+        self.position = max(start_seq, 1)
+        self.chunk = chunk
+        self._buffer: list[StoredMsg] = []
+        self._arrived: asyncio.Event | None = None  # made inside the loop, in _start
+        self._sub: Any = None
+        run(self._start(subjects or log_subjects(client.location.name), headers_only))
+
+    async def _start(self, subjects: str, headers_only: bool) -> None:
+        api = self.client._nats.js.api
+        self._arrived = asyncio.Event()
+        buffer, arrived = self._buffer, self._arrived
+        stored = StoredMsg
+
+        async def collect(msg: Msg) -> None:
+            # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending> (or with domain and hash)
+            tokens = msg.reply.split(".")
+            seq = int(tokens[5] if len(tokens) == 9 else tokens[-5])
+            buffer.append(stored(seq, msg.data, msg.headers, msg.subject))
+            arrived.set()
+
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position,
+            headers_only=headers_only or None, inactive_threshold=30.0,
+        )
+        try:
+            js = self.client.nc.jetstream(timeout=self.client.timeout)
+            self._sub = await js.subscribe(subjects, stream=self.client.stream, cb=collect, ordered_consumer=True,
+                                           config=config, idle_heartbeat=2.0, pending_msgs_limit=-1,
+                                           pending_bytes_limit=-1)
+        except self.client._nats.js.errors.NotFoundError as error:
+            raise LogNotFoundError(f"{self.client.location.display}: no such log") from error
+        except Exception as error:
+            raise self.client._failure(error, "starting a reader") from error
+
+    def next_chunk(self, timeout: float) -> list[StoredMsg]:
+        """The messages that arrived (waiting up to ``timeout`` s for the first); [] if none came."""
+        return run(self._next(timeout))
+
+    async def _next(self, timeout: float) -> list[StoredMsg]:
+        assert self._arrived is not None
+        if not self._buffer:
+            self._arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout)
+        else:
+            await asyncio.sleep(0)  # let the reader take in what the socket holds
+        got = self._buffer[:self.chunk]
+        del self._buffer[:self.chunk]
+        if got:
+            self.position = got[-1].seq + 1
+        return got
+
+    def close(self) -> None:
+        sub = self._sub
+        if sub is None:
+            return
+        self._sub = None
+
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.unsubscribe(), timeout=self.client.timeout)
+
+        run(stop())
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -28,8 +28,7 @@ import contextlib
 import re
 import uuid
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -42,11 +41,42 @@ from ...errors import (
     ServerUnsupportedError,
     StorageError,
 )
+from .messages import (
+    BATCH_COMMIT,
+    BATCH_ID,
+    BATCH_SEQ,
+    DIRECT_HEADERS,
+    ERR_BATCH_TOO_LARGE,
+    ERR_DUPLICATE_MSG_ID,
+    ERR_MSG_TOO_LARGE,
+    ERR_STREAM_NAME_IN_USE,
+    ERR_STREAM_NOT_FOUND,
+    ERR_WRONG_LAST_SEQ,
+    MSG_ID,
+    DuplicateMsgId,
+    LogStreamInfo,
+    MessageTooLarge,
+    OutMsg,
+    PublishAck,
+    PublishRejected,
+    PublishUnconfirmed,
+    StoredMsg,
+    WrongLastSequence,
+)
 from .url import NatsLocation, log_subjects
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsConnection
     from nats.aio.msg import Msg
+
+    from .groups import Groups
+    from .kv import Bucket
+    from .reader import Follower
+
+__all__ = [  # the message types, importable from here as well
+    "DuplicateMsgId", "LogClient", "LogStreamInfo", "MessageTooLarge", "OutMsg", "PublishAck",
+    "PublishRejected", "PublishUnconfirmed", "StoredMsg", "WrongLastSequence",
+]
 
 T = TypeVar("T")
 
@@ -64,108 +94,6 @@ MAX_RECONNECTS = 40
 META_FORMAT = "evlog.format"
 META_LOG_ID = "evlog.log_id"
 META_CREATED = "evlog.created"
-
-# JetStream headers.
-MSG_ID = "Nats-Msg-Id"
-EXPECTED_LAST_SEQ = "Nats-Expected-Last-Sequence"
-EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
-BATCH_ID = "Nats-Batch-Id"
-BATCH_SEQ = "Nats-Batch-Sequence"
-BATCH_COMMIT = "Nats-Batch-Commit"
-# Headers a direct get adds to the stored ones; dropped so that callers see what was published.
-_DIRECT_HEADERS = ("Nats-Stream", "Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Num-Pending",
-                   "Nats-Last-Sequence")
-
-# JetStream API error codes evlog acts on.
-ERR_WRONG_LAST_SEQ = 10071
-ERR_DUPLICATE_MSG_ID = 10201
-ERR_BATCH_TOO_LARGE = 10199
-ERR_MSG_TOO_LARGE = 10054
-ERR_STREAM_NOT_FOUND = 10059
-ERR_STREAM_NAME_IN_USE = 10058
-_WRONG_SEQ = re.compile(r"wrong last sequence: (\d+)")
-
-
-# --- publish outcomes ---------------------------------------------------------------------------
-
-class PublishRejected(StorageError):
-    """The server refused a publish or a batch; nothing of it was stored. ``err_code`` is JetStream's."""
-
-    def __init__(self, message: str, *, err_code: int, description: str) -> None:
-        super().__init__(message)
-        self.err_code = err_code
-        self.description = description
-
-
-class WrongLastSequence(PublishRejected):
-    """An expected-sequence header did not hold (10071); ``actual`` is the sequence the server had."""
-
-    def __init__(self, message: str, *, err_code: int, description: str) -> None:
-        super().__init__(message, err_code=err_code, description=description)
-        found = _WRONG_SEQ.search(description)
-        self.actual: int | None = int(found[1]) if found else None
-
-
-class DuplicateMsgId(PublishRejected):
-    """A batch held a ``Nats-Msg-Id`` the stream already has (10201): the whole batch was refused."""
-
-
-class MessageTooLarge(PublishRejected):
-    """A message or batch is over the server's size limits (10199, 10054)."""
-
-
-class PublishUnconfirmed(ServerUnavailableError):
-    """No ack came (timeout, no responders, connection lost): the publish may or may not be stored.
-
-    Retrying with the same ``Nats-Msg-Id`` headers is safe; see :meth:`LogClient.last_is_ours`
-    for the false conflict such a retry can meet.
-    """
-
-
-@dataclass(frozen=True)
-class OutMsg:
-    """A message to publish: subject, payload, and headers (ours and JetStream's)."""
-
-    subject: str
-    data: bytes
-    headers: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class PublishAck:
-    """A stored publish: ``seq`` of the (last) message; for a duplicate, the original's seq."""
-
-    seq: int
-    duplicate: bool = False
-    count: int = 1
-
-
-class StoredMsg(NamedTuple):
-    """A message read back: stream sequence, payload, headers as stored (None if none), subject."""
-
-    seq: int
-    data: bytes
-    headers: dict[str, str] | None
-    subject: str
-
-
-@dataclass(frozen=True)
-class LogStreamInfo:
-    """What the server says of a log's stream (``subjects``: per-subject counts, when asked for)."""
-
-    name: str
-    log_id: str
-    format: int
-    created: str
-    first_seq: int
-    last_seq: int
-    messages: int
-    replicas: int
-    storage: str
-    leader: str | None
-    config: dict[str, Any] = field(repr=False)
-    subjects: dict[str, int] | None = None
-
 
 # --- the event loop ------------------------------------------------------------------------------
 
@@ -498,7 +426,7 @@ class LogClient:
                                f"({headers.get('Description', '')})")
         seq = int(headers["Nats-Sequence"])
         msg_subject = headers["Nats-Subject"]
-        own = {key: value for key, value in headers.items() if key not in _DIRECT_HEADERS}
+        own = {key: value for key, value in headers.items() if key not in DIRECT_HEADERS}
         return StoredMsg(seq, reply.data, own or None, msg_subject)
 
     # publishing
@@ -594,46 +522,29 @@ class LogClient:
 
     def read(self, start_seq: int, last_seq: int, *, chunk: int = 1000,
              subjects: str | None = None) -> Iterator[list[StoredMsg]]:
-        """The messages from ``start_seq`` to ``last_seq`` (inclusive), in order, in chunks of up to ``chunk``.
+        """The messages from ``start_seq`` to ``last_seq`` (inclusive), in order, in chunks (``reader.read_range``)."""
+        from .reader import read_range
 
-        An ordered push consumer (server-side flow control, a new consumer from the next seq after
-        any gap) delivers them; the iterator ends after ``last_seq``. With ``subjects`` (a filter),
-        only matching messages, so the last chunk may end before ``last_seq``.
-        """
-        if last_seq < start_seq:
-            return
-        with self.follow(start_seq, subjects=subjects, chunk=chunk) as follower:
-            while True:
-                got = follower.next_chunk(timeout=self.timeout)
-                if not got:
-                    if follower.position > last_seq or self._nothing_left(follower.position, last_seq, subjects):
-                        return
-                    raise ServerUnavailableError(
-                        f"{self.location.display}: reading stopped at seq {follower.position} "
-                        f"(no message for {self.timeout:g} s); try again"
-                    )
-                if got[-1].seq >= last_seq:
-                    yield [msg for msg in got if msg.seq <= last_seq]
-                    return
-                yield got
-
-    def _nothing_left(self, position: int, last_seq: int, subjects: str | None) -> bool:
-        """Whether a quiet filtered read has seen all there is up to ``last_seq``."""
-        if subjects is None:
-            return self.stream_info().last_seq < position
-        counts = self.subject_counts(subjects)
-        return not counts or self.stream_info().last_seq < position
+        return read_range(self, start_seq, last_seq, chunk=chunk, subjects=subjects)
 
     def follow(self, start_seq: int, *, subjects: str | None = None, chunk: int = 1000,
                headers_only: bool = False) -> Follower:
-        """An ordered consumer from ``start_seq`` that stays open: new messages arrive as stored."""
+        """An ordered consumer from ``start_seq`` that stays open: new messages arrive as they are stored."""
+        from .reader import Follower
+
         return Follower(self, start_seq, subjects=subjects, chunk=chunk, headers_only=headers_only)
 
-    def kv(self, purpose: str) -> Any:
-        """The log's key-value bucket for ``purpose`` (``kv.Bucket``), created if missing."""
+    def kv(self, purpose: str, *, create: bool = True) -> Bucket:
+        """The log's key-value bucket for ``purpose`` (see ``url.BUCKET_PURPOSES``), created if missing."""
         from .kv import Bucket
 
-        return Bucket.open(self, purpose)
+        return Bucket.open(self, purpose, create=create)
+
+    def groups(self) -> Groups:
+        """The log's groups: durable pull consumers with explicit acks."""
+        from .groups import Groups
+
+        return Groups(self)
 
 
 def _replace_subjects(info: LogStreamInfo, subjects: dict[str, int]) -> LogStreamInfo:
@@ -646,85 +557,3 @@ def _reason(error: BaseException) -> str:
     """A short reason from a client exception (its text, or its class name when it has none)."""
     text = str(error).strip().removeprefix("nats: ")
     return text or type(error).__name__
-
-
-class Follower:
-    """An ordered push consumer on the log's stream, read in chunks by :meth:`next_chunk`.
-
-    Messages are collected by a callback into a list while the loop runs; ``position`` is the
-    next seq expected. Used for reading a range and for following (tail -f); close it (or use
-    ``with``) to delete its consumer.
-    """
-
-    def __init__(self, client: LogClient, start_seq: int, *, subjects: str | None, chunk: int,
-                 headers_only: bool) -> None:
-        self.client = client
-        self.position = max(start_seq, 1)
-        self.chunk = chunk
-        self._buffer: list[StoredMsg] = []
-        self._arrived: asyncio.Event | None = None  # made inside the loop, in _start
-        self._sub: Any = None
-        run(self._start(subjects or log_subjects(client.location.name), headers_only))
-
-    async def _start(self, subjects: str, headers_only: bool) -> None:
-        api = self.client._nats.js.api
-        self._arrived = asyncio.Event()
-        buffer, arrived = self._buffer, self._arrived
-        stored = StoredMsg
-
-        async def collect(msg: Msg) -> None:
-            # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending> (or with domain and hash)
-            tokens = msg.reply.split(".")
-            seq = int(tokens[5] if len(tokens) == 9 else tokens[-5])
-            buffer.append(stored(seq, msg.data, msg.headers, msg.subject))
-            arrived.set()
-
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position,
-            headers_only=headers_only or None, inactive_threshold=30.0,
-        )
-        try:
-            js = self.client.nc.jetstream(timeout=self.client.timeout)
-            self._sub = await js.subscribe(subjects, stream=self.client.stream, cb=collect, ordered_consumer=True,
-                                           config=config, idle_heartbeat=2.0, pending_msgs_limit=-1,
-                                           pending_bytes_limit=-1)
-        except self.client._nats.js.errors.NotFoundError as error:
-            raise LogNotFoundError(f"{self.client.location.display}: no such log") from error
-        except Exception as error:
-            raise self.client._failure(error, "starting a reader") from error
-
-    def next_chunk(self, timeout: float) -> list[StoredMsg]:
-        """The messages that arrived (waiting up to ``timeout`` s for the first); [] if none came."""
-        return run(self._next(timeout))
-
-    async def _next(self, timeout: float) -> list[StoredMsg]:
-        assert self._arrived is not None
-        if not self._buffer:
-            self._arrived.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
-        else:
-            await asyncio.sleep(0)  # let the reader take in what the socket holds
-        got = self._buffer[:self.chunk]
-        del self._buffer[:self.chunk]
-        if got:
-            self.position = got[-1].seq + 1
-        return got
-
-    def close(self) -> None:
-        sub = self._sub
-        if sub is None:
-            return
-        self._sub = None
-
-        async def stop() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sub.unsubscribe(), timeout=self.client.timeout)
-
-        run(stop())
-
-    def __enter__(self) -> Follower:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

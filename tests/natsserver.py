@@ -86,8 +86,10 @@ class NatsServer:
     """One nats-server process with JetStream, its data in ``directory``."""
 
     def __init__(self, binary: str, directory: Path, *, config: Path | None = None,
-                 client_port: int = -1, monitor_port: int = -1, name: str = "nats") -> None:
+                 client_port: int = -1, monitor_port: int = -1, name: str = "nats",
+                 jetstream: bool = True, extra: tuple[str, ...] = ()) -> None:
         self.binary, self.directory, self.config, self.name = binary, directory, config, name
+        self.jetstream, self.extra = jetstream, extra
         self.client_port, self.monitor_port = client_port, monitor_port
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -96,11 +98,14 @@ class NatsServer:
     def command(self) -> list[str]:
         if self.config is not None:
             return [self.binary, "-c", str(self.config)]
-        return [self.binary, "-js", "-sd", str(self.directory / "store"), "-a", "127.0.0.1",
-                "-p", str(self.client_port), "-m", str(self.monitor_port),
-                "--ports_file_dir", str(self.directory)]
+        js = ["-js", "-sd", str(self.directory / "store")] if self.jetstream else []
+        return [self.binary, *js, "-a", "127.0.0.1", "-p", str(self.client_port), "-m", str(self.monitor_port),
+                "--ports_file_dir", str(self.directory), *self.extra]
 
-    def start(self, *, health: str = "/healthz?js-enabled-only=true") -> NatsServer:
+    def start(self, *, health: str | None = None) -> NatsServer:
+        """Start and wait until ``health`` (default: JetStream enabled, or plain /healthz without it) is ok."""
+        if health is None:
+            health = "/healthz?js-enabled-only=true" if self.jetstream else "/healthz"
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the process keeps it
         with log:

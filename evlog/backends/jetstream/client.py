@@ -24,6 +24,7 @@ Key-value buckets and durable consumers are in ``kv`` and ``groups``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import re
 import uuid
@@ -105,7 +106,20 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     global _LOOP
     if _LOOP is None or _LOOP.is_closed():
         _LOOP = asyncio.new_event_loop()
+        atexit.register(_end_loop, _LOOP)
     return _LOOP.run_until_complete(coro)
+
+
+def _end_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """At exit, end the connection's tasks quietly: unended, asyncio reports each one on stderr."""
+    if loop.is_closed() or loop.is_running():
+        return
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.close()
 
 
 def import_nats() -> Any:
@@ -260,6 +274,10 @@ class LogClient:
         """An evlog error for a failed request (API errors are the caller's to decode)."""
         errors = self._nats.errors
         where = self.location.display
+        if isinstance(error, errors.MaxPayloadError):
+            return MessageTooLarge(f"{where}: {what}: a message is larger than the server's max_payload "
+                                   f"({self.nc.max_payload} bytes)", err_code=ERR_MSG_TOO_LARGE,
+                                   description="maximum payload exceeded")
         if isinstance(error, errors.NoRespondersError):
             return ServerUnavailableError(
                 f"{where}: {what}: no JetStream responded (JetStream not enabled, or the stream's "
@@ -383,7 +401,7 @@ class LogClient:
             return ServerUnavailableError(f"{where}: {what}: JetStream is not available ({error.description}); "
                                           "try again")
         return StorageError(f"{where}: {what}: the server said {error.description} (JetStream error "
-                            f"{error.err_code})")
+                            f"{getattr(error, 'err_code', None)})")
 
     def subject_counts(self, subjects_filter: str) -> dict[str, int]:
         """Messages per subject for the subjects matching a filter (with deletes denied: a stream's version)."""
@@ -444,6 +462,8 @@ class LogClient:
 
     def _unconfirmed(self, error: BaseException) -> StorageError:
         failure = self._failure(error, "publish")
+        if isinstance(failure, PublishRejected):
+            return failure  # refused before sending: certainly not stored
         return PublishUnconfirmed(f"{failure}; it may or may not have been stored")
 
     def _ack(self, body_bytes: bytes, count: int) -> PublishAck:
@@ -476,6 +496,14 @@ class LogClient:
 
     async def _publish_batch(self, messages: Sequence[OutMsg], batch_id: str) -> PublishAck:
         nc, last = self.nc, len(messages)
+        # A message the client cannot send would leave the batch half sent: refuse them all first.
+        limit = nc.max_payload - 200  # room for the batch headers
+        for index, msg in enumerate(messages, 1):
+            if len(msg.data) + sum(len(k) + len(v) + 4 for k, v in (msg.headers or {}).items()) > limit:
+                raise MessageTooLarge(
+                    f"{self.location.display}: publish refused: message {index} of the batch is larger than "
+                    f"the server's max_payload ({nc.max_payload} bytes)", err_code=ERR_MSG_TOO_LARGE,
+                    description="maximum payload exceeded")
         try:
             for index, msg in enumerate(messages, 1):
                 headers = {BATCH_ID: batch_id, BATCH_SEQ: str(index)}

@@ -86,27 +86,32 @@ class Groups:
         except Exception as error:
             raise self.client._failure(error, what) from error
 
-    def _config(self, group: str, start_seq: int, filter_subjects: Sequence[str] | None) -> Any:
+    def _config(self, group: str, start_seq: int, filter_subjects: Sequence[str] | None, ack_wait: float) -> Any:
         subjects = list(filter_subjects or [])
         api = self.api
         return api.ConsumerConfig(
             durable_name=consumer_name(group), name=consumer_name(group),
             description=f"evlog group {group}",
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1),
-            ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT, max_ack_pending=10_000,
+            ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ack_wait, max_ack_pending=10_000,
             filter_subjects=subjects if len(subjects) > 1 else None,
             filter_subject=subjects[0] if len(subjects) == 1 else None,
         )
 
-    def ensure(self, group: str, *, start_seq: int = 1, filter_subjects: Sequence[str] | None = None) -> GroupInfo:
-        """The group, created at ``start_seq`` with the filters if it does not exist (an existing one is kept)."""
+    def ensure(self, group: str, *, start_seq: int = 1, filter_subjects: Sequence[str] | None = None,
+               ack_wait: float = ACK_WAIT) -> GroupInfo:
+        """The group, created at ``start_seq`` with the filters if it does not exist (an existing one is kept).
+
+        ``ack_wait``: seconds after which a message given out and not acknowledged is given out again.
+        """
         name = consumer_name(group)
 
         async def ensure() -> Any:
             try:
                 return await self.js.consumer_info(self.client.stream, name)
             except self.errors.NotFoundError:
-                return await self.js.add_consumer(self.client.stream, self._config(group, start_seq, filter_subjects))
+                config = self._config(group, start_seq, filter_subjects, ack_wait)
+                return await self.js.add_consumer(self.client.stream, config)
 
         return self._info(self._call(f"group {group!r}", ensure()))
 
@@ -209,7 +214,7 @@ class Groups:
 
         return bool(self._call(f"removing group {group!r}", delete()))
 
-    def reset(self, group: str, seq: int) -> GroupInfo:
+    def reset(self, group: str, seq: int, *, ack_wait: float = ACK_WAIT) -> GroupInfo:
         """Make the group's next message the one at ``seq`` (or the first match after it); filters are kept.
 
         Done as delete and create again (the server's own reset needs 2.14): messages given out
@@ -218,4 +223,4 @@ class Groups:
         current = self.info(group)
         filters = list(current.filter_subjects) if current else [log_subjects(self.client.location.name)]
         self.delete(group)
-        return self.ensure(group, start_seq=seq, filter_subjects=filters)
+        return self.ensure(group, start_seq=seq, filter_subjects=filters, ack_wait=ack_wait)

@@ -52,13 +52,14 @@ class Bucket:
         errors = client._nats.js.errors
         api = client._nats.js.api
 
+        copies = replicas if replicas is not None or not create else client.stream_info().replicas
+
         async def get() -> Any:
             try:
                 return await js.key_value(name)
             except errors.BucketNotFoundError:
                 if not create:
                     raise
-            copies = replicas if replicas is not None else client.stream_info().replicas
             config = api.KeyValueConfig(bucket=name, history=1, storage=api.StorageType.FILE,
                                         replicas=copies, description=f"evlog {purpose} of log {client.location.name}")
             return await js.create_key_value(config)
@@ -74,6 +75,8 @@ class Bucket:
     def _call(self, what: str, coro: Any) -> Any:
         try:
             return run(coro)
+        except PublishRejected:
+            raise
         except self._errors.APIError as error:
             if getattr(error, "err_code", None) == ERR_MSG_TOO_LARGE:
                 raise MessageTooLarge(f"{self.client.location.display}: {what}: the value is larger than the "
@@ -110,7 +113,7 @@ class Bucket:
                     return int(await self._kv.create(key, value))
                 return int(await self._kv.update(key, value, last=revision))
             except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError) as error:
-                if getattr(error, "err_code", None) != 10071:
+                if not isinstance(error, self._errors.KeyWrongLastSequenceError) and error.err_code != 10071:
                     raise
                 raise RevisionConflict(
                     f"{self.client.location.display}: key {key!r} of {self.name} changed meanwhile "
@@ -123,15 +126,21 @@ class Bucket:
         """Remove the key's value (a no-op for a key without one)."""
         self._call(f"deleting key {key!r} of {self.name}", self._kv.delete(key))
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         """Keys with a value, sorted; with ``prefix`` (whole '.'-separated parts, e.g. ``kv_key("snap", h)``)
         only those under it. Keys of this log are few (snapshots, projections, groups): a list is fine.
         """
         async def keys() -> list[str]:
+            # A watcher on the prefix filters on the server (nats-py's keys() filters by substring here).
+            watcher = await self._kv.watch(f"{prefix}.>" if prefix else ">", ignore_deletes=True, meta_only=True)
+            found: list[str] = []
             try:
-                found = await self._kv.keys(filters=[f"{prefix}.>"] if prefix else None)
-            except self._errors.NoKeysError:
-                return []
+                async for entry in watcher:
+                    if entry is None:  # the end of what is stored now
+                        break
+                    found.append(entry.key)
+            finally:
+                await watcher.stop()
             return sorted(found)
 
         result: list[str] = self._call(f"listing keys of {self.name}", keys())

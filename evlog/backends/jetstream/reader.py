@@ -40,8 +40,8 @@ def read_range(client: LogClient, start_seq: int, last_seq: int, *, chunk: int =
     if last_seq < max(start_seq, 1):
         return
     with Follower(client, start_seq, subjects=subjects, chunk=chunk, headers_only=False) as follower:
-        if subjects is not None and follower.pending_on_server() == 0:
-            return  # nothing matches the filter from start_seq on
+        if subjects is not None and follower.nothing_matches():
+            return  # the filter matches nothing from start_seq on: do not wait for a first message
         while True:
             # A message delivered with nothing pending after it was the last there is: do not wait.
             got = follower.next_chunk(timeout=0 if follower.drained else client.timeout)
@@ -130,6 +130,17 @@ class Follower:
     def drained(self) -> bool:
         """Whether every message stored so far has been taken (the last delivered had none after it)."""
         return self._pending == 0 and not self._buffer
+
+    def nothing_matches(self) -> bool:
+        """Whether the consumer has nothing to deliver and has delivered nothing (one request)."""
+        async def ask() -> bool:
+            info = await self._sub.consumer_info()
+            return not info.num_pending and not (info.delivered and info.delivered.consumer_seq)
+
+        try:
+            return run(ask()) and not self._buffer
+        except Exception as error:
+            raise self.client._failure(error, "reading the consumer's state") from error
 
     def pending_on_server(self) -> int:
         """Messages the consumer has yet to deliver, as the server counts them now (one request)."""

@@ -168,9 +168,12 @@ def decode_token(token: str) -> str:
         else:
             out.append(ord(token[index]))
             index += 1
-    text = out.decode()  # UnicodeDecodeError is a ValueError
+    try:
+        text = out.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"not an encoded subject token (not UTF-8): {token!r}") from None
     if encode_token(text) != token:
-        raise ValueError(f"not the canonical encoding of its text: {token!r}")
+        raise ValueError(f"not the canonical encoding of its text: token {token!r}")
     return text
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import contextlib
 import re
 import uuid
@@ -397,9 +398,11 @@ class LogClient:
         where = self.location.display
         if getattr(error, "code", None) in (401, 403) or "permission" in str(getattr(error, "description", "")):
             return ServerAccessError(f"{where}: {what}: not permitted ({error.description})")
-        if getattr(error, "code", None) == 503:
-            return ServerUnavailableError(f"{where}: {what}: JetStream is not available ({error.description}); "
-                                          "try again")
+        code = getattr(error, "code", None)
+        if code in (408, 409, 503) or getattr(error, "err_code", None) is None:
+            # A request timed out, a leader changed, or no replica could answer: passing states.
+            return ServerUnavailableError(f"{where}: {what}: JetStream is not available now (status {code} "
+                                          f"{getattr(error, 'description', None) or ''}); try again")
         return StorageError(f"{where}: {what}: the server said {error.description} (JetStream error "
                             f"{getattr(error, 'err_code', None)})")
 
@@ -419,13 +422,44 @@ class LogClient:
 
     # direct gets
 
-    def get(self, seq: int) -> StoredMsg | None:
-        """The message at ``seq`` (a direct get: any replica may answer), or None if there is none."""
+    def get(self, seq: int, *, leader: bool = False) -> StoredMsg | None:
+        """The message at ``seq``, or None if there is none.
+
+        A direct get (~0.25 ms) may be answered by any replica, which on a cluster can lag behind
+        the leader; ``leader=True`` asks the leader (slower), for an answer that is surely current.
+        """
+        if leader:
+            return self._leader_get({"seq": seq})
         return run(self._direct(f"$JS.API.DIRECT.GET.{self.stream}", orjson.dumps({"seq": seq})))
 
-    def get_last(self, subject: str) -> StoredMsg | None:
-        """The last message on ``subject``, or None if the subject has none."""
+    def get_last(self, subject: str, *, leader: bool = False) -> StoredMsg | None:
+        """The last message on ``subject``, or None if the subject has none (``leader`` as for :meth:`get`)."""
+        if leader:
+            return self._leader_get({"last_by_subj": subject})
         return run(self._direct(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b""))
+
+    def next_seq(self, seq: int, subjects: str) -> int | None:
+        """The seq of the first message at or after ``seq`` on a subject matching ``subjects`` (the leader's
+        answer), or None if there is none."""
+        found = self._leader_get({"seq": max(seq, 1), "next_by_subj": subjects})
+        return None if found is None else found.seq
+
+    def _leader_get(self, request: dict[str, Any]) -> StoredMsg | None:
+        errors = self._nats.js.errors
+        try:
+            body = self._api(f"STREAM.MSG.GET.{self.stream}", request)
+        except errors.APIError as error:
+            if error.code == 404 and error.err_code != ERR_STREAM_NOT_FOUND:
+                return None  # no such message
+            if error.err_code == ERR_STREAM_NOT_FOUND:
+                raise LogNotFoundError(f"{self.location.display}: no such log") from error
+            raise self._api_error(error, "reading a message") from error
+        message = body["message"]
+        headers: dict[str, str] | None = None
+        if message.get("hdrs"):
+            headers = _parse_headers(base64.b64decode(message["hdrs"]))
+        data = base64.b64decode(message["data"]) if message.get("data") else b""
+        return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
 
     async def _direct(self, subject: str, payload: bytes) -> StoredMsg | None:
         try:
@@ -537,11 +571,12 @@ class LogClient:
         """
         if not msg_ids:
             return None
+        # The leader answers: a lagging replica could take our stored retry for someone else's.
         if subject is not None:
-            found = self.get_last(subject)
+            found = self.get_last(subject, leader=True)
         else:
             last_seq = self.stream_info().last_seq
-            found = self.get(last_seq) if last_seq else None
+            found = self.get(last_seq, leader=True) if last_seq else None
         if found is not None and found.headers and found.headers.get(MSG_ID) == msg_ids[-1]:
             return found.seq
         return None
@@ -579,6 +614,16 @@ def _replace_subjects(info: LogStreamInfo, subjects: dict[str, int]) -> LogStrea
     from dataclasses import replace
 
     return replace(info, subjects=subjects)
+
+
+def _parse_headers(raw: bytes) -> dict[str, str] | None:
+    """Headers from their wire form (``NATS/1.0`` line, then ``Name: value`` lines)."""
+    headers: dict[str, str] = {}
+    for line in raw.decode(errors="replace").split("\r\n")[1:]:
+        name, colon, value = line.partition(":")
+        if colon and name:
+            headers[name.strip()] = value.strip()
+    return headers or None
 
 
 def _reason(error: BaseException) -> str:

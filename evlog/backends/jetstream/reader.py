@@ -39,23 +39,35 @@ def read_range(client: LogClient, start_seq: int, last_seq: int, *, chunk: int =
     """
     if last_seq < max(start_seq, 1):
         return
+    if _nothing_more(client, start_seq, last_seq, subjects):
+        return  # do not wait for a first message that will not come
     with Follower(client, start_seq, subjects=subjects, chunk=chunk, headers_only=False) as follower:
-        if subjects is not None and follower.nothing_matches():
-            return  # the filter matches nothing from start_seq on: do not wait for a first message
         while True:
-            # A message delivered with nothing pending after it was the last there is: do not wait.
+            # An ordered consumer may be placed on a replica that lags the leader: a quiet consumer,
+            # or one that says nothing is pending, ends the range only when the leader agrees.
             got = follower.next_chunk(timeout=0 if follower.drained else client.timeout)
-            if not got:
-                if follower.drained or follower.pending_on_server() == 0:
+            if got:
+                if got[-1].seq >= last_seq:
+                    yield [msg for msg in got if msg.seq <= last_seq]
                     return
+                yield got
+                continue
+            if _nothing_more(client, follower.position, last_seq, subjects):
+                return
+            if not follower.drained:
                 raise ServerUnavailableError(
                     f"{client.location.display}: reading stopped before seq {follower.position} "
                     f"(nothing came for {client.timeout:g} s); try again"
                 )
-            if got[-1].seq >= last_seq:
-                yield [msg for msg in got if msg.seq <= last_seq]
-                return
-            yield got
+            follower.drained_seen()
+
+
+def _nothing_more(client: LogClient, position: int, last_seq: int, subjects: str | None) -> bool:
+    """Whether the leader has no message from ``position`` to ``last_seq`` (matching ``subjects``)."""
+    if subjects is None:
+        return client.stream_info().last_seq < position
+    found = client.next_seq(position, subjects)
+    return found is None or found > last_seq
 
 
 class Follower:
@@ -131,27 +143,9 @@ class Follower:
         """Whether every message stored so far has been taken (the last delivered had none after it)."""
         return self._pending == 0 and not self._buffer
 
-    def nothing_matches(self) -> bool:
-        """Whether the consumer has nothing to deliver and has delivered nothing (one request)."""
-        async def ask() -> bool:
-            info = await self._sub.consumer_info()
-            return not info.num_pending and not (info.delivered and info.delivered.consumer_seq)
-
-        try:
-            return run(ask()) and not self._buffer
-        except Exception as error:
-            raise self.client._failure(error, "reading the consumer's state") from error
-
-    def pending_on_server(self) -> int:
-        """Messages the consumer has yet to deliver, as the server counts them now (one request)."""
-        async def ask() -> int:
-            info = await self._sub.consumer_info()
-            return int(info.num_pending or 0)
-
-        try:
-            return run(ask())
-        except Exception as error:
-            raise self.client._failure(error, "reading the consumer's state") from error
+    def drained_seen(self) -> None:
+        """Forget that the last delivery said nothing was pending (more came to a lagging replica)."""
+        self._pending = None
 
     def close(self) -> None:
         """Unsubscribe; the server removes the consumer (it is ephemeral)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ def log_path(tmp_path: Path) -> str:
     return str(tmp_path / "events.lmdb")
 
 
-BACKENDS = ["lmdb"]
+BACKENDS = ["lmdb", "jetstream"]
 """The kinds of log the shared backend suite (tests/test_backend_suite.py) runs against."""
 
 
@@ -28,6 +29,14 @@ BACKENDS = ["lmdb"]
 def any_log_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
     """Makes locations of fresh logs, not yet created, of one kind per parameter."""
     made = iter(range(1_000_000))
+    if request.param == "jetstream":
+        server = request.getfixturevalue("nats_url")
+        prefix = f"t{uuid.uuid4().hex[:12]}"
+
+        def make_remote() -> str:
+            return f"{server}/{prefix}-{next(made)}"
+
+        return make_remote
 
     def make() -> str:
         return str(tmp_path / f"log-{next(made)}.lmdb")

@@ -1,0 +1,510 @@
+"""A log in a NATS JetStream stream: the same records as on LMDB, replicated by the server.
+
+Each event is one message whose payload is the record itself (the bytes of
+:mod:`evlog.record`: body and chain hash), on the subject of its stream
+(``evlog.<log>.s.<stream>``, or ``evlog.<log>.n``). So seq is the stream
+sequence, gapless because the stream denies deletes and purges; a stream's
+version is the count of its subject; and a log copied from LMDB and back has
+the same head hash.
+
+Appending. :mod:`evlog.batch` computes a batch against the head read from the
+server (the last record, stream versions from direct gets or one per-subject
+count); the batch goes out as one atomic batch whose first message carries
+``Nats-Expected-Last-Sequence``. If another writer appended meanwhile the
+server refuses it whole (nothing is stored) and the batch is computed again
+against the new head: the same guarantee as LMDB's single writer, found out
+after the fact instead of waited for. A batch that got no answer (a lost ack,
+a leader election) is looked for in the log before it is sent again: the
+records carry their chain hash, so the one at the batch's first seq is ours
+exactly when it is byte for byte what we sent.
+
+Ids. An event's id is its ``Nats-Msg-Id``, so the server refuses a second
+event with the same id (in a ten-year window) however the writers race. A
+batch is sent on the hope that its ids are new; a refusal for a duplicate id
+makes the writer look them up (below) and compute the batch again, as LMDB
+does up front.
+
+Indexes. What LMDB keeps in databases beside the events (ids, type counts,
+the number of streams) is kept here in the log's ``meta`` and ``ids``
+key-value buckets, derived from the records and brought up to date lazily
+from a checkpoint (the seq indexed up to) when it is asked for. The events
+stay the only source of truth; the index can always be rebuilt from them.
+
+Following. A core subscription on the log's subjects wakes a follower on
+every publish (the server delivers to it as it stores into the stream); the
+follower then reads what is new with direct gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgpack
+
+from ...errors import DamagedLogError, LogNotFoundError, StorageError
+from ...record import DECODE_ERRORS, GENESIS_HASH, decode_body, key_seq, record_hash
+from ...scan import CHUNK, Progress, Row
+from ...timefmt import format_ts
+from .. import Chunks
+from .client import MAX_BATCH, LogClient, run
+from .messages import (
+    EXPECTED_LAST_SEQ,
+    MSG_ID,
+    DuplicateMsgId,
+    OutMsg,
+    PublishUnconfirmed,
+    StoredMsg,
+    WrongLastSequence,
+)
+from .url import event_subject, kv_key, parse_location, streams_filter
+
+if TYPE_CHECKING:
+    from .kv import Bucket
+
+T = TypeVar("T")
+
+DIRECT_READ = 64
+"""Ranges up to this many seqs are read with direct gets (no consumer to set up): what a follower reads."""
+UNCONFIRMED_SECONDS = 20.0
+"""How long a batch that got no answer is retried (a leader election takes ~5 s)."""
+COUNTS_AFTER = 16
+"""After this many stream-version look-ups in one batch, the heads of all streams are fetched in one request."""
+_INDEX_KEY = "index"
+
+
+class _HeadMoved(Exception):
+    """The batch was computed against a head that is no longer the log's: compute it again."""
+
+
+def open_jetstream(text: str, *, create: bool, writable: bool) -> JetStreamBackend:
+    """Open (with ``create``, make) the log a ``nats://`` location names."""
+    return JetStreamBackend(text, create=create)
+
+
+class JetStreamBackend:
+    """An open log on a NATS server (see the module docstring)."""
+
+    max_batch = MAX_BATCH
+
+    def __init__(self, text: str, *, create: bool) -> None:
+        self.where = parse_location(text)
+        self.location = self.where.display
+        self.writable = True  # what may be written is the server's to say, per request
+        self.client = LogClient.connect(self.where)
+        try:
+            try:
+                self.info = self.client.open_log_stream()
+            except LogNotFoundError:
+                if not create:
+                    raise
+                self.info = self.client.create_log_stream(created=str(time.time_ns()))
+        except BaseException:
+            self.client.close()
+            raise
+        self.name = self.where.name
+        self.check_ids = False  # set once the server refused a duplicate id: look ids up from then on
+        self._buckets: dict[str, Bucket] = {}
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- reading -----------------------------------------------------------
+
+    def head(self) -> int:
+        return self.client.stream_info().last_seq
+
+    def _get(self, seq: int) -> StoredMsg | None:
+        return self.client.get(seq)
+
+    def ts_at(self, seq: int) -> int:
+        found = self._get(seq)
+        if found is None:
+            raise DamagedLogError("missing: the log has a gap here", seq=seq)
+        return decode_body(found.data, seq)[1]
+
+    def _messages(self, first: int, last: int) -> Iterator[list[StoredMsg]]:
+        """The messages of seqs ``first..last`` in chunks, checked to be exactly those seqs."""
+        first = max(first, 1)
+        if last < first:
+            return
+        expected = first
+        chunks: Iterable[list[StoredMsg]]
+        if last - first < DIRECT_READ:
+            direct = []
+            for seq in range(first, last + 1):
+                message = self._get(seq)
+                if message is None:
+                    raise DamagedLogError("missing: the log has a gap here", seq=seq)
+                direct.append(message)
+            chunks = [direct]
+        else:
+            chunks = self.client.read(first, last, chunk=CHUNK)
+        for chunk in chunks:
+            for message in chunk:
+                if message.seq != expected:
+                    raise DamagedLogError("missing: the log has a gap here", seq=expected)
+                expected += 1
+            yield chunk
+        if expected <= last:
+            raise DamagedLogError("missing: the log has a gap here", seq=expected)
+
+    def rows(
+        self,
+        first: int,
+        last: int,
+        *,
+        types: Callable[[str | None], bool] | None = None,
+        streams: Callable[[str | None], bool] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Row]:
+        start = max(first, 1)
+        last = min(last, self.head())
+        total = max(last - start + 1, 0)
+        for chunk in self._messages(start, last):
+            rows: list[Row] = []
+            for message in chunk:
+                envelope = decode_body(message.data, message.seq)
+                if (types is None or types(envelope[3])) and (streams is None or streams(envelope[4])):
+                    rows.append((message.seq, envelope))
+            yield from rows
+            if progress is not None:
+                progress(chunk[-1].seq - start + 1, total)
+
+    def rows_by_seq(
+        self,
+        seqs: Iterable[int],
+        *,
+        types: Callable[[str | None], bool] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Row]:
+        for fetched, seq in enumerate(seqs, 1):
+            message = self._get(seq)
+            if message is None:
+                raise DamagedLogError("is in the streams index but missing from the events", seq=seq)
+            envelope = decode_body(message.data, seq)
+            if types is None or types(envelope[3]):
+                yield seq, envelope
+            if progress is not None and fetched % CHUNK == 0:
+                progress(fetched, None)
+
+    def stream_seqs(self, stream: str, first: int, last: int) -> Iterator[int]:
+        first = max(first, 1)
+        last = min(last, self.head())
+        if last < first:
+            return
+        for chunk in self.client.read(first, last, chunk=CHUNK, subjects=event_subject(self.name, stream)):
+            for message in chunk:
+                yield message.seq
+
+    def raw_range(self, first: int, last: int, progress: Progress | None = None) -> Chunks:
+        start = max(first, 1)
+        total = max(last - start + 1, 0)
+        for chunk in self._messages(start, last):
+            yield chunk[0].seq, [message.data for message in chunk]
+            if progress is not None:
+                progress(chunk[-1].seq - start + 1, total)
+
+    def raw_seqs(self, seqs: Iterator[int], progress: Progress | None = None) -> Chunks:
+        done = 0
+        while True:
+            batch = list(itertools.islice(seqs, CHUNK))
+            if not batch:
+                return
+            values = []
+            for seq in batch:
+                message = self._get(seq)
+                if message is None:
+                    raise DamagedLogError("is in the streams index but missing from the events", seq=seq)
+                values.append(message.data)
+            yield batch, values
+            if progress is not None:
+                done += len(batch)
+                progress(done, None)
+
+    # -- the derived index: ids, type counts, streams ------------------------
+
+    def _bucket(self, purpose: str) -> Bucket:
+        bucket = self._buckets.get(purpose)
+        if bucket is None:
+            from .kv import Bucket
+
+            bucket = self._buckets[purpose] = Bucket.open(self.client, purpose)
+        return bucket
+
+    def _index(self) -> _Index:
+        """The index brought up to the head (at least the head when this was called)."""
+        meta = self._bucket("meta")
+        while True:
+            entry = meta.get(_INDEX_KEY)
+            index = _decode_index(entry.value) if entry is not None else _Index(0, {}, 0)
+            head = self.head()
+            if index.upto >= head:
+                return index
+            ids: dict[str, int] = {}
+            types = index.types
+            streams = index.streams
+            for first, values in self.raw_range(index.upto + 1, head):
+                assert isinstance(first, int)
+                for seq, value in enumerate(values, first):
+                    envelope = decode_body(value, seq)
+                    types[envelope[3]] = types.get(envelope[3], 0) + 1
+                    if envelope[2] == 1:
+                        streams += 1
+                    if envelope[5] is not None:
+                        ids[envelope[5]] = seq
+            self._put_ids(ids)
+            index = _Index(head, types, streams)
+            value = msgpack.packb({"upto": head, "types": types, "streams": streams})
+            from .kv import RevisionConflict
+
+            try:
+                meta.update(_INDEX_KEY, value, revision=entry.revision if entry is not None else None)
+            except RevisionConflict:
+                continue  # another process indexed meanwhile: start from where it got to
+            return index
+
+    def _put_ids(self, ids: dict[str, int]) -> None:
+        """Write many id -> seq entries at once (each is idempotent: the seq of an id never changes)."""
+        if not ids:
+            return
+        bucket = self._bucket("ids")
+        kv = bucket._kv
+
+        async def put_all() -> None:
+            pending = [kv.put(kv_key(event_id), str(seq).encode()) for event_id, seq in ids.items()]
+            for start in range(0, len(pending), 1000):
+                await asyncio.gather(*pending[start:start + 1000])
+
+        bucket._call("writing the ids index", put_all())
+
+    def id_seq(self, event_id: str) -> int | None:
+        entry = self._bucket("ids").get(kv_key(event_id))
+        if entry is None:
+            self._index()
+            entry = self._bucket("ids").get(kv_key(event_id))
+            if entry is None:
+                return None
+        try:
+            seq = int(entry.value)
+        except ValueError:
+            raise DamagedLogError(f"the ids index holds {entry.value[:40]!r} for id {event_id!r}, not a seq") from None
+        message = self._get(seq)
+        if message is None or decode_body(message.data, seq)[5] != event_id:
+            raise DamagedLogError(f"the ids index says id {event_id!r} is here, but the event has another id", seq=seq)
+        return seq
+
+    def type_counts(self) -> dict[str, int]:
+        return dict(self._index().types)
+
+    def describe(self) -> dict[str, Any]:
+        info = self.client.stream_info()
+        index = self._index()
+        head = index.upto
+        first = self._get(1) if head else None
+        last = self._get(head) if head else None
+        created = int(info.created) if info.created.isdigit() else None
+        types = index.types
+        return {
+            "path": self.location,
+            "size_bytes": info.bytes if hasattr(info, "bytes") else None,
+            "events": head,
+            "first_seq": 1 if first else None,
+            "last_seq": head or None,
+            "first_ts": format_ts(decode_body(first.data, 1)[1]) if first else None,
+            "last_ts": format_ts(decode_body(last.data, head)[1]) if last else None,
+            "streams": index.streams,
+            "types": dict(sorted(types.items(), key=lambda item: (-item[1], item[0]))),
+            "format": info.format,
+            "log_id": info.log_id,
+            "created": format_ts(created) if created is not None else None,
+            "head_hash": (record_hash(last.data) if last else GENESIS_HASH).hex(),
+            "replicas": info.replicas,
+            "storage": info.storage,
+            "leader": info.leader,
+        }
+
+    # -- writing and following ----------------------------------------------
+
+    def write(self, work: Callable[[Any], T]) -> T:
+        while True:
+            try:
+                return work(_WriteTxn(self))
+            except _HeadMoved:
+                continue
+
+    def waiter(self) -> _Waiter:
+        return _Waiter(self.client, f"evlog.{self.name}.>")
+
+    def housekeeping(self) -> None:
+        """Nothing to do: the server keeps its own house."""
+
+
+class _WriteTxn:
+    """The log's head as one batch sees it; :meth:`put` sends the batch guarded by that head."""
+
+    def __init__(self, backend: JetStreamBackend) -> None:
+        self.backend = backend
+        self.client = backend.client
+        self.head_seq = -1
+        self.lookups = 0
+        self.counts: dict[str, int] | None = None
+
+    def last(self) -> tuple[int, bytes | None]:
+        self.head_seq = self.client.stream_info().last_seq
+        if not self.head_seq:
+            return 0, None
+        found = self.client.get(self.head_seq)
+        if found is None:
+            raise DamagedLogError("missing: the log has a gap here", seq=self.head_seq)
+        return self.head_seq, found.data
+
+    def id_seq(self, id_key: bytes) -> int | None:
+        if not self.backend.check_ids:
+            return None  # hoped new: the server refuses a duplicate, and then we look
+        return self.backend.id_seq(id_key.decode())
+
+    def record(self, seq: int) -> bytes | None:
+        found = self.client.get(seq)
+        return None if found is None else found.data
+
+    def stream_version(self, stream_key: bytes) -> int:
+        subject = event_subject(self.backend.name, stream_key.decode())
+        if self.counts is None and self.lookups >= COUNTS_AFTER:
+            self.counts = self.client.subject_counts(streams_filter(self.backend.name))
+        if self.counts is not None:
+            return self.counts.get(subject, 0)
+        self.lookups += 1
+        found = self.client.get_last(subject)
+        if found is None:
+            return 0
+        try:
+            version = decode_body(found.data, found.seq)[2]
+        except DECODE_ERRORS:
+            version = None
+        if not isinstance(version, int):
+            raise DamagedLogError(f"the last event of stream {stream_key.decode()!r} has no version", seq=found.seq)
+        return version
+
+    def put(
+        self,
+        rows: Sequence[tuple[bytes, bytes]],
+        index_rows: Sequence[tuple[bytes, bytes]],
+        ids: dict[bytes, bytes],
+        type_counts: dict[str, int],
+        new_streams: int,
+    ) -> None:
+        name = self.backend.name
+        streams = {seq_key: stream_key for stream_key, seq_key in index_rows}
+        id_of = {seq_key: id_key for id_key, seq_key in ids.items()}
+        messages = []
+        for number, (key, value) in enumerate(rows):
+            stream_key = streams.get(key)
+            headers: dict[str, str] = {}
+            if number == 0:
+                headers[EXPECTED_LAST_SEQ] = str(key_seq(key) - 1)
+            event_id = id_of.get(key)
+            if event_id is not None:
+                headers[MSG_ID] = event_id.decode()
+            subject = event_subject(name, stream_key.decode() if stream_key is not None else None)
+            messages.append(OutMsg(subject, value, headers))
+        self._send(messages, key_seq(rows[0][0]))
+
+    def _send(self, messages: list[OutMsg], first_seq: int) -> None:
+        """Send the batch once; after an unanswered attempt, find out whether it was stored first."""
+        deadline = time.monotonic() + UNCONFIRMED_SECONDS
+        while True:
+            try:
+                self.client.publish_batch(messages, batch_id=uuid.uuid4().hex)
+                return
+            except WrongLastSequence:
+                raise _HeadMoved from None
+            except DuplicateMsgId:
+                if self.backend.check_ids:
+                    raise  # looked up and still refused: the index and the server disagree
+                self.backend.check_ids = True
+                raise _HeadMoved from None
+            except PublishUnconfirmed:
+                if time.monotonic() > deadline:
+                    raise
+                with contextlib.suppress(StorageError):
+                    if self._stored(messages, first_seq):
+                        return
+                time.sleep(0.25)
+
+    def _stored(self, messages: list[OutMsg], first_seq: int) -> bool:
+        """Whether the batch is in the log (True), not yet (False, send again), or lost to another writer."""
+        found = self.client.get(first_seq)
+        if found is None:
+            return False
+        if found.data != messages[0].data:
+            raise _HeadMoved  # another writer's event took the seq: nothing of ours is there
+        last = self.client.get(first_seq + len(messages) - 1)
+        if last is None or last.data != messages[-1].data:
+            raise StorageError(f"seq {first_seq}: part of an atomic batch is stored; run evlog verify")
+        return True
+
+
+class _Waiter:
+    """A core subscription on the log's subjects: every stored event wakes the follower."""
+
+    def __init__(self, client: LogClient, subjects: str) -> None:
+        self.client = client
+        self.woken = False
+
+        async def start() -> Any:
+            self.signal = asyncio.Event()
+
+            async def wake(_message: Any) -> None:
+                self.signal.set()
+
+            return await client.nc.subscribe(subjects, cb=wake)
+
+        self.subscription = run(start())
+
+    def wait(self, timeout: float, output: int | None = None) -> bool:
+        async def waiting() -> bool:
+            try:
+                await asyncio.wait_for(self.signal.wait(), timeout)
+            except asyncio.TimeoutError:
+                return False
+            self.signal.clear()
+            return True
+
+        return run(waiting())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            run(self.subscription.unsubscribe())
+
+
+@dataclass
+class _Index:
+    """What the index of a log on a server holds, up to seq ``upto``."""
+
+    upto: int
+    types: dict[str, int]
+    streams: int
+
+
+def _decode_index(value: bytes) -> _Index:
+    """The stored index, checked: a damaged one is reported, never trusted."""
+    try:
+        index = msgpack.unpackb(value)
+    except DECODE_ERRORS:
+        index = None
+    if (
+        not isinstance(index, dict)
+        or not isinstance(index.get("upto"), int)
+        or not isinstance(index.get("streams"), int)
+        or not isinstance(index.get("types"), dict)
+        or not all(isinstance(k, str) and isinstance(v, int) for k, v in index["types"].items())
+    ):
+        raise DamagedLogError("the log's index in its meta bucket is damaged; run evlog verify")
+    return _Index(index["upto"], index["types"], index["streams"])

@@ -113,7 +113,10 @@ class Log:
         backend = self._open(write=write, check_format=check_format)
         store: Store | None = getattr(backend, "store", None)
         if store is None:
-            raise UsageError(f"this is not yet available for a log on a server ({self.path}); use a local log")
+            raise UsageError(
+                f"this command is not yet available for a log on a NATS server ({backend.location}); "
+                "it works on a local log (evlog backup copies one down)"
+            )
         return store
 
     # -- appending ---------------------------------------------------------

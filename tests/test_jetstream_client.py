@@ -563,3 +563,30 @@ def test_a_group_resumes_after_reconnecting(client: LogClient, nats_log_url: str
 def test_the_stream_info_json_is_what_the_server_says(client: LogClient) -> None:
     body = client._api(f"STREAM.INFO.{client.stream}", b"")
     assert json.loads(json.dumps(body))["config"]["name"] == client.stream
+
+
+def test_a_slow_reader_of_many_large_messages_gets_all_through_flow_control(client: LogClient) -> None:
+    name = client.location.name
+    payload = b"x" * 2000
+    for start in range(0, 20_000, 1000):
+        client.publish_batch([OutMsg(event_subject(name, None), payload) for _ in range(start, start + 1000)])
+    seqs: list[int] = []
+    with client.follow(1, chunk=50) as follower:
+        while len(seqs) < 20_000:
+            got = follower.next_chunk(timeout=5)
+            assert got, f"stalled after {len(seqs)} messages"
+            seqs.extend(msg.seq for msg in got)
+            if len(seqs) < 2000:
+                time.sleep(0.002)  # slower than the server at first: flow control holds it back
+    assert seqs == list(range(1, 20_001))
+
+
+def test_headers_come_back_as_published(client: LogClient) -> None:
+    subject = event_subject(client.location.name, "h")
+    client.publish(subject, b"{}", {"Evlog-Ts": "1796531211177001667", "Evlog-Id": "é:ü x", "Nats-Msg-Id": "m"})
+    (got,) = next(iter(client.read(1, 1)))
+    assert got.headers == {"Evlog-Ts": "1796531211177001667", "Evlog-Id": "é:ü x", "Nats-Msg-Id": "m"}
+    direct = client.get(1)
+    leader = client.get(1, leader=True)
+    assert direct is not None and leader is not None and direct.headers == leader.headers == got.headers
+    assert client.next_seq(1, subject) == 1 and client.next_seq(2, subject) is None

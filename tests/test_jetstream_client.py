@@ -88,6 +88,17 @@ def test_a_password_never_appears_in_a_location_error() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+@given(st.text(max_size=80))
+def test_a_log_name_is_a_valid_stream_name_or_refused(name: str) -> None:
+    try:
+        checked = url.check_log_name(name)
+    except UsageError as error:
+        assert "is not allowed" in str(error)
+        return
+    assert checked == name == url.stream_name(name) and 0 < len(name) <= 64
+    assert not set(name) & set(".*> \t\r\n/\\") and name.isascii()
+
+
 @given(st.text())
 def test_subject_tokens_round_trip_and_hold_only_safe_characters(text: str) -> None:
     token = url.encode_token(text)
@@ -199,6 +210,19 @@ def test_wrong_credentials_are_refused_in_one_line(nats_binary: str, tmp_path: P
         assert "refused the credentials" in str(caught.value) and "wrong" not in str(caught.value)
         with pytest.raises(ServerAccessError):
             LogClient.connect(parse_location(f"nats://127.0.0.1:{port}/shop"))
+
+
+def test_a_token_is_accepted_and_a_wrong_one_refused(nats_binary: str, tmp_path: Path) -> None:
+    from natsserver import NatsServer, running
+
+    with running(NatsServer(nats_binary, tmp_path, extra=("--auth", "s3cret"))) as server:
+        port = server.url.rpartition(":")[2]
+        with LogClient.connect(parse_location(f"nats://s3cret@127.0.0.1:{port}/shop")) as ok:
+            ok.create_log_stream()
+            assert ok.stream_info().last_seq == 0
+        with pytest.raises(ServerAccessError) as caught:
+            LogClient.connect(parse_location(f"nats://guess@127.0.0.1:{port}/shop"))
+        assert "guess" not in str(caught.value)
 
 
 def test_a_server_without_jetstream_is_named_as_such(nats_binary: str, tmp_path: Path) -> None:
@@ -472,6 +496,17 @@ def test_a_follower_wakes_for_each_new_message_within_a_millisecond_or_so(client
     p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
     print(f"follow latency p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms")
     assert p50 < 0.02  # ~0.5 ms on a quiet machine; generous for a busy one
+
+
+def test_a_watch_wakes_with_the_newest_seq(client: LogClient) -> None:
+    subject = event_subject(client.location.name, None)
+    client.publish(subject, b"1")
+    with client.watch(1) as watch:
+        assert watch.wait(0.1) is None
+        client.publish_batch([OutMsg(subject, b"x" * 100) for _ in range(5)])
+        assert watch.wait(5) == 6
+        (one,) = [msg for msg in [client.get(6)] if msg]
+        assert one.data == b"x" * 100
 
 
 def test_a_follower_waits_quietly_and_returns_nothing_when_nothing_comes(client: LogClient) -> None:

@@ -286,6 +286,15 @@ class Follower:
             self._answer_flow()
         return got
 
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for messages; the seq of the newest that arrived (all are taken), or None."""
+        newest = None
+        while True:
+            got = self.next_chunk(timeout if newest is None else 0)
+            if not got:
+                return newest
+            newest = got[-1].seq
+
     @property
     def consumer(self) -> str:
         """The name of the server's consumer behind this follower now (it changes when made again)."""

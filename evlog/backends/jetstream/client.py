@@ -223,7 +223,11 @@ class LogClient:
             if not info.get("jetstream"):
                 raise ServerUnsupportedError(f"{where}: JetStream is not enabled on the server: start "
                                              "nats-server with -js (or jetstream {} in its config)")
-            client._api("INFO", b"")  # the account can use JetStream
+            try:
+                client._api("INFO", b"")  # the account can use JetStream
+            except nats.js.errors.APIError as error:
+                raise ServerUnsupportedError(f"{where}: JetStream is not enabled for this account "
+                                             f"({error.description})") from error
         except BaseException:
             client.close()
             raise

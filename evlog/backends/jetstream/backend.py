@@ -45,7 +45,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import msgpack
 
@@ -114,6 +114,9 @@ class JetStreamBackend:
             raise
         self.name = self.where.name
         self.check_ids = False  # set once the server refused a duplicate id: look ids up from then on
+        # The last record this process wrote, taken as the head for the next batch without asking:
+        # if another writer appended meanwhile, the server refuses the batch and we ask then.
+        self.last_written: tuple[int, bytes] | None = None
         self._buckets: dict[str, Bucket] = {}
 
     def close(self) -> None:
@@ -374,6 +377,7 @@ class JetStreamBackend:
             try:
                 return work(txn)
             except _HeadMoved:
+                self.last_written = None  # someone else wrote: ask the server from now on
                 continue
             except ServerUnavailableError:
                 # Once sent, a batch may have landed: computing it again could store it twice.
@@ -400,6 +404,9 @@ class _WriteTxn:
         self.sent = False  # whether the batch went out (then it may have landed, answered or not)
 
     def last(self) -> tuple[int, bytes | None]:
+        if self.backend.last_written is not None:
+            self.head_seq, record = self.backend.last_written
+            return self.head_seq, record
         self.head_seq = self.client.stream_info().last_seq
         if not self.head_seq:
             return 0, None
@@ -459,6 +466,7 @@ class _WriteTxn:
             subject = event_subject(name, stream_key.decode() if stream_key is not None else None)
             messages.append(OutMsg(subject, value, headers))
         self._send(messages, key_seq(rows[0][0]))
+        self.backend.last_written = (key_seq(rows[-1][0]), rows[-1][1])
 
     def _send(self, messages: list[OutMsg], first_seq: int) -> None:
         """Send the batch; after an unanswered attempt, find out whether it landed before sending it again.
@@ -473,16 +481,11 @@ class _WriteTxn:
         self.sent = True
         while True:
             try:
-                self.client.publish_batch(messages, batch_id=uuid.uuid4().hex if len(messages) > 1 else None)
-                return
+                ack = self.client.publish_batch(messages, batch_id=uuid.uuid4().hex if len(messages) > 1 else None)
             except (WrongLastSequence, DuplicateMsgId) as refused:
                 if unanswered and self._stored(messages, first_seq):
                     return
-                if isinstance(refused, DuplicateMsgId):
-                    if self.backend.check_ids:
-                        raise  # looked up and still refused: the index and the server disagree
-                    self.backend.check_ids = True
-                raise _HeadMoved from None
+                self._refused(duplicate_id=isinstance(refused, DuplicateMsgId))
             except PublishUnconfirmed:
                 unanswered = True
                 if time.monotonic() > deadline:
@@ -491,6 +494,22 @@ class _WriteTxn:
                     if self._stored(messages, first_seq):
                         return
                 time.sleep(RETRY_SECONDS)
+                continue
+            if not ack.duplicate:
+                return
+            # A single message whose id the stream has: acknowledged, as the earlier event it is.
+            self._refused(duplicate_id=True)
+
+    def _refused(self, *, duplicate_id: bool) -> NoReturn:
+        """The server stored nothing of the batch: compute it again (looking ids up, after a duplicate id)."""
+        if duplicate_id:
+            if self.backend.check_ids:
+                raise StorageError(
+                    f"{self.backend.location}: the server refused an id as a duplicate that the log's index "
+                    "does not know; run evlog verify"
+                )
+            self.backend.check_ids = True
+        raise _HeadMoved
 
     def _stored(self, messages: list[OutMsg], first_seq: int) -> bool:
         """Whether the batch is in the log (True), not yet (False, send again), or lost to another writer."""

@@ -344,7 +344,7 @@ class JetStreamBackend:
         types = index.types
         return {
             "path": self.location,
-            "size_bytes": info.bytes if hasattr(info, "bytes") else None,
+            "size_bytes": info.bytes,
             "events": head,
             "first_seq": 1 if first else None,
             "last_seq": head or None,

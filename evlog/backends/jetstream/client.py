@@ -394,7 +394,7 @@ class LogClient:
             created=meta.get(META_CREATED, ""), first_seq=int(state.get("first_seq", 0)),
             last_seq=int(state.get("last_seq", 0)), messages=int(state.get("messages", 0)),
             replicas=int(config.get("num_replicas", 1)), storage=str(config.get("storage", "")),
-            leader=cluster.get("leader"), config=config,
+            leader=cluster.get("leader"), config=config, bytes=int(state.get("bytes", 0)),
         )
 
     def _api_error(self, error: Any, what: str) -> StorageError:

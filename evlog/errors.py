@@ -116,3 +116,19 @@ class AppendStopped(EvlogError):
         self.exit_code = cause.exit_code
         super().__init__(f"{cause}\n{written_note}")
 
+
+
+class MissingExtraError(UsageError):
+    """A log or target needs an optional client library (an extra) that is not installed."""
+
+
+class ServerUnavailableError(StorageError):
+    """A server holding the log could not be reached, or did not answer in time."""
+
+
+class ServerAccessError(StorageError):
+    """A server holding the log refused the credentials or the operation (authorization)."""
+
+
+class ServerUnsupportedError(StorageError):
+    """A server holding the log lacks what evlog needs (JetStream, a recent enough version)."""

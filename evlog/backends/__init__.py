@@ -138,9 +138,9 @@ def is_url(location: str) -> bool:
 def open_backend(location: str, *, create: bool, writable: bool, check_format: bool = True) -> Backend:
     """Open the log at ``location`` with the backend its form names."""
     if is_url(location):
-        from ..errors import UsageError
+        from .jetstream.backend import open_jetstream
 
-        raise UsageError(f"{location}: logs on a NATS server are not built yet; use a local log")
+        return open_jetstream(location, create=create, writable=writable)
     from .lmdb import LmdbBackend
 
     return LmdbBackend(location, create=create, writable=writable, check_format=check_format)

@@ -1,0 +1,631 @@
+"""A log in a NATS JetStream stream: the same records as on LMDB, replicated by the server.
+
+Each event is one message whose payload is the record itself (the bytes of
+:mod:`evlog.record`: body and chain hash), on the subject of its stream
+(``evlog.<log>.s.<stream>``, or ``evlog.<log>.n``). So seq is the stream
+sequence, gapless because the stream denies deletes and purges; a stream's
+version is the count of its subject; and a log copied from LMDB and back has
+the same head hash.
+
+Appending. :mod:`evlog.batch` computes a batch against the head read from the
+server (the last record, stream versions from direct gets or one per-subject
+count); the batch goes out as one atomic batch whose first message carries
+``Nats-Expected-Last-Sequence``. If another writer appended meanwhile the
+server refuses it whole (nothing is stored) and the batch is computed again
+against the new head: the same guarantee as LMDB's single writer, found out
+after the fact instead of waited for. A batch that got no answer (a lost ack,
+a leader election) is looked for in the log before it is sent again: the
+records carry their chain hash, so the one at the batch's first seq is ours
+exactly when it is byte for byte what we sent.
+
+Ids. An event's id is its ``Nats-Msg-Id``, so the server refuses a second
+event with the same id (in a ten-year window) however the writers race. A
+batch is sent on the hope that its ids are new; a refusal for a duplicate id
+makes the writer look them up (below) and compute the batch again, as LMDB
+does up front.
+
+Indexes. What LMDB keeps in databases beside the events (ids, type counts,
+the number of streams) is kept here in the log's ``meta`` and ``ids``
+key-value buckets, derived from the records and brought up to date lazily
+from a checkpoint (the seq indexed up to) when it is asked for. The events
+stay the only source of truth; the index can always be rebuilt from them.
+
+Following. A core subscription on the log's subjects wakes a follower on
+every publish (the server delivers to it as it stores into the stream); the
+follower then reads what is new with direct gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import msgpack
+
+from ...errors import DamagedLogError, LogNotFoundError, ServerUnavailableError, StorageError
+from ...record import DECODE_ERRORS, GENESIS_HASH, decode_body, key_seq, record_hash
+from ...scan import CHUNK, Progress, Row
+from ...timefmt import format_ts
+from .. import Chunks
+from .client import MAX_BATCH, LogClient, run
+from .messages import (
+    EXPECTED_LAST_SEQ,
+    MSG_ID,
+    DuplicateMsgId,
+    LogStreamInfo,
+    OutMsg,
+    PublishUnconfirmed,
+    StoredMsg,
+    WrongLastSequence,
+)
+from .url import event_subject, kv_key, parse_location, streams_filter
+
+if TYPE_CHECKING:
+    from .kv import Bucket
+
+T = TypeVar("T")
+
+DIRECT_READ = 64
+"""Ranges up to this many seqs are read with direct gets (no consumer to set up): what a follower reads."""
+UNAVAILABLE_SECONDS = 20.0
+"""How long an append waits out a server that does not answer (a leader election takes ~5 s)."""
+RETRY_SECONDS = 0.25
+NO_MESSAGE = 10037  # JetStream's "no message found"
+COUNTS_AFTER = 16
+"""After this many stream-version look-ups in one batch, the heads of all streams are fetched in one request."""
+_INDEX_KEY = "index"
+
+
+class _HeadMoved(Exception):
+    """The batch was computed against a head that is no longer the log's: compute it again."""
+
+
+def open_jetstream(text: str, *, create: bool, writable: bool) -> JetStreamBackend:
+    """Open (with ``create``, make) the log a ``nats://`` location names."""
+    return JetStreamBackend(text, create=create)
+
+
+class JetStreamBackend:
+    """An open log on a NATS server (see the module docstring)."""
+
+    max_batch = MAX_BATCH
+
+    def __init__(self, text: str, *, create: bool) -> None:
+        self.where = parse_location(text)
+        self.location = self.where.display
+        self.writable = True  # what may be written is the server's to say, per request
+        self.client = LogClient.connect(self.where)
+        try:
+            try:
+                self.info = self.client.open_log_stream()
+            except LogNotFoundError:
+                if not create:
+                    raise
+                self.info = self._create()
+        except BaseException:
+            self.client.close()
+            raise
+        self.name = self.where.name
+        self.check_ids = False  # set once the server refused a duplicate id: look ids up from then on
+        # The last record this process wrote, taken as the head for the next batch without asking:
+        # if another writer appended meanwhile, the server refuses the batch and we ask then.
+        self.last_written: tuple[int, bytes] | None = None
+        self._buckets: dict[str, Bucket] = {}
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _create(self) -> LogStreamInfo:
+        """Make the log's stream: three replicas where the servers can keep them, else one.
+
+        A cluster of three or more keeps R3 (RAFT needs a majority to go on
+        after losing a node); a single server refuses replicas ("not supported
+        in non-clustered mode", 10074) and a smaller cluster cannot place them
+        ("insufficient resources", 10023): then one.
+        """
+        created = str(time.time_ns())
+        try:
+            return self.client.create_log_stream(replicas=3, created=created)
+        except StorageError as refused:
+            if not any(f"JetStream error {code}" in str(refused) for code in (10074, 10023)):
+                raise
+        return self.client.create_log_stream(replicas=1, created=created)
+
+    # -- reading -----------------------------------------------------------
+
+    def head(self) -> int:
+        return self.client.stream_info().last_seq
+
+    def _get(self, seq: int) -> StoredMsg | None:
+        """The message at ``seq``: a direct get (any replica answers), else the leader's word.
+
+        A replica that lags the leader answers "no such message" for the
+        newest ones; only the leader's answer says a seq is really missing.
+        """
+        return self.client.get(seq) or leader_get(self.client, seq=seq)
+
+    def ts_at(self, seq: int) -> int:
+        found = self._get(seq)
+        if found is None:
+            raise DamagedLogError("missing: the log has a gap here", seq=seq)
+        return decode_body(found.data, seq)[1]
+
+    def _messages(self, first: int, last: int) -> Iterator[list[StoredMsg]]:
+        """The messages of seqs ``first..last`` in chunks, checked to be exactly those seqs."""
+        first = max(first, 1)
+        if last < first:
+            return
+        expected = first
+        chunks: Iterable[list[StoredMsg]]
+        if last - first < DIRECT_READ:
+            direct = []
+            for seq in range(first, last + 1):
+                message = self._get(seq)
+                if message is None:
+                    raise DamagedLogError("missing: the log has a gap here", seq=seq)
+                direct.append(message)
+            chunks = [direct]
+        else:
+            chunks = self.client.read(first, last, chunk=CHUNK)
+        for chunk in chunks:
+            for message in chunk:
+                if message.seq != expected:
+                    raise DamagedLogError("missing: the log has a gap here", seq=expected)
+                expected += 1
+            yield chunk
+        if expected <= last:
+            raise DamagedLogError("missing: the log has a gap here", seq=expected)
+
+    def rows(
+        self,
+        first: int,
+        last: int,
+        *,
+        types: Callable[[str | None], bool] | None = None,
+        streams: Callable[[str | None], bool] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Row]:
+        start = max(first, 1)
+        last = min(last, self.head())
+        total = max(last - start + 1, 0)
+        for chunk in self._messages(start, last):
+            rows: list[Row] = []
+            for message in chunk:
+                envelope = decode_body(message.data, message.seq)
+                if (types is None or types(envelope[3])) and (streams is None or streams(envelope[4])):
+                    rows.append((message.seq, envelope))
+            yield from rows
+            if progress is not None:
+                progress(chunk[-1].seq - start + 1, total)
+
+    def rows_by_seq(
+        self,
+        seqs: Iterable[int],
+        *,
+        types: Callable[[str | None], bool] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Row]:
+        for fetched, seq in enumerate(seqs, 1):
+            message = self._get(seq)
+            if message is None:
+                raise DamagedLogError("is in the streams index but missing from the events", seq=seq)
+            envelope = decode_body(message.data, seq)
+            if types is None or types(envelope[3]):
+                yield seq, envelope
+            if progress is not None and fetched % CHUNK == 0:
+                progress(fetched, None)
+
+    def stream_seqs(self, stream: str, first: int, last: int) -> Iterator[int]:
+        first = max(first, 1)
+        last = min(last, self.head())
+        if last < first:
+            return
+        for chunk in self.client.read(first, last, chunk=CHUNK, subjects=event_subject(self.name, stream)):
+            for message in chunk:
+                yield message.seq
+
+    def raw_range(self, first: int, last: int, progress: Progress | None = None) -> Chunks:
+        start = max(first, 1)
+        total = max(last - start + 1, 0)
+        for chunk in self._messages(start, last):
+            yield chunk[0].seq, [message.data for message in chunk]
+            if progress is not None:
+                progress(chunk[-1].seq - start + 1, total)
+
+    def raw_seqs(self, seqs: Iterator[int], progress: Progress | None = None) -> Chunks:
+        done = 0
+        while True:
+            batch = list(itertools.islice(seqs, CHUNK))
+            if not batch:
+                return
+            values = []
+            for seq in batch:
+                message = self._get(seq)
+                if message is None:
+                    raise DamagedLogError("is in the streams index but missing from the events", seq=seq)
+                values.append(message.data)
+            yield batch, values
+            if progress is not None:
+                done += len(batch)
+                progress(done, None)
+
+    # -- the derived index: ids, type counts, streams ------------------------
+
+    def _bucket(self, purpose: str) -> Bucket:
+        bucket = self._buckets.get(purpose)
+        if bucket is None:
+            from .kv import Bucket
+
+            bucket = self._buckets[purpose] = Bucket.open(self.client, purpose)
+        return bucket
+
+    def _index(self) -> _Index:
+        """The index brought up to the head (at least the head when this was called)."""
+        return _patiently(self._index_once)
+
+    def _index_once(self) -> _Index:
+        meta = self._bucket("meta")
+        while True:
+            entry = meta.get(_INDEX_KEY)
+            index = _decode_index(entry.value) if entry is not None else _Index(0, {}, 0)
+            head = self.head()
+            if index.upto >= head:
+                return index
+            ids: dict[str, int] = {}
+            types = index.types
+            streams = index.streams
+            for first, values in self.raw_range(index.upto + 1, head):
+                assert isinstance(first, int)
+                for seq, value in enumerate(values, first):
+                    envelope = decode_body(value, seq)
+                    types[envelope[3]] = types.get(envelope[3], 0) + 1
+                    if envelope[2] == 1:
+                        streams += 1
+                    if envelope[5] is not None:
+                        ids[envelope[5]] = seq
+            self._put_ids(ids)
+            index = _Index(head, types, streams)
+            value = msgpack.packb({"upto": head, "types": types, "streams": streams})
+            from .kv import RevisionConflict
+
+            try:
+                meta.update(_INDEX_KEY, value, revision=entry.revision if entry is not None else None)
+            except RevisionConflict:
+                continue  # another process indexed meanwhile: start from where it got to
+            return index
+
+    def _put_ids(self, ids: dict[str, int]) -> None:
+        """Write many id -> seq entries at once (each is idempotent: the seq of an id never changes)."""
+        if not ids:
+            return
+        bucket = self._bucket("ids")
+        kv = bucket._kv
+
+        async def put_all() -> None:
+            pending = [kv.put(kv_key(event_id), str(seq).encode()) for event_id, seq in ids.items()]
+            for start in range(0, len(pending), 1000):
+                await asyncio.gather(*pending[start:start + 1000])
+
+        bucket._call("writing the ids index", put_all())
+
+    def id_seq(self, event_id: str) -> int | None:
+        entry = self._bucket("ids").get(kv_key(event_id))
+        if entry is None:
+            self._index()
+            entry = self._bucket("ids").get(kv_key(event_id))
+            if entry is None:
+                return None
+        try:
+            seq = int(entry.value)
+        except ValueError:
+            raise DamagedLogError(f"the ids index holds {entry.value[:40]!r} for id {event_id!r}, not a seq") from None
+        message = self._get(seq)
+        if message is None or decode_body(message.data, seq)[5] != event_id:
+            raise DamagedLogError(f"the ids index says id {event_id!r} is here, but the event has another id", seq=seq)
+        return seq
+
+    def type_counts(self) -> dict[str, int]:
+        return dict(self._index().types)
+
+    def describe(self) -> dict[str, Any]:
+        info = self.client.stream_info()
+        index = self._index()
+        head = index.upto
+        first = self._get(1) if head else None
+        last = self._get(head) if head else None
+        created = int(info.created) if info.created.isdigit() else None
+        types = index.types
+        return {
+            "path": self.location,
+            "size_bytes": info.bytes,
+            "events": head,
+            "first_seq": 1 if first else None,
+            "last_seq": head or None,
+            "first_ts": format_ts(decode_body(first.data, 1)[1]) if first else None,
+            "last_ts": format_ts(decode_body(last.data, head)[1]) if last else None,
+            "streams": index.streams,
+            "types": dict(sorted(types.items(), key=lambda item: (-item[1], item[0]))),
+            "format": info.format,
+            "log_id": info.log_id,
+            "created": format_ts(created) if created is not None else None,
+            "head_hash": (record_hash(last.data) if last else GENESIS_HASH).hex(),
+            "replicas": info.replicas,
+            "storage": info.storage,
+            "leader": info.leader,
+        }
+
+    # -- writing and following ----------------------------------------------
+
+    def write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work`` against the head until its batch lands; ride out a leader election meanwhile.
+
+        A server that is briefly unavailable (no responders while a new leader
+        is elected) is waited for up to :data:`UNAVAILABLE_SECONDS` before the
+        batch is computed again; nothing of the batch was sent by then, or
+        :meth:`_WriteTxn._send` has found out whether it landed.
+        """
+        deadline = time.monotonic() + UNAVAILABLE_SECONDS
+        while True:
+            txn = _WriteTxn(self)
+            try:
+                return work(txn)
+            except _HeadMoved:
+                self.last_written = None  # someone else wrote: ask the server from now on
+                continue
+            except ServerUnavailableError:
+                # Once sent, a batch may have landed: computing it again could store it twice.
+                if txn.sent or time.monotonic() > deadline:
+                    raise
+                time.sleep(RETRY_SECONDS)
+
+    def waiter(self) -> _Waiter:
+        return _Waiter(self.client, f"evlog.{self.name}.>")
+
+    def housekeeping(self) -> None:
+        """Nothing to do: the server keeps its own house."""
+
+
+class _WriteTxn:
+    """The log's head as one batch sees it; :meth:`put` sends the batch guarded by that head."""
+
+    def __init__(self, backend: JetStreamBackend) -> None:
+        self.backend = backend
+        self.client = backend.client
+        self.head_seq = -1
+        self.lookups = 0
+        self.counts: dict[str, int] | None = None
+        self.sent = False  # whether the batch went out (then it may have landed, answered or not)
+
+    def last(self) -> tuple[int, bytes | None]:
+        if self.backend.last_written is not None:
+            self.head_seq, record = self.backend.last_written
+            return self.head_seq, record
+        self.head_seq = self.client.stream_info().last_seq
+        if not self.head_seq:
+            return 0, None
+        found = leader_get(self.client, seq=self.head_seq)
+        if found is None:
+            raise DamagedLogError("missing: the log has a gap here", seq=self.head_seq)
+        return self.head_seq, found.data
+
+    def id_seq(self, id_key: bytes) -> int | None:
+        if not self.backend.check_ids:
+            return None  # hoped new: the server refuses a duplicate, and then we look
+        return self.backend.id_seq(id_key.decode())
+
+    def record(self, seq: int) -> bytes | None:
+        found = self.backend._get(seq)
+        return None if found is None else found.data
+
+    def stream_version(self, stream_key: bytes) -> int:
+        subject = event_subject(self.backend.name, stream_key.decode())
+        if self.counts is None and self.lookups >= COUNTS_AFTER:
+            self.counts = self.client.subject_counts(streams_filter(self.backend.name))
+        if self.counts is not None:
+            return self.counts.get(subject, 0)
+        self.lookups += 1
+        # From the leader, as the head was: a lagging replica's last message would give a stale version.
+        found = leader_get(self.client, subject=subject)
+        if found is None:
+            return 0
+        try:
+            version = decode_body(found.data, found.seq)[2]
+        except DECODE_ERRORS:
+            version = None
+        if not isinstance(version, int):
+            raise DamagedLogError(f"the last event of stream {stream_key.decode()!r} has no version", seq=found.seq)
+        return version
+
+    def put(
+        self,
+        rows: Sequence[tuple[bytes, bytes]],
+        index_rows: Sequence[tuple[bytes, bytes]],
+        ids: dict[bytes, bytes],
+        type_counts: dict[str, int],
+        new_streams: int,
+    ) -> None:
+        name = self.backend.name
+        streams = {seq_key: stream_key for stream_key, seq_key in index_rows}
+        id_of = {seq_key: id_key for id_key, seq_key in ids.items()}
+        messages = []
+        for number, (key, value) in enumerate(rows):
+            stream_key = streams.get(key)
+            headers: dict[str, str] = {}
+            if number == 0:
+                headers[EXPECTED_LAST_SEQ] = str(key_seq(key) - 1)
+            event_id = id_of.get(key)
+            if event_id is not None:
+                headers[MSG_ID] = event_id.decode()
+            subject = event_subject(name, stream_key.decode() if stream_key is not None else None)
+            messages.append(OutMsg(subject, value, headers))
+        self._send(messages, key_seq(rows[0][0]))
+        self.backend.last_written = (key_seq(rows[-1][0]), rows[-1][1])
+
+    def _send(self, messages: list[OutMsg], first_seq: int) -> None:
+        """Send the batch; after an unanswered attempt, find out whether it landed before sending it again.
+
+        A resend of a batch that did land is refused as a wrong last sequence
+        (the head moved: by our own batch), so that refusal, after an
+        unanswered attempt, is checked the same way before the batch is
+        computed again.
+        """
+        deadline = time.monotonic() + UNAVAILABLE_SECONDS
+        unanswered = False
+        self.sent = True
+        while True:
+            try:
+                ack = self.client.publish_batch(messages, batch_id=uuid.uuid4().hex if len(messages) > 1 else None)
+            except (WrongLastSequence, DuplicateMsgId) as refused:
+                if unanswered and self._stored(messages, first_seq):
+                    return
+                self._refused(duplicate_id=isinstance(refused, DuplicateMsgId))
+            except PublishUnconfirmed:
+                unanswered = True
+                if time.monotonic() > deadline:
+                    raise
+                with contextlib.suppress(ServerUnavailableError):
+                    if self._stored(messages, first_seq):
+                        return
+                time.sleep(RETRY_SECONDS)
+                continue
+            if not ack.duplicate:
+                return
+            # A single message whose id the stream has: acknowledged, as the earlier event it is.
+            self._refused(duplicate_id=True)
+
+    def _refused(self, *, duplicate_id: bool) -> NoReturn:
+        """The server stored nothing of the batch: compute it again (looking ids up, after a duplicate id)."""
+        if duplicate_id:
+            if self.backend.check_ids:
+                raise StorageError(
+                    f"{self.backend.location}: the server refused an id as a duplicate that the log's index "
+                    "does not know; run evlog verify"
+                )
+            self.backend.check_ids = True
+        raise _HeadMoved
+
+    def _stored(self, messages: list[OutMsg], first_seq: int) -> bool:
+        """Whether the batch is in the log (True), not yet (False, send again), or lost to another writer."""
+        found = self.client.get(first_seq)
+        if found is None:
+            return False
+        if found.data != messages[0].data:
+            raise _HeadMoved  # another writer's event took the seq: nothing of ours is there
+        last = self.client.get(first_seq + len(messages) - 1)
+        if last is None or last.data != messages[-1].data:
+            raise StorageError(f"seq {first_seq}: part of an atomic batch is stored; run evlog verify")
+        return True
+
+
+class _Waiter:
+    """A core subscription on the log's subjects: every stored event wakes the follower."""
+
+    def __init__(self, client: LogClient, subjects: str) -> None:
+        self.client = client
+        self.woken = False
+
+        async def start() -> Any:
+            self.signal = asyncio.Event()
+
+            async def wake(_message: Any) -> None:
+                self.signal.set()
+
+            return await client.nc.subscribe(subjects, cb=wake)
+
+        self.subscription = run(start())
+
+    def wait(self, timeout: float, output: int | None = None) -> bool:
+        async def waiting() -> bool:
+            try:
+                await asyncio.wait_for(self.signal.wait(), timeout)
+            except asyncio.TimeoutError:
+                return False
+            self.signal.clear()
+            return True
+
+        return run(waiting())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            run(self.subscription.unsubscribe())
+
+
+def leader_get(client: LogClient, *, seq: int | None = None, subject: str | None = None) -> StoredMsg | None:
+    """The message at ``seq``, or the last one on ``subject``, as the stream's leader has it (None: none)."""
+    request: dict[str, Any] = {"seq": seq} if seq is not None else {"last_by_subj": subject}
+    errors = client._nats.js.errors
+    try:
+        body = client._api(f"STREAM.MSG.GET.{client.stream}", request)
+    except errors.APIError as error:
+        if error.err_code == NO_MESSAGE:
+            return None
+        raise client._api_error(error, "reading a message") from error
+    message = body.get("message") or {}
+    try:
+        data = base64.b64decode(message.get("data") or "", validate=True)
+        headers = _parse_headers(base64.b64decode(message.get("hdrs") or "", validate=True))
+        return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
+    except (KeyError, ValueError, TypeError):
+        raise StorageError(f"{client.location.display}: the server's answer for a message is malformed") from None
+
+
+def _parse_headers(block: bytes) -> dict[str, str] | None:
+    """Headers from a NATS header block (``NATS/1.0`` then ``Key: value`` lines)."""
+    if not block:
+        return None
+    lines = block.decode("utf-8", "replace").split("\r\n")[1:]
+    headers = {}
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip()] = value.strip()
+    return headers or None
+
+
+def _patiently(action: Callable[[], T]) -> T:
+    """Run ``action`` (safe to run again), waiting out a server that briefly does not answer.
+
+    A bucket just created on a cluster, or a stream whose leader is being
+    elected, has no responder for a few seconds.
+    """
+    deadline = time.monotonic() + UNAVAILABLE_SECONDS
+    while True:
+        try:
+            return action()
+        except ServerUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(RETRY_SECONDS)
+
+
+@dataclass
+class _Index:
+    """What the index of a log on a server holds, up to seq ``upto``."""
+
+    upto: int
+    types: dict[str, int]
+    streams: int
+
+
+def _decode_index(value: bytes) -> _Index:
+    """The stored index, checked: a damaged one is reported, never trusted."""
+    try:
+        index = msgpack.unpackb(value)
+    except DECODE_ERRORS:
+        index = None
+    if (
+        not isinstance(index, dict)
+        or not isinstance(index.get("upto"), int)
+        or not isinstance(index.get("streams"), int)
+        or not isinstance(index.get("types"), dict)
+        or not all(isinstance(k, str) and isinstance(v, int) for k, v in index["types"].items())
+    ):
+        raise DamagedLogError("the log's index in its meta bucket is damaged; run evlog verify")
+    return _Index(index["upto"], index["types"], index["streams"])

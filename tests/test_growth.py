@@ -483,7 +483,9 @@ def test_appending_to_a_full_disk(small_disk: Path, tmp_path: Path) -> None:
     assert verified.returncode == 0, (verified.stdout, verified.stderr)
     numbers = stored_numbers(log)
     assert numbers == list(range(len(numbers)))  # a prefix of the input
-    assert len(numbers) % 100 == 0 and len(numbers) > 1000  # whole batches; the disk held a good part
+    # The disk held a good part. (Not always whole batches of 100: on a busy machine the input can come
+    # slowly enough for the live commit, 20 ms after the first pending event, to end a batch early.)
+    assert len(numbers) > 1000
     printed = [int(s) for s in seqs_path.read_bytes().split()]
     assert printed == list(range(1, len(numbers) + 1))  # every seq reported as committed is kept
 

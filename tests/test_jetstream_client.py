@@ -32,6 +32,7 @@ from evlog.backends.jetstream.client import (
     parse_version,
     run,
 )
+from evlog.backends.jetstream.publish import _publish_batch
 from evlog.backends.jetstream.url import event_subject, parse_location
 from evlog.errors import (
     LogNotFoundError,
@@ -381,7 +382,7 @@ def test_a_batch_repeating_a_stored_id_is_refused_whole(client: LogClient) -> No
 
 def test_a_batch_over_the_servers_limit_is_refused_typed(client: LogClient) -> None:
     with pytest.raises(MessageTooLarge) as caught:
-        run(client._publish_batch(batch(client.location.name, 1001, ids=False), "too-many"))
+        run(_publish_batch(client, batch(client.location.name, 1001, ids=False), "too-many"))
     assert caught.value.err_code == 10199
     assert client.stream_info().last_seq == 0
 
@@ -625,3 +626,34 @@ def test_headers_come_back_as_published(client: LogClient) -> None:
     leader = client.get(1, leader=True)
     assert direct is not None and leader is not None and direct.headers == leader.headers == got.headers
     assert client.next_seq(1, subject) == 1 and client.next_seq(2, subject) is None
+
+
+def test_pipelined_batches_are_stored_in_order_and_a_refused_one_takes_the_later_ones_with_it(
+        client: LogClient) -> None:
+    name = client.location.name
+    sender = client.batch_sender()
+    try:
+        pending, last = [], 0
+        for start in range(0, 10_000, 1000):
+            messages = batch(name, 1000, start=start)
+            first = messages[0]
+            messages[0] = OutMsg(first.subject, first.data, {**(first.headers or {}),
+                                                             "Nats-Expected-Last-Sequence": str(last)})
+            pending.append(sender.send(messages))
+            last += 1000
+        acks = [p.result() for p in pending]
+        assert [(a.seq, a.count) for a in acks] == [(k * 1000, 1000) for k in range(1, 11)]
+        seqs = [int(msg.data[5:-1]) for chunk in client.read(1, 10_000) for msg in chunk]
+        assert seqs == list(range(10_000))
+        # A batch repeating a stored id is refused; the next, expecting its last seq, is refused too.
+        bad = sender.send(batch(name, 10, start=9995))
+        after = batch(name, 10, start=20_000)
+        after[0] = OutMsg(after[0].subject, after[0].data, {"Nats-Expected-Last-Sequence": "10010"})
+        later = sender.send(after)
+        with pytest.raises(DuplicateMsgId):
+            bad.result()
+        with pytest.raises(WrongLastSequence) as caught:
+            later.result()
+        assert caught.value.actual == 10_000 and client.stream_info().last_seq == 10_000
+    finally:
+        sender.close()

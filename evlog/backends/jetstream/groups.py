@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import LogNotFoundError, ServerUnavailableError
-from .client import run
+from ._loop import run
 from .messages import StoredMsg
 from .url import decode_token, encode_token, log_subjects
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...errors import LogNotFoundError, ServerUnavailableError
-from .client import run
+from ._loop import parse_headers, raw_handlers, run
 from .messages import StoredMsg
 from .url import log_subjects
 
@@ -66,46 +66,6 @@ def _nothing_more(client: LogClient, position: int, last_seq: int, subjects: str
         return client.stream_info().last_seq < position
     found = client.next_seq(position, subjects)
     return found is None or found > last_seq
-
-
-def parse_headers(raw: bytes) -> dict[str, str] | None:
-    """Headers from their wire form: a ``NATS/1.0`` line, then ``Name: value`` lines.
-
-    nats-py's own parser checks every character of every name and took half of a replay's
-    time; names from the server are tokens, so a split is enough.
-    """
-    out: dict[str, str] = {}
-    for line in raw.split(b"\r\n")[1:]:
-        if line:
-            name, _, value = line.partition(b":")
-            out[name.decode(errors="replace")] = value.strip().decode(errors="replace")
-    return out or None
-
-
-def _hook(client: LogClient) -> dict[int, Callable[[bytes, bytes, bytes, bytes | None], None]]:
-    """The connection's table of raw message handlers by subscription id, installed once.
-
-    The parser hands every message to the connection's ``_process_msg``; messages of a
-    Follower's subscription are taken before nats-py builds a Msg and parses headers.
-    """
-    nc: Any = client.nc
-    handlers: dict[int, Callable[[bytes, bytes, bytes, bytes | None], None]] | None = getattr(
-        nc, "_evlog_handlers", None)
-    if handlers is not None:
-        return handlers
-    table: dict[int, Callable[[bytes, bytes, bytes, bytes | None], None]] = {}
-    original = nc._process_msg
-
-    async def process(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
-        handler = table.get(sid)
-        if handler is None:
-            await original(sid, subject, reply, data, headers)
-        else:
-            handler(subject, reply, data, headers)
-
-    nc._process_msg = process
-    nc._evlog_handlers = table
-    return table
 
 
 class Follower:
@@ -159,7 +119,7 @@ class Follower:
         Each consumer gets its own inbox, so that nothing its predecessor still had in flight
         is taken for its own.
         """
-        handlers, nc = _hook(self.client), self.client.nc
+        handlers, nc = raw_handlers(self.client.nc), self.client.nc
         if self._sid is not None:
             handlers.pop(self._sid, None)
             with contextlib.suppress(Exception):

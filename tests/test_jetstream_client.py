@@ -247,6 +247,7 @@ def test_the_stream_is_created_gapless_unlimited_and_marked(client: LogClient) -
     assert config["duplicate_window"] >= 9 * 365 * 24 * 3600 * 10**9
     assert info.format == 1 and len(info.log_id) == 36 and info.replicas == 1 and info.storage == "file"
     assert (info.last_seq, info.messages) == (0, 0)
+    assert info.created.endswith("Z") and info.created[:2] == "20" and info.leader
     again = client.create_log_stream()  # a second creator opens the same log
     assert again.log_id == info.log_id
 

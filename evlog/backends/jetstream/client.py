@@ -82,6 +82,7 @@ META_FORMAT = "evlog.format"
 META_LOG_ID = "evlog.log_id"
 META_CREATED = "evlog.created"
 
+
 def parse_version(text: str) -> tuple[int, int, int]:
     """``2.15.1`` (or ``v2.12.0-beta``) as numbers; (0, 0, 0) when it does not parse."""
     found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", text)
@@ -246,7 +247,7 @@ class LogClient:
     # the log's stream
 
     def create_log_stream(self, *, replicas: int = 1, duplicate_window: float = TEN_YEARS,
-                          log_id: str | None = None, created: str = "") -> LogStreamInfo:
+                          log_id: str | None = None, created: str | None = None) -> LogStreamInfo:
         """Create the log's stream, or open it if it exists (as :meth:`open_log_stream` checks it).
 
         The stream keeps every message (no age, count or size limit), denies deletes and purges
@@ -261,7 +262,8 @@ class LogClient:
             "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msgs_per_subject": -1, "max_msg_size": -1,
             "deny_delete": True, "deny_purge": True, "allow_direct": True, "allow_atomic": True,
             "allow_rollup_hdrs": False, "duplicate_window": int(duplicate_window * 1e9),
-            "metadata": {META_FORMAT: str(FORMAT), META_LOG_ID: log_id or str(uuid.uuid4()), META_CREATED: created},
+            "metadata": {META_FORMAT: str(FORMAT), META_LOG_ID: log_id or str(uuid.uuid4()),
+                         META_CREATED: created or _now()},
         }
         errors = self._nats.js.errors
         try:
@@ -495,6 +497,14 @@ def _parse_headers(raw: bytes) -> dict[str, str] | None:
         if colon and name:
             headers[name.strip()] = value.strip()
     return headers or None
+
+
+def _now() -> str:
+    """The current time as RFC 3339 UTC with nanoseconds, as evlog shows times."""
+    import time
+
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
 def _reason(error: BaseException) -> str:

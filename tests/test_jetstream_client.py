@@ -30,9 +30,7 @@ from evlog.backends.jetstream.client import (
     PublishRejected,
     WrongLastSequence,
     parse_version,
-    run,
 )
-from evlog.backends.jetstream.publish import _publish_batch
 from evlog.backends.jetstream.url import event_subject, parse_location
 from evlog.errors import (
     LogNotFoundError,
@@ -383,7 +381,7 @@ def test_a_batch_repeating_a_stored_id_is_refused_whole(client: LogClient) -> No
 
 def test_a_batch_over_the_servers_limit_is_refused_typed(client: LogClient) -> None:
     with pytest.raises(MessageTooLarge) as caught:
-        run(_publish_batch(client, batch(client.location.name, 1001, ids=False), "too-many"))
+        client.batch_sender().send_unchecked(batch(client.location.name, 1001, ids=False), "too-many").result()
     assert caught.value.err_code == 10199
     assert client.stream_info().last_seq == 0
 
@@ -658,3 +656,16 @@ def test_pipelined_batches_are_stored_in_order_and_a_refused_one_takes_the_later
         assert caught.value.actual == 10_000 and client.stream_info().last_seq == 10_000
     finally:
         sender.close()
+
+
+def test_batch_headers_come_back_as_published_and_line_breaks_are_refused(client: LogClient) -> None:
+    subject = event_subject(client.location.name, "é")
+    headers = {"Evlog-Id": "é:ü x", "Nats-Msg-Id": "b-1"}
+    client.publish_batch([OutMsg(subject, b"1", headers), OutMsg(subject, b"2", {"Evlog-Id": ""})])
+    got = [msg for chunk in client.read(1, 2) for msg in chunk]
+    assert got[0].headers is not None and got[0].headers["Evlog-Id"] == "é:ü x"
+    assert got[0].headers["Nats-Msg-Id"] == "b-1" and got[0].subject == subject
+    assert got[1].headers is not None and got[1].headers["Evlog-Id"] == ""
+    with pytest.raises(ValueError, match="line break"):
+        client.publish_batch([OutMsg(subject, b"3", {"Evlog-Id": "a\r\nNats-Msg-Id: x"}), OutMsg(subject, b"4")])
+    assert client.stream_info().last_seq == 2

@@ -109,6 +109,7 @@ class LogClient:
         self.timeout = timeout
         self.stream = location.stream_name
         self._nats = import_nats()
+        self._sender: _publish.BatchSender | None = None
 
     # connection
 
@@ -185,6 +186,8 @@ class LogClient:
         nc = self.nc
         if nc.is_closed:
             return
+        if self._sender is not None:
+            self._sender.close()
 
         async def close() -> None:
             with contextlib.suppress(Exception):
@@ -441,6 +444,12 @@ class LogClient:
     def publish_batch(self, messages: Sequence[OutMsg], *, batch_id: str | None = None) -> PublishAck:
         """Publish up to 1000 messages as one atomic batch and wait for its ack (``publish.publish_batch``)."""
         return _publish.publish_batch(self, messages, batch_id=batch_id)
+
+    def _batches(self) -> _publish.BatchSender:
+        """The sender that :meth:`publish_batch` uses, made on first use."""
+        if self._sender is None:
+            self._sender = _publish.BatchSender(self)
+        return self._sender
 
     def batch_sender(self) -> _publish.BatchSender:
         """A sender of atomic batches that does not wait for each ack (``publish.BatchSender``)."""

@@ -669,3 +669,18 @@ def test_batch_headers_come_back_as_published_and_line_breaks_are_refused(client
     with pytest.raises(ValueError, match="line break"):
         client.publish_batch([OutMsg(subject, b"3", {"Evlog-Id": "a\r\nNats-Msg-Id: x"}), OutMsg(subject, b"4")])
     assert client.stream_info().last_seq == 2
+
+
+def test_in_a_batch_only_a_streams_first_message_may_carry_its_expected_sequence(client: LogClient) -> None:
+    name = client.location.name
+    a, b = event_subject(name, "a"), event_subject(name, "b")
+    expect = "Nats-Expected-Last-Subject-Sequence"
+    ok = [OutMsg(a, b"1", {expect: "0"}), OutMsg(a, b"2"), OutMsg(b, b"3", {expect: "0"}), OutMsg(a, b"4")]
+    assert client.publish_batch(ok).seq == 4
+    with pytest.raises(WrongLastSequence) as stale:  # a's last message is 4 now, not 2
+        client.publish_batch([OutMsg(a, b"5", {expect: "2"}), OutMsg(b, b"6", {expect: "3"})])
+    assert stale.value.actual == 4
+    with pytest.raises(PublishRejected) as twice:
+        client.publish_batch([OutMsg(a, b"5", {expect: "4"}), OutMsg(a, b"6", {expect: "5"})])
+    assert twice.value.err_code == 10164
+    assert client.stream_info().last_seq == 4

@@ -583,6 +583,8 @@ def test_a_group_gets_each_event_once_acked_and_again_when_not(client: LogClient
     assert [d.seq for d in groups.fetch("mail er", batch=10, timeout=2)] == [7, 10]
     assert groups.delete("mail er") and not groups.delete("mail er")
     assert groups.info("mail er") is None and groups.all() == []
+    with pytest.raises(LogNotFoundError, match="no group 'mail er'"):
+        groups.fetch("mail er")
 
 
 def test_a_group_resumes_after_reconnecting(client: LogClient, nats_log_url: str) -> None:

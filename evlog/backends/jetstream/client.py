@@ -355,8 +355,9 @@ class LogClient:
         code = getattr(error, "code", None)
         if code in (408, 409, 503) or getattr(error, "err_code", None) is None:
             # A request timed out, a leader changed, or no replica could answer: passing states.
-            return ServerUnavailableError(f"{where}: {what}: JetStream is not available now (status {code} "
-                                          f"{getattr(error, 'description', None) or ''}); try again")
+            said = ", ".join(str(part) for part in (code, getattr(error, "description", None)) if part)
+            return ServerUnavailableError(f"{where}: {what}: JetStream is not available now"
+                                          f"{f' ({said})' if said else ''}; try again")
         return StorageError(f"{where}: {what}: the server said {error.description} (JetStream error "
                             f"{getattr(error, 'err_code', None)})")
 

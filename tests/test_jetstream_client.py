@@ -686,3 +686,35 @@ def test_in_a_batch_only_a_streams_first_message_may_carry_its_expected_sequence
         client.publish_batch([OutMsg(a, b"5", {expect: "4"}), OutMsg(a, b"6", {expect: "5"})])
     assert twice.value.err_code == 10164
     assert client.stream_info().last_seq == 4
+
+
+def test_a_follower_carries_on_in_order_after_its_server_restarts(nats_binary: str, tmp_path: Path) -> None:
+    from natsserver import NatsServer, free_port
+
+    server = NatsServer(nats_binary, tmp_path, client_port=free_port(), monitor_port=free_port())
+    try:
+        server.start()
+        location = parse_location(f"{server.url}/restarted")
+        with LogClient.connect(location) as connected:
+            connected.create_log_stream()
+            subject = event_subject("restarted", None)
+            connected.publish_batch([OutMsg(subject, b"%d" % i) for i in range(100)])
+            seqs: list[int] = []
+            with connected.follow(1) as follower:
+                while len(seqs) < 100:
+                    seqs.extend(msg.seq for msg in follower.next_chunk(timeout=5))
+                server.stop()
+                server.start()  # same ports, same store: the client reconnects by itself
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        connected.publish_batch([OutMsg(subject, b"%d" % i) for i in range(100, 200)])
+                        break
+                    except ServerUnavailableError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.2)
+                while len(seqs) < 200 and time.monotonic() < deadline:
+                    seqs.extend(msg.seq for msg in follower.next_chunk(timeout=1))
+            assert seqs == list(range(1, 201))
+    finally:
+        server.stop()

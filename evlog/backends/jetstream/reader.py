@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .client import LogClient
 
 # Seconds a range read waits without progress before it gives up: a cluster's leader election
-# (~5 s) plus a lost consumer's missed heartbeats (6 s) fit in it.
+# (~5 s) plus a lost consumer's missed heartbeats (3 s) fit in it.
 STALL_LIMIT = 15.0
 
 
@@ -91,7 +91,7 @@ class Follower:
     ``position`` is the seq after the last one taken.
     """
 
-    HEARTBEAT = 2.0  # seconds between the server's idle heartbeats
+    HEARTBEAT = 1.0  # seconds between the server's idle heartbeats
     MISSED = 3  # heartbeats missed before the consumer is taken as lost and made again
 
     def __init__(self, client: LogClient, start_seq: int, *, subjects: str | None, chunk: int,

@@ -53,6 +53,7 @@ from .messages import (
     StoredMsg,
     WrongLastSequence,
 )
+from .publish import MAX_BATCH
 from .url import NatsLocation, log_subjects
 
 if TYPE_CHECKING:
@@ -63,9 +64,9 @@ if TYPE_CHECKING:
     from .kv import Bucket
     from .reader import Follower
 
-__all__ = [  # the message types, importable from here as well
-    "DuplicateMsgId", "LogClient", "LogStreamInfo", "MessageTooLarge", "OutMsg", "PublishAck",
-    "PublishRejected", "PublishUnconfirmed", "StoredMsg", "WrongLastSequence",
+__all__ = [  # the message types, the loop's runner and the batch limit, importable from here as well
+    "MAX_BATCH", "DuplicateMsgId", "LogClient", "LogStreamInfo", "MessageTooLarge", "OutMsg", "PublishAck",
+    "PublishRejected", "PublishUnconfirmed", "StoredMsg", "WrongLastSequence", "run",
 ]
 
 FORMAT = 1  # the evlog stream format this code writes and reads
@@ -409,12 +410,13 @@ class LogClient:
             if error.err_code == ERR_STREAM_NOT_FOUND:
                 raise LogNotFoundError(f"{self.location.display}: no such log") from error
             raise self._api_error(error, "reading a message") from error
-        message = body["message"]
-        headers: dict[str, str] | None = None
-        if message.get("hdrs"):
-            headers = _parse_headers(base64.b64decode(message["hdrs"]))
-        data = base64.b64decode(message["data"]) if message.get("data") else b""
-        return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
+        try:
+            message = body["message"]
+            headers = _parse_headers(base64.b64decode(message.get("hdrs") or "", validate=True))
+            data = base64.b64decode(message.get("data") or "", validate=True)
+            return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
+        except (KeyError, ValueError, TypeError):
+            raise StorageError(f"{self.location.display}: the server's answer for a message is malformed") from None
 
     async def _direct(self, subject: str, payload: bytes) -> StoredMsg | None:
         try:

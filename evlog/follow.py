@@ -21,8 +21,10 @@ ends as a closed pipe ends any evlog command (BrokenPipeError, quietly).
 
 Durable groups (``tail --group``) keep their entries in :mod:`evlog.groups`;
 :class:`ExecConsumer` here hands a group's events to ``--exec CMD`` and
-acknowledges each one when CMD exits 0. One follower per group at a time,
-refused with the holder's pid rather than shared among competing consumers,
+acknowledges each one when CMD exits 0, on every kind of log. One follower
+per group at a time (a hold that the backend gives: a lock file, a lease on
+a server, kept alive while CMD runs), refused with the holder named rather
+than shared among competing consumers,
 because a group's order and its one-number position are what make its
 at-least-once promise checkable (see that module).
 """
@@ -42,7 +44,6 @@ from .errors import LogNotFoundError, StorageError
 from .groups import (  # noqa: F401  (the durable groups once lived here: kept importable)
     DeadLetter,
     GroupBusyError,
-    GroupLock,
     acknowledge,
     check_group_name,
     group_position,
@@ -55,6 +56,7 @@ from .log import Log
 from .scan import Row
 
 if TYPE_CHECKING:
+    from .backends import GroupEntries
     from .backends.lmdb.store import Store
 from .textsafe import visible
 
@@ -214,13 +216,34 @@ def command_environment(group: str, row: Row, attempt: int, base: dict[str, str]
     return env
 
 
-def run_command(command: str, line: bytes, env: dict[str, str]) -> int:
-    """Run ``sh -c command`` with ``line`` on its stdin; its exit status (minus the signal that ended it)."""
+KEEPALIVE_SECONDS = 1.0
+"""While CMD runs, ``keepalive`` is called this often (a follower's hold on its group may need renewing)."""
+
+
+def run_command(command: str, line: bytes, env: dict[str, str],
+                keepalive: Callable[[], None] | None = None) -> int:
+    """Run ``sh -c command`` with ``line`` on its stdin; its exit status (minus the signal that ended it).
+
+    ``keepalive`` is called every :data:`KEEPALIVE_SECONDS` while CMD runs; if
+    it raises, CMD is waited for and the error raised after it.
+    """
     import subprocess  # here: importing it costs start-up time that only --exec needs
 
     sys.stdout.flush()  # CMD writes to the same stdout
     try:
-        return subprocess.run(["/bin/sh", "-c", command], input=line, env=env, check=False).returncode
+        if keepalive is None:
+            return subprocess.run(["/bin/sh", "-c", command], input=line, env=env, check=False).returncode
+        with subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE, env=env) as process:
+            while True:
+                try:
+                    process.communicate(line, timeout=KEEPALIVE_SECONDS)  # goes on where it left off
+                    return process.returncode
+                except subprocess.TimeoutExpired:
+                    try:
+                        keepalive()
+                    except BaseException:
+                        process.wait()
+                        raise
     except OSError as exc:
         raise StorageError(f"cannot run --exec command: {exc.strerror}") from None
 
@@ -238,9 +261,11 @@ class ExecConsumer:
     acknowledgement was not yet committed runs again.
     """
 
-    def __init__(self, store: Store, group: str, command: str, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                 report: Reporter | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, store: GroupEntries | Store, group: str, command: str, *,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, report: Reporter | None = None,
+                 sleep: Callable[[float], None] = time.sleep, keepalive: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.keepalive = keepalive
         self.group = group
         self.command = command
         self.max_attempts = max_attempts
@@ -258,7 +283,10 @@ class ExecConsumer:
         delays = backoff_delays()
         status = 0
         for attempt in range(1, self.max_attempts + 1):
-            status = run_command(self.command, line, command_environment(self.group, row, earlier + attempt))
+            if self.keepalive is not None:
+                self.keepalive()
+            status = run_command(self.command, line, command_environment(self.group, row, earlier + attempt),
+                                 self.keepalive)
             if status == 0:
                 return True, attempt, 0
             if attempt < self.max_attempts:

@@ -31,16 +31,17 @@ at-least-once promise checkable (see that module).
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import scan
 from .backends import Backend, open_backend
-from .errors import LogNotFoundError, StorageError
+from .errors import LogNotFoundError, ServerUnavailableError, StorageError
 from .groups import (  # noqa: F401  (the durable groups once lived here: kept importable)
     DeadLetter,
     GroupBusyError,
@@ -66,7 +67,34 @@ RECHECK_SECONDS = (0.001, 0.003, 0.01, 0.03)
 """After a data.mdb change event with nothing new visible yet, look again after these delays."""
 READER_CHECK_SECONDS = 10.0
 
+OUTAGE_SECONDS = 30.0
+"""How long a follower waits out a server that stopped answering (a leader election takes ~5 s)."""
+OUTAGE_RETRY_SECONDS = 0.25
+
 _GONE = select.POLLERR | select.POLLHUP
+T = TypeVar("T")
+
+
+def ride_out(work: Callable[[], T], report: Callable[[str], None] | None = None) -> T:
+    """``work()``, tried again while the log's server does not answer, for up to :data:`OUTAGE_SECONDS`.
+
+    For what a follower does again and again and may safely repeat (reads,
+    acknowledgements: each is idempotent), so that a cluster electing a new
+    leader does not end it. An LMDB log never raises the error this waits out.
+    """
+    deadline: float | None = None
+    while True:
+        try:
+            return work()
+        except ServerUnavailableError as error:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + OUTAGE_SECONDS
+                if report is not None:
+                    report(f"{error}; trying again for up to {OUTAGE_SECONDS:g} s")
+            if now >= deadline:
+                raise
+            time.sleep(OUTAGE_RETRY_SECONDS)
 
 
 def reader_gone(output: int) -> bool:
@@ -127,6 +155,7 @@ def follow(
     streams: Callable[[str | None], bool] | None = None,
     on_idle: Callable[[], None] | None = None,
     output: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[list[scan.Row], int]]:
     """Rows from seq ``first`` on, forever, as commits arrive.
 
@@ -134,20 +163,25 @@ def follow(
     seq read. ``on_idle`` is called each time the follower has caught up and
     is about to wait. When the reader of the file descriptor ``output`` has
     gone, :class:`BrokenPipeError` ends the follow, whether events arrive or
-    not: checked before every read and while waiting.
+    not: checked before every read and while waiting. A server that stops
+    answering is waited out (:func:`ride_out`; ``report`` says so once).
     """
     backend = log.backend()
     watcher = backend.waiter()
     next_seq = max(first, 1)
     last_reader_check = time.monotonic()
+
+    def read(low: int, high: int) -> list[scan.Row]:
+        return list(backend.rows(low, high, types=types, streams=streams))
+
     try:
         while True:
             if output is not None and reader_gone(output):
                 raise BrokenPipeError(f"the reader of file descriptor {output} has gone")
-            head = backend.head()
+            head = ride_out(backend.head, report)
             if head >= next_seq:
                 end = min(head, next_seq + 16 * scan.CHUNK - 1)
-                rows = list(backend.rows(next_seq, end, types=types, streams=streams))
+                rows = ride_out(functools.partial(read, next_seq, end), report)
                 next_seq = end + 1
                 yield rows, end
                 continue
@@ -160,7 +194,7 @@ def follow(
                 # A data.mdb event can come before its commit is visible: look again
                 # shortly, waking at once on the sidecar touch that follows the commit.
                 for delay in RECHECK_SECONDS:
-                    if backend.head() >= next_seq:
+                    if ride_out(backend.head, report) >= next_seq:
                         break
                     watcher.wait(delay, output)
     finally:
@@ -300,9 +334,10 @@ class ExecConsumer:
         """Handle a new event: acknowledged on success, parked after the last failed attempt."""
         done, attempts, status = self._attempts(row)
         if done:
-            acknowledge(self.store, self.group, [row[0]])
+            ride_out(lambda: acknowledge(self.store, self.group, [row[0]]), self.report)
             return True
-        park(self.store, self.group, DeadLetter(row[0], attempts, status, time.time_ns(), False))
+        letter = DeadLetter(row[0], attempts, status, time.time_ns(), False)
+        ride_out(lambda: park(self.store, self.group, letter), self.report)
         self.parked += 1
         self._say(f"group {visible(self.group)!r}: seq {row[0]}: --exec command {_status_text(status)} "
                   f"{attempts} times; parked as a dead letter (see evlog group dead {shell_word(self.group)})")
@@ -312,7 +347,8 @@ class ExecConsumer:
         """Handle a queued dead letter: removed on success, kept (no longer queued) after more failures."""
         done, attempts, status = self._attempts(row, letter.attempts)
         total = letter.attempts + attempts
-        settle(self.store, self.group, DeadLetter(letter.seq, total, status, time.time_ns(), False), done=done)
+        settled = DeadLetter(letter.seq, total, status, time.time_ns(), False)
+        ride_out(lambda: settle(self.store, self.group, settled, done=done), self.report)
         if not done:
             self.parked += 1
             self._say(f"group {visible(self.group)!r}: seq {row[0]}: --exec command {_status_text(status)} "

@@ -244,7 +244,7 @@ def tail(
 
             for rows, _last in following.follow(opened, start, types=types, streams=streams,
                                                  on_idle=print_retried if group is not None else None,
-                                                 output=_watched_output()):
+                                                 output=_watched_output(), report=note):
                 if rows:
                     emit(rows)  # each write is flushed as it is made
                 if hold is not None:
@@ -326,15 +326,15 @@ def _consume(opened: Any, store: Any, consumer: Any, queued: list[tuple[Any, Any
                 consumer.deliver(row)  # acknowledged (or parked) before the next one starts
                 moved_to = row[0]
                 counted()
-        if last > moved_to:
-            groups.acknowledge(store, consumer.group, [last])  # past the events the filters left out
+        if last > moved_to:  # past the events the filters left out
+            following.ride_out(lambda: groups.acknowledge(store, consumer.group, [last]), note)
             moved_to = last
 
     def on_idle() -> None:
         if consumer.keepalive is not None:
             consumer.keepalive()  # a hold that expires is renewed while the follower waits
         # `group retry` while following: it wakes the follower, which delivers them now.
-        queued.extend(_queued_rows(opened, store, consumer.group))
+        queued.extend(following.ride_out(lambda: _queued_rows(opened, store, consumer.group), note))
         retry_queued()
 
     try:
@@ -344,7 +344,7 @@ def _consume(opened: Any, store: Any, consumer: Any, queued: list[tuple[Any, Any
                 chunk(opened.backend().rows(start, head, types=types, streams=streams), head)
         else:
             for rows, last in following.follow(opened, start, types=types, streams=streams, on_idle=on_idle,
-                                               output=_watched_output()):
+                                               output=_watched_output(), report=note):
                 chunk(rows, last)
     except _Done:
         return

@@ -22,7 +22,7 @@ import msgpack
 from conftest import run_evlog
 from running import clean_env
 
-from evlog import Log
+from evlog import Log, LogNotFoundError
 from evlog.backends.jetstream.client import LogClient
 from evlog.backends.jetstream.kv import Bucket
 from evlog.backends.jetstream.url import kv_key, parse_location
@@ -33,6 +33,19 @@ def handled_seqs(path: Path) -> list[int]:
     if not path.exists():
         return []
     return [int(line) for line in path.read_text().split("\n") if line.strip().isdigit()]
+
+
+def test_reading_the_groups_of_a_log_that_has_none_creates_nothing(nats_log_url: str) -> None:
+    with Log(nats_log_url) as log:
+        log.append("first")
+    assert run_evlog("group", "list", "-o", "ndjson", log=nats_log_url).stdout == b""
+    assert run_evlog("group", "dead", "g", log=nats_log_url).returncode == 2  # no such group
+    with LogClient.connect(parse_location(nats_log_url)) as client:
+        try:
+            Bucket.open(client, "groups", create=False)
+        except LogNotFoundError:
+            return
+        raise AssertionError("reading groups created their bucket")
 
 
 def test_a_hold_left_by_a_process_of_another_host_is_refused_until_it_runs_out(nats_log_url: str) -> None:

@@ -80,23 +80,41 @@ class JetStreamGroups:
 
     def __init__(self, backend: JetStreamBackend) -> None:
         self.backend = backend
+        self._read: Bucket | None = None
 
     @property
     def bucket(self) -> Bucket:
+        """The bucket, created if the log has none yet (for writing)."""
         return self.backend._bucket("groups")
 
+    def _reading(self) -> Bucket | None:
+        """The bucket if it exists: reading groups of a log that never had one creates nothing."""
+        if self._read is None:
+            from ...errors import LogNotFoundError
+            from .kv import Bucket
+
+            try:
+                self._read = Bucket.open(self.backend.client, "groups", create=False)
+            except LogNotFoundError:
+                return None
+        return self._read
+
     def get(self, key: bytes) -> tuple[bytes, object] | None:
-        entry = self.bucket.get(_kv_key(key))
+        bucket = self._reading()
+        entry = bucket.get(_kv_key(key)) if bucket is not None else None
         return None if entry is None else (entry.value, entry.revision)
 
     def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes, object]]:
+        bucket = self._reading()
+        if bucket is None:
+            return []
         if prefix:
             name, mark, rest = prefix.partition(_MARK)
             if not mark or rest:
                 raise ValueError(f"groups entries are listed all, or by a name and 0xFF, not by {prefix!r}")
-            listed = self.bucket.items(kv_key(_DEAD, name.decode()))
+            listed = bucket.items(kv_key(_DEAD, name.decode()))
         else:
-            listed = self.bucket.items(_GROUP) + self.bucket.items(_DEAD)
+            listed = bucket.items(_GROUP) + bucket.items(_DEAD)
         found: list[tuple[bytes, bytes, object]] = [(_entry_key(key), entry.value, entry.revision)
                                                      for key, entry in listed]
         return sorted(found, key=lambda item: item[0])
@@ -114,7 +132,8 @@ class JetStreamGroups:
 
     def delete(self, key: bytes, revision: object | None = None) -> bool:
         # Looked up first: a delete of a key without a value would still leave a marker in the bucket.
-        entry = self.bucket.get(_kv_key(key))
+        bucket = self._reading()
+        entry = bucket.get(_kv_key(key)) if bucket is not None else None
         if entry is None or (revision is not None and entry.revision != revision):
             return False
         try:

@@ -267,17 +267,28 @@ def run_command(command: str, line: bytes, env: dict[str, str],
     try:
         if keepalive is None:
             return subprocess.run(["/bin/sh", "-c", command], input=line, env=env, check=False).returncode
+        import threading
+
+        # CMD is fed and waited for in a thread, so that this one can call keepalive (the log's
+        # client is not for other threads) and is woken the moment CMD ends (Popen.wait with a
+        # timeout would poll).
         with subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE, env=env) as process:
-            while True:
+            ended = threading.Event()
+
+            def feed() -> None:
                 try:
-                    process.communicate(line, timeout=KEEPALIVE_SECONDS)  # goes on where it left off
-                    return process.returncode
-                except subprocess.TimeoutExpired:
-                    try:
-                        keepalive()
-                    except BaseException:
-                        process.wait()
-                        raise
+                    process.communicate(line)
+                finally:
+                    ended.set()
+
+            threading.Thread(target=feed, daemon=True).start()
+            while not ended.wait(KEEPALIVE_SECONDS):
+                try:
+                    keepalive()
+                except BaseException:
+                    ended.wait()
+                    raise
+            return process.wait()
     except OSError as exc:
         raise StorageError(f"cannot run --exec command: {exc.strerror}") from None
 

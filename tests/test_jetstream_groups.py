@@ -180,3 +180,40 @@ def test_a_follower_killed_with_the_stream_leader_resumes_and_misses_nothing(nat
     assert os.path.getsize(handled) > 0
     print(f"killed at {at_kill} handled; {repeated} handled twice; follower started {follower.starts} times; "
           f"{time.monotonic() - began:.1f} s; {follower.failures}")
+
+
+def test_a_lease_that_ran_out_is_taken_over_and_its_old_holder_stops(nats_log_url: str) -> None:
+    import pytest
+
+    from evlog.backends.jetstream.group_entries import Lease
+    from evlog.errors import GroupBusyError
+
+    with Log(nats_log_url) as log:
+        log.append("first")
+    with LogClient.connect(parse_location(nats_log_url)) as client:
+        bucket = Bucket.open(client, "groups")
+        first = Lease(bucket, "g", lease=1.0)
+        first.acquire()
+        second = Lease(bucket, "g", lease=1.0)
+        second.host = "elsewhere"  # another host: its pid cannot be checked, only the lease's end
+        with pytest.raises(GroupBusyError, match=r"pid \d+ on host "):
+            second.acquire()
+        first.renewed = 0.0  # a renewal is due
+        first.keep()  # renewed: still refused
+        with pytest.raises(GroupBusyError):
+            second.acquire()
+        deadline = time.monotonic() + 10
+        while True:  # not renewed for longer than the lease: taken over
+            try:
+                second.acquire()
+                break
+            except GroupBusyError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        first.renewed = 0.0
+        with pytest.raises(GroupBusyError, match="took the group over while this follower had not renewed"):
+            first.keep()
+        first.release()  # gives up nothing of the new holder's
+        assert bucket.get(kv_key("lock", "g")) is not None
+        second.release()
+        assert bucket.get(kv_key("lock", "g")) is None

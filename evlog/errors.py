@@ -132,3 +132,7 @@ class ServerAccessError(StorageError):
 
 class ServerUnsupportedError(StorageError):
     """A server holding the log lacks what evlog needs (JetStream, a recent enough version)."""
+
+
+class GroupBusyError(EvlogError):
+    """Another process follows the same group (one follower per group at a time)."""

@@ -21,28 +21,30 @@ ends as a closed pipe ends any evlog command (BrokenPipeError, quietly).
 
 Durable groups (``tail --group``) keep their entries in :mod:`evlog.groups`;
 :class:`ExecConsumer` here hands a group's events to ``--exec CMD`` and
-acknowledges each one when CMD exits 0. One follower per group at a time,
-refused with the holder's pid rather than shared among competing consumers,
+acknowledges each one when CMD exits 0, on every kind of log. One follower
+per group at a time (a hold that the backend gives: a lock file, a lease on
+a server, kept alive while CMD runs), refused with the holder named rather
+than shared among competing consumers,
 because a group's order and its one-number position are what make its
 at-least-once promise checkable (see that module).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import scan
 from .backends import Backend, open_backend
-from .errors import LogNotFoundError, StorageError
+from .errors import LogNotFoundError, ServerUnavailableError, StorageError
 from .groups import (  # noqa: F401  (the durable groups once lived here: kept importable)
     DeadLetter,
     GroupBusyError,
-    GroupLock,
     acknowledge,
     check_group_name,
     group_position,
@@ -55,6 +57,7 @@ from .log import Log
 from .scan import Row
 
 if TYPE_CHECKING:
+    from .backends import GroupEntries
     from .backends.lmdb.store import Store
 from .textsafe import visible
 
@@ -64,7 +67,34 @@ RECHECK_SECONDS = (0.001, 0.003, 0.01, 0.03)
 """After a data.mdb change event with nothing new visible yet, look again after these delays."""
 READER_CHECK_SECONDS = 10.0
 
+OUTAGE_SECONDS = 30.0
+"""How long a follower waits out a server that stopped answering (a leader election takes ~5 s)."""
+OUTAGE_RETRY_SECONDS = 0.25
+
 _GONE = select.POLLERR | select.POLLHUP
+T = TypeVar("T")
+
+
+def ride_out(work: Callable[[], T], report: Callable[[str], None] | None = None) -> T:
+    """``work()``, tried again while the log's server does not answer, for up to :data:`OUTAGE_SECONDS`.
+
+    For what a follower does again and again and may safely repeat (reads,
+    acknowledgements: each is idempotent), so that a cluster electing a new
+    leader does not end it. An LMDB log never raises the error this waits out.
+    """
+    deadline: float | None = None
+    while True:
+        try:
+            return work()
+        except ServerUnavailableError as error:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + OUTAGE_SECONDS
+                if report is not None:
+                    report(f"{error}; trying again for up to {OUTAGE_SECONDS:g} s")
+            if now >= deadline:
+                raise
+            time.sleep(OUTAGE_RETRY_SECONDS)
 
 
 def reader_gone(output: int) -> bool:
@@ -125,6 +155,7 @@ def follow(
     streams: Callable[[str | None], bool] | None = None,
     on_idle: Callable[[], None] | None = None,
     output: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[list[scan.Row], int]]:
     """Rows from seq ``first`` on, forever, as commits arrive.
 
@@ -132,20 +163,25 @@ def follow(
     seq read. ``on_idle`` is called each time the follower has caught up and
     is about to wait. When the reader of the file descriptor ``output`` has
     gone, :class:`BrokenPipeError` ends the follow, whether events arrive or
-    not: checked before every read and while waiting.
+    not: checked before every read and while waiting. A server that stops
+    answering is waited out (:func:`ride_out`; ``report`` says so once).
     """
     backend = log.backend()
     watcher = backend.waiter()
     next_seq = max(first, 1)
     last_reader_check = time.monotonic()
+
+    def read(low: int, high: int) -> list[scan.Row]:
+        return list(backend.rows(low, high, types=types, streams=streams))
+
     try:
         while True:
             if output is not None and reader_gone(output):
                 raise BrokenPipeError(f"the reader of file descriptor {output} has gone")
-            head = backend.head()
+            head = ride_out(backend.head, report)
             if head >= next_seq:
                 end = min(head, next_seq + 16 * scan.CHUNK - 1)
-                rows = list(backend.rows(next_seq, end, types=types, streams=streams))
+                rows = ride_out(functools.partial(read, next_seq, end), report)
                 next_seq = end + 1
                 yield rows, end
                 continue
@@ -158,7 +194,7 @@ def follow(
                 # A data.mdb event can come before its commit is visible: look again
                 # shortly, waking at once on the sidecar touch that follows the commit.
                 for delay in RECHECK_SECONDS:
-                    if backend.head() >= next_seq:
+                    if ride_out(backend.head, report) >= next_seq:
                         break
                     watcher.wait(delay, output)
     finally:
@@ -214,13 +250,45 @@ def command_environment(group: str, row: Row, attempt: int, base: dict[str, str]
     return env
 
 
-def run_command(command: str, line: bytes, env: dict[str, str]) -> int:
-    """Run ``sh -c command`` with ``line`` on its stdin; its exit status (minus the signal that ended it)."""
+KEEPALIVE_SECONDS = 1.0
+"""While CMD runs, ``keepalive`` is called this often (a follower's hold on its group may need renewing)."""
+
+
+def run_command(command: str, line: bytes, env: dict[str, str],
+                keepalive: Callable[[], None] | None = None) -> int:
+    """Run ``sh -c command`` with ``line`` on its stdin; its exit status (minus the signal that ended it).
+
+    ``keepalive`` is called every :data:`KEEPALIVE_SECONDS` while CMD runs; if
+    it raises, CMD is waited for and the error raised after it.
+    """
     import subprocess  # here: importing it costs start-up time that only --exec needs
 
     sys.stdout.flush()  # CMD writes to the same stdout
     try:
-        return subprocess.run(["/bin/sh", "-c", command], input=line, env=env, check=False).returncode
+        if keepalive is None:
+            return subprocess.run(["/bin/sh", "-c", command], input=line, env=env, check=False).returncode
+        import threading
+
+        # CMD is fed and waited for in a thread, so that this one can call keepalive (the log's
+        # client is not for other threads) and is woken the moment CMD ends (Popen.wait with a
+        # timeout would poll).
+        with subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.PIPE, env=env) as process:
+            ended = threading.Event()
+
+            def feed() -> None:
+                try:
+                    process.communicate(line)
+                finally:
+                    ended.set()
+
+            threading.Thread(target=feed, daemon=True).start()
+            while not ended.wait(KEEPALIVE_SECONDS):
+                try:
+                    keepalive()
+                except BaseException:
+                    ended.wait()
+                    raise
+            return process.wait()
     except OSError as exc:
         raise StorageError(f"cannot run --exec command: {exc.strerror}") from None
 
@@ -238,9 +306,11 @@ class ExecConsumer:
     acknowledgement was not yet committed runs again.
     """
 
-    def __init__(self, store: Store, group: str, command: str, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                 report: Reporter | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, store: GroupEntries | Store, group: str, command: str, *,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, report: Reporter | None = None,
+                 sleep: Callable[[float], None] = time.sleep, keepalive: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.keepalive = keepalive
         self.group = group
         self.command = command
         self.max_attempts = max_attempts
@@ -258,7 +328,10 @@ class ExecConsumer:
         delays = backoff_delays()
         status = 0
         for attempt in range(1, self.max_attempts + 1):
-            status = run_command(self.command, line, command_environment(self.group, row, earlier + attempt))
+            if self.keepalive is not None:
+                self.keepalive()
+            status = run_command(self.command, line, command_environment(self.group, row, earlier + attempt),
+                                 self.keepalive)
             if status == 0:
                 return True, attempt, 0
             if attempt < self.max_attempts:
@@ -272,9 +345,10 @@ class ExecConsumer:
         """Handle a new event: acknowledged on success, parked after the last failed attempt."""
         done, attempts, status = self._attempts(row)
         if done:
-            acknowledge(self.store, self.group, [row[0]])
+            ride_out(lambda: acknowledge(self.store, self.group, [row[0]]), self.report)
             return True
-        park(self.store, self.group, DeadLetter(row[0], attempts, status, time.time_ns(), False))
+        letter = DeadLetter(row[0], attempts, status, time.time_ns(), False)
+        ride_out(lambda: park(self.store, self.group, letter), self.report)
         self.parked += 1
         self._say(f"group {visible(self.group)!r}: seq {row[0]}: --exec command {_status_text(status)} "
                   f"{attempts} times; parked as a dead letter (see evlog group dead {shell_word(self.group)})")
@@ -284,7 +358,8 @@ class ExecConsumer:
         """Handle a queued dead letter: removed on success, kept (no longer queued) after more failures."""
         done, attempts, status = self._attempts(row, letter.attempts)
         total = letter.attempts + attempts
-        settle(self.store, self.group, DeadLetter(letter.seq, total, status, time.time_ns(), False), done=done)
+        settled = DeadLetter(letter.seq, total, status, time.time_ns(), False)
+        ride_out(lambda: settle(self.store, self.group, settled, done=done), self.report)
         if not done:
             self.parked += 1
             self._say(f"group {visible(self.group)!r}: seq {row[0]}: --exec command {_status_text(status)} "

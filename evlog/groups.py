@@ -31,32 +31,45 @@ a log may come from someone else, so a bad one is :class:`DamagedLogError`):
 
 Stored filters are only ever compared with a run's own options, never
 compiled or run: a run reads with the ``--where`` its user typed.
+
+Storage. This module is the one implementation of groups; a backend gives
+it a :class:`~evlog.backends.GroupEntries` (get, list, put, compare-and-set,
+delete of those entries, and the hold of a group's one follower): an LMDB
+log its ``groups`` database and a lock file, a log on a server its
+``groups`` key-value bucket and a lease entry in it. Each operation is
+atomic on its own, so the changes that touch two entries are ordered to
+keep the promise if a process dies between them: a dead letter is written
+before the position moves past its event (the event comes again, never
+goes missing), an acknowledged dead letter is removed before the position
+moves, and a group's dead letters are removed before its entry. Every
+change of an entry that a follower and a ``group`` command may both make
+is a compare-and-set, read again on a conflict.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-import stat
-from collections.abc import Iterable, Iterator
+import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lmdb
 import msgpack
 
-from .backends.lmdb.store import U64, Store
-from .errors import DamagedLogError, EvlogError, StorageError, UsageError
+from .errors import DamagedLogError, GroupBusyError, UsageError
 from .textsafe import visible
+
+if TYPE_CHECKING:
+    from .backends import GroupEntries
+    from .backends.lmdb.store import Store
+
+__all__ = ["GroupBusyError"]  # re-exported: it was defined here before
+
+U64 = struct.Struct(">Q")
 
 GROUP_NAME_BYTES = 200
 _DEAD = b"\xff"
 _STATUS_LIMIT = 1 << 31
-
-
-class GroupBusyError(EvlogError):
-    """Another process follows the same group."""
 
 
 def check_group_name(name: str) -> bytes:
@@ -221,24 +234,40 @@ def _dead_key(key: bytes, seq: int) -> bytes:
 
 # -- reading -----------------------------------------------------------------------
 
+def entries_of(where: GroupEntries | Store) -> GroupEntries:
+    """The groups table to work on: a backend's, or that of an LMDB :class:`Store` (as earlier callers pass)."""
+    from .backends.lmdb.store import Store
 
-def _get(txn: lmdb.Transaction, store: Store, key: bytes) -> Group | None:
-    value = txn.get(key, db=store.dbs[b"groups"])
-    return None if value is None else _decode_group(key.decode(), bytes(value))
+    if not isinstance(where, Store):
+        return where
+    from .backends.lmdb.groups import LmdbGroups
+
+    return LmdbGroups(where)
 
 
-def get_group(store: Store, name: str) -> Group | None:
+def _read(table: GroupEntries, name: str, key: bytes) -> tuple[Group | None, object | None]:
+    """The group's entry and its revision (None, None: no such group)."""
+    found = table.get(key)
+    if found is None:
+        return None, None
+    return _decode_group(name, found[0]), found[1]
+
+
+def _no_group(name: str) -> UsageError:
+    return UsageError(f"no group named {visible(name)!r} (see evlog group list)")
+
+
+def get_group(where: GroupEntries | Store, name: str) -> Group | None:
     """The group's entry (None: no such group)."""
     key = check_group_name(name)
-    with store.reading(buffers=False) as txn:
-        return _get(txn, store, key)
+    return _read(entries_of(where), name, key)[0]
 
 
-def require_group(store: Store, name: str) -> Group:
+def require_group(where: GroupEntries | Store, name: str) -> Group:
     """The group's entry; a group that does not exist is a usage error."""
-    group = get_group(store, name)
+    group = get_group(where, name)
     if group is None:
-        raise UsageError(f"no group named {visible(name)!r} (see evlog group list)")
+        raise _no_group(name)
     return group
 
 
@@ -251,39 +280,33 @@ def check_entry(key: bytes, value: bytes) -> None:
         _decode_dead(name, seq, value)
 
 
-def _dead_in(txn: lmdb.Transaction, store: Store, key: bytes) -> Iterator[DeadLetter]:
-    cursor = txn.cursor(db=store.dbs[b"groups"])
-    prefix = key + _DEAD
-    if not cursor.set_range(prefix):
-        return
-    for found, value in cursor:
-        found = bytes(found)
-        if not found.startswith(prefix):
-            return
-        name, seq = _decode_key(found)
+def _dead_in(table: GroupEntries, key: bytes) -> list[tuple[DeadLetter, object]]:
+    """The group's dead letters with their revisions, in seq order."""
+    found = []
+    for dead_key, value, revision in table.items(key + _DEAD):
+        name, seq = _decode_key(dead_key)
         assert seq is not None
-        yield _decode_dead(name, seq, bytes(value))
+        found.append((_decode_dead(name, seq, value), revision))
+    return sorted(found, key=lambda item: item[0].seq)
 
 
-def dead_letters(store: Store, name: str) -> list[DeadLetter]:
+def dead_letters(where: GroupEntries | Store, name: str) -> list[DeadLetter]:
     """The group's dead letters in seq order."""
     key = check_group_name(name)
-    with store.reading(buffers=False) as txn:
-        return list(_dead_in(txn, store, key))
+    return [letter for letter, _ in _dead_in(entries_of(where), key)]
 
 
-def list_groups(store: Store) -> list[tuple[Group, int]]:
+def list_groups(where: GroupEntries | Store) -> list[tuple[Group, int]]:
     """Every group with its number of dead letters, in name order."""
     groups: dict[str, Group] = {}
     dead: dict[str, int] = {}
-    with store.reading(buffers=False) as txn:
-        for key, value in txn.cursor(db=store.dbs[b"groups"]):
-            name, seq = _decode_key(bytes(key))
-            if seq is None:
-                groups[name] = _decode_group(name, bytes(value))
-            else:
-                _decode_dead(name, seq, bytes(value))
-                dead[name] = dead.get(name, 0) + 1
+    for key, value, _ in entries_of(where).items():
+        name, seq = _decode_key(key)
+        if seq is None:
+            groups[name] = _decode_group(name, value)
+        else:
+            _decode_dead(name, seq, value)
+            dead[name] = dead.get(name, 0) + 1
     for name in dead:
         if name not in groups:
             raise _damaged(name, "it has dead letters but no entry")
@@ -293,218 +316,146 @@ def list_groups(store: Store) -> list[tuple[Group, int]]:
 # -- writing -----------------------------------------------------------------------
 
 
-def _put(txn: lmdb.Transaction, store: Store, group: Group) -> None:
-    txn.put(check_group_name(group.name), _encode_group(group), db=store.dbs[b"groups"])
-
-
-def create_group(store: Store, name: str, position: int, filters: Filters) -> Group:
+def create_group(where: GroupEntries | Store, name: str, position: int, filters: Filters) -> Group:
     """A new group that will deliver from ``position + 1`` on, reading ``filters``."""
     group = Group(name, position, filters)
-    store.write(lambda txn: _put(txn, store, group), notify=False)
+    entries_of(where).put(check_group_name(name), _encode_group(group))
     return group
 
 
-def set_filters(store: Store, name: str, filters: Filters) -> None:
+def _change(table: GroupEntries, name: str, key: bytes, change: Callable[[Group | None], Group | None]) -> Group | None:
+    """Compare-and-set the group's entry to ``change(entry)`` (None: leave it), reading again on a conflict."""
+    while True:
+        group, revision = _read(table, name, key)
+        changed = change(group)
+        if changed is None or changed == group:
+            return group
+        if table.swap(key, _encode_group(changed), revision):
+            return changed
+
+
+def set_filters(where: GroupEntries | Store, name: str, filters: Filters) -> None:
     """Make ``filters`` the group's from now on (its position stays)."""
     key = check_group_name(name)
-
-    def work(txn: lmdb.Transaction) -> None:
-        group = _get(txn, store, key)
-        if group is not None:
-            _put(txn, store, Group(name, group.position, filters))
-
-    store.write(work, notify=False)
+    _change(entries_of(where), name, key,
+            lambda group: None if group is None else Group(name, group.position, filters))
 
 
-def set_group_position(store: Store, name: str, seq: int) -> None:
+def set_group_position(where: GroupEntries | Store, name: str, seq: int) -> None:
     """Put the group's position at ``seq`` (creating the group, without recorded filters, if needed)."""
     key = check_group_name(name)
-
-    def work(txn: lmdb.Transaction) -> None:
-        group = _get(txn, store, key)
-        _put(txn, store, Group(name, seq, group.filters if group else None))
-
-    store.write(work, notify=False)
+    _change(entries_of(where), name, key, lambda group: Group(name, seq, group.filters if group else None))
 
 
-def group_position(store: Store, name: str) -> int | None:
+def group_position(where: GroupEntries | Store, name: str) -> int | None:
     """The last seq the group has acknowledged (None: the group does not exist)."""
-    group = get_group(store, name)
+    group = get_group(where, name)
     return None if group is None else group.position
 
 
-def acknowledge(store: Store, name: str, seqs: Iterable[int]) -> Group:
+def _move_past(table: GroupEntries, name: str, key: bytes, seq: int) -> Group | None:
+    """Move the group's position up to ``seq`` (never back); None when there is no such group."""
+    return _change(table, name, key, lambda group: None if group is None or seq <= group.position
+                   else Group(name, seq, group.filters))
+
+
+def acknowledge(where: GroupEntries | Store, name: str, seqs: Iterable[int]) -> Group:
     """Record that the work of ``seqs`` is done: the position moves up to the highest, their dead letters go.
 
     The position never moves back: acknowledging a seq at or before it only
     removes that seq's dead letter, if it has one.
     """
+    table = entries_of(where)
     key = check_group_name(name)
     wanted = sorted(set(seqs))
-
-    def work(txn: lmdb.Transaction) -> Group:
-        group = _get(txn, store, key)
-        if group is None:
-            raise UsageError(f"no group named {visible(name)!r} (see evlog group list)")
-        for seq in wanted:
-            txn.delete(_dead_key(key, seq), db=store.dbs[b"groups"])
-        if wanted and wanted[-1] > group.position:
-            group = Group(name, wanted[-1], group.filters)
-            _put(txn, store, group)
-        return group
-
-    result: Group = store.write(work, notify=False)
-    return result
+    if get_group(table, name) is None:
+        raise _no_group(name)
+    for seq in wanted:
+        table.delete(_dead_key(key, seq))
+    group = _move_past(table, name, key, wanted[-1]) if wanted else get_group(table, name)
+    if group is None:
+        raise _no_group(name)  # removed meanwhile
+    return group
 
 
-def park(store: Store, name: str, letter: DeadLetter) -> None:
+def park(where: GroupEntries | Store, name: str, letter: DeadLetter) -> None:
     """Keep ``letter`` in the group's dead letters and move the group past its event."""
+    table = entries_of(where)
     key = check_group_name(name)
-
-    def work(txn: lmdb.Transaction) -> None:
-        txn.put(_dead_key(key, letter.seq), _encode_dead(letter), db=store.dbs[b"groups"])
-        group = _get(txn, store, key)
-        if group is not None and letter.seq > group.position:
-            _put(txn, store, Group(name, letter.seq, group.filters))
-
-    store.write(work, notify=False)
+    table.put(_dead_key(key, letter.seq), _encode_dead(letter))  # first: dying here delivers the event again
+    _move_past(table, name, key, letter.seq)
 
 
-def requeue(store: Store, name: str, seqs: Iterable[int] = ()) -> list[int]:
+def requeue(where: GroupEntries | Store, name: str, seqs: Iterable[int] = ()) -> list[int]:
     """Queue dead letters for another delivery (all of them when ``seqs`` is empty); returns their seqs."""
+    table = entries_of(where)
     key = check_group_name(name)
     wanted = set(seqs)
+    if get_group(table, name) is None:
+        raise _no_group(name)
+    letters = {letter.seq: (letter, revision) for letter, revision in _dead_in(table, key)}
+    missing = sorted(wanted - set(letters))
+    if missing:
+        listed = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise UsageError(
+            f"group {visible(name)!r} has no dead letter at seq {listed} (see evlog group dead {shell_word(name)})"
+        )
+    chosen = sorted(wanted) if wanted else sorted(letters)
+    queued = []
+    for seq in chosen:
+        letter, revision = letters[seq]
+        while True:  # compare-and-set: a follower settling it meanwhile wins
+            if table.swap(_dead_key(key, seq), _encode_dead(DeadLetter(seq, letter.attempts, letter.status,
+                                                                        letter.time, True)), revision):
+                queued.append(seq)
+                break
+            found = table.get(_dead_key(key, seq))
+            if found is None:
+                break  # handled meanwhile
+            letter, revision = _decode_dead(name, seq, found[0]), found[1]
+    table.wake()  # a live follower of the group delivers them at once
+    return queued
 
-    def work(txn: lmdb.Transaction) -> list[int]:
-        if _get(txn, store, key) is None:
-            raise UsageError(f"no group named {visible(name)!r} (see evlog group list)")
-        letters = {letter.seq: letter for letter in _dead_in(txn, store, key)}
-        missing = sorted(wanted - set(letters))
-        if missing:
-            listed = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-            raise UsageError(
-                f"group {visible(name)!r} has no dead letter at seq {listed} (see evlog group dead {shell_word(name)})"
-            )
-        chosen = sorted(wanted) if wanted else sorted(letters)
-        for seq in chosen:
-            letter = letters[seq]
-            queued = DeadLetter(seq, letter.attempts, letter.status, letter.time, True)
-            txn.put(_dead_key(key, seq), _encode_dead(queued), db=store.dbs[b"groups"])
-        return chosen
 
-    # Notified: a live follower of the group wakes up and delivers them at once.
-    result: list[int] = store.write(work, notify=True)
-    return result
-
-
-def settle(store: Store, name: str, letter: DeadLetter, *, done: bool) -> None:
+def settle(where: GroupEntries | Store, name: str, letter: DeadLetter, *, done: bool) -> None:
     """After another delivery of a dead letter: remove it when ``done``, else keep it, no longer queued."""
+    table = entries_of(where)
     key = _dead_key(check_group_name(name), letter.seq)
-
-    def work(txn: lmdb.Transaction) -> None:
-        if done:
-            txn.delete(key, db=store.dbs[b"groups"])
-        else:
-            txn.put(key, _encode_dead(letter), db=store.dbs[b"groups"])
-
-    store.write(work, notify=False)
+    if done:
+        table.delete(key)
+    else:
+        table.put(key, _encode_dead(letter))
 
 
-def remove_group(store: Store, name: str) -> bool:
+def remove_group(where: GroupEntries | Store, name: str) -> bool:
     """Forget a group and its dead letters; False when there was no such group."""
+    table = entries_of(where)
     key = check_group_name(name)
-
-    def work(txn: lmdb.Transaction) -> bool:
-        db = store.dbs[b"groups"]
-        dead = [_dead_key(key, letter.seq) for letter in _dead_in(txn, store, key)]
-        for found in dead:
-            txn.delete(found, db=db)
-        return bool(txn.delete(key, db=db))
-
-    result: bool = store.write(work, notify=False)
-    return result
+    for dead_key, _, revision in table.items(key + _DEAD):  # first: never dead letters without a group
+        table.delete(dead_key, revision)
+    return table.delete(key)
 
 
 # -- one follower per group ---------------------------------------------------------
 
 
-class GroupLock:
-    """Only one follower per group at a time: an exclusive lock on ``group-<hex>.lock`` in the log.
+def busy_message(name: str, holder: str) -> str:
+    """Why a second follower of a group is refused; ``holder`` says who holds it (`` (pid N)``) or is empty."""
+    return (
+        f"group {visible(name)!r} is being followed by another process{holder}; one follower "
+        "per group at a time. To spread the work, run one follower with --exec CMD and let CMD hand "
+        "events on, or split the events over several groups with disjoint -s/-t/--where filters"
+    )
 
-    The operating system drops the lock when its process ends in any way
-    (even ``kill -9``), so a crashed follower never blocks its successor. The
-    holder writes its pid into the file, so a refused process can say who
-    holds it. The file must be a regular file: it is opened without following
-    a symlink, and anything else in its place is refused.
-    """
 
-    def __init__(self, log_path: str, name: str) -> None:
-        self.path = os.path.join(log_path, f"group-{check_group_name(name).hex()}.lock")
-        self.fd: int | None = None
-        self.name = name
+def __getattr__(name: str) -> Any:
+    if name == "GroupLock":  # the LMDB lock, once defined here; imported only when asked for
+        from .backends.lmdb.groups import GroupLock
 
-    def _open(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        shown = f"{visible(self.path)}"
-        try:
-            fd = os.open(self.path, flags, 0o600)
-        except OSError as exc:
-            if os.path.islink(self.path):
-                raise StorageError(
-                    f"{shown} is a symbolic link, not a lock file; remove it (evlog never makes one)"
-                ) from None
-            raise StorageError(f"cannot open {shown}: {exc.strerror}; check the log directory") from None
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            os.close(fd)
-            raise StorageError(f"{shown} is not a regular file; remove it (evlog only ever makes a regular file)")
-        return fd
-
-    def acquire(self) -> None:
-        import fcntl
-
-        fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            os.close(fd)
-            raise GroupBusyError(
-                f"group {visible(self.name)!r} is being followed by another process{holder}; one follower "
-                "per group at a time. To spread the work, run one follower with --exec CMD and let CMD hand "
-                "events on, or split the events over several groups with disjoint -s/-t/--where filters"
-            ) from None
-        with contextlib.suppress(OSError):  # who holds it is for messages only
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def __enter__(self) -> GroupLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    def release(self, *, remove: bool = False) -> None:
-        """Drop the lock; with ``remove`` (the group is gone) delete its file too."""
-        if self.fd is not None:
-            if remove:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path)
-            os.close(self.fd)
-            self.fd = None
+        return GroupLock
+    raise AttributeError(name)
 
 
 def shell_word(name: str) -> str:
     """A group name as it is typed in a command that a message suggests."""
     return shlex.quote(visible(name))
-
-
-def _holder(fd: int) -> str:
-    """`` (pid N)`` from a lock file's content, or nothing when it holds no plausible pid."""
-    try:
-        text = os.pread(fd, 24, 0).strip()
-    except OSError:
-        return ""
-    return f" (pid {int(text)})" if text.isdigit() and 0 < int(text) < 1 << 32 else ""

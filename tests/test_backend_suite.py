@@ -187,3 +187,87 @@ def test_the_clock_never_goes_backwards_across_batches(any_log: str) -> None:
         log.append("b")
         times = [event.ts for event in log.read()]
     assert times == sorted(times)
+
+
+# -- durable groups: at least once, the same on every backend -----------------------------
+
+
+def _group_list(log: str) -> list[dict[str, Any]]:
+    result = run_evlog("group", "list", "-o", "ndjson", log=log)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _group_seqs(log: str, *args: str) -> list[int]:
+    result = run_evlog("tail", *args, "-o", "ndjson", log=log)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line)["seq"] for line in result.stdout.splitlines()]
+
+
+def test_a_group_resumes_after_its_last_acknowledged_event(any_log: str) -> None:
+    with Log(any_log) as log:
+        log.append_many(_bank(6))
+    assert _group_seqs(any_log, "--group", "g") == [1, 2, 3, 4, 5, 6]
+    assert _group_seqs(any_log, "--group", "g") == [1, 2, 3, 4, 5, 6]  # printed is not done: nothing moved
+    assert run_evlog("group", "ack", "g", "2", "4", log=any_log).returncode == 0
+    assert _group_seqs(any_log, "--group", "g") == [5, 6]
+    assert _group_list(any_log) == [{"group": "g", "position": 4, "lag": 2, "dead": 0}]
+    # A group keeps its filters; a new one starts where -n or --from says.
+    assert _group_seqs(any_log, "--group", "w", "-t", "withdraw") == [3, 6]
+    refused = run_evlog("tail", "--group", "w", "-t", "deposit", log=any_log)
+    assert refused.returncode == 2 and b"--reset-filters" in refused.stderr
+    assert _group_seqs(any_log, "--group", "late", "-n", "2") == [5, 6]
+    assert _group_seqs(any_log, "--group", "later", "--from", "6") == [6]
+
+
+def test_exec_acknowledges_on_exit_0_and_parks_failures_as_dead_letters(any_log: str, tmp_path: Any) -> None:
+    with Log(any_log) as log:
+        log.append_many(_bank(5))
+    handled = tmp_path / "handled"
+    command = f'echo "$EVLOG_SEQ $EVLOG_ATTEMPT" >> {handled}; test "$EVLOG_SEQ" != 3'
+    result = run_evlog("tail", "--group", "g", "--exec", command, "--max-attempts", "2", log=any_log)
+    assert result.returncode == 1, result.stderr
+    assert b"parked as a dead letter" in result.stderr
+    assert handled.read_text().split("\n")[:-1] == ["1 1", "2 1", "3 1", "3 2", "4 1", "5 1"]
+    assert _group_list(any_log) == [{"group": "g", "position": 5, "lag": 0, "dead": 1}]
+    dead = run_evlog("group", "dead", "g", "-o", "ndjson", log=any_log)
+    letters = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert [(d["seq"], d["attempts"], d["status"], d["queued"]) for d in letters] == [(3, 2, 1, False)]
+    with Log(any_log) as log:
+        log.append("deposit", {"amount": 6}, stream="account-6")
+    # A run starts after the position; `group retry` puts a dead letter before the new events.
+    assert run_evlog("group", "retry", "g", log=any_log).returncode == 0
+    handled.write_text("")
+    again = run_evlog("tail", "--group", "g", "--exec", f'echo "$EVLOG_SEQ" >> {handled}', log=any_log)
+    assert again.returncode == 0, again.stderr
+    assert handled.read_text().split() == ["3", "6"]
+    assert _group_list(any_log) == [{"group": "g", "position": 6, "lag": 0, "dead": 0}]
+
+
+def test_group_reset_and_rm(any_log: str) -> None:
+    with Log(any_log) as log:
+        log.append_many(_bank(5))
+    assert run_evlog("group", "ack", "g", "1", log=any_log).returncode == 2  # no such group yet
+    _group_seqs(any_log, "--group", "g")
+    assert run_evlog("group", "ack", "g", "5", log=any_log).returncode == 0
+    assert _group_list(any_log)[0]["position"] == 5
+    assert run_evlog("group", "reset", "g", "--to", "2", log=any_log).returncode == 0
+    assert _group_seqs(any_log, "--group", "g") == [2, 3, 4, 5]
+    assert run_evlog("group", "ack", "g", "9", log=any_log).returncode == 2  # past the head
+    assert run_evlog("group", "rm", "g", log=any_log).returncode == 0
+    assert _group_list(any_log) == []
+    missing = run_evlog("group", "rm", "g", log=any_log)
+    assert missing.returncode == 2 and b"no group named 'g'" in missing.stderr
+
+
+def test_one_follower_per_group(any_log: str, spawn: Any) -> None:
+    with Log(any_log) as log:
+        log.append("first")
+    follower = spawn("tail", "-f", "--group", "g", "-o", "ndjson", "--log", any_log)
+    assert [e["seq"] for e in follower.events(1)] == [1]  # it holds the group now
+    second = run_evlog("tail", "--group", "g", log=any_log)
+    assert second.returncode == 1
+    assert b"group 'g' is being followed by another process (pid " in second.stderr
+    assert run_evlog("group", "reset", "g", "--to", "1", log=any_log).returncode == 1
+    follower.stop()
+    assert _group_seqs(any_log, "--group", "g") == [1]  # its successor is not kept waiting

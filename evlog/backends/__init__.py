@@ -68,6 +68,53 @@ class Waiter(Protocol):
     def close(self) -> None: ...
 
 
+class GroupHold(Protocol):
+    """A follower's hold on one group: one follower per group at a time (see :mod:`evlog.groups`)."""
+
+    def acquire(self) -> None:
+        """Take the hold, or GroupBusyError naming the holder."""
+
+    def keep(self) -> None:
+        """Say that the holder is alive (a hold that can expire is renewed); GroupBusyError if it was lost."""
+
+    def release(self, *, remove: bool = False) -> None:
+        """Give the hold up; with ``remove`` (the group is gone) leave nothing of it behind."""
+
+    def __enter__(self) -> GroupHold: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class GroupEntries(Protocol):
+    """The log's ``groups`` table: byte keys and values exactly as :mod:`evlog.groups` encodes them.
+
+    Each operation is atomic on its own; a ``revision`` (what :meth:`get`
+    returned with the value) makes a write compare-and-set, so that two
+    writers of one entry never lose each other's change.
+    """
+
+    def get(self, key: bytes) -> tuple[bytes, object] | None:
+        """The value and its revision, or None."""
+
+    def items(self, prefix: bytes = b"") -> list[tuple[bytes, bytes, object]]:
+        """``(key, value, revision)`` of every entry (or those under ``prefix``: a name and 0xFF), by key."""
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Set the value, whatever it was."""
+
+    def swap(self, key: bytes, value: bytes, revision: object | None) -> bool:
+        """Set the value if the entry is still at ``revision`` (None: if it has none); False if it moved."""
+
+    def delete(self, key: bytes, revision: object | None = None) -> bool:
+        """Remove the entry (only if still at ``revision``, when given); False if there was none (or it moved)."""
+
+    def hold(self, name: str) -> GroupHold:
+        """The hold on group ``name`` (not yet taken)."""
+
+    def wake(self) -> None:
+        """Wake the log's followers (a group's dead letters were queued)."""
+
+
 class Backend(Protocol):
     """An open log of one kind (LMDB or JetStream)."""
 
@@ -128,6 +175,9 @@ class Backend(Protocol):
 
     def housekeeping(self) -> None:
         """Periodic upkeep while following (never raises)."""
+
+    def groups(self) -> GroupEntries:
+        """The log's durable groups: their entries and the hold of their one follower."""
 
 
 def is_url(location: str) -> bool:

@@ -58,7 +58,7 @@ def list_(
     from ..log import Log
 
     with Log(log) as opened:
-        store = opened.store()
+        store = opened.backend().groups()
         head = opened.head()
         found = groups.list_groups(store)
     shown = _shown(output)
@@ -88,11 +88,11 @@ def reset(
     from ..log import Log
 
     with Log(log) as opened:
-        store = opened.store(write=True)
+        store = opened.backend(write=True).groups()
         groups.require_group(store, name)
         # Past the head would skip events not appended yet: the next one is the furthest.
         seq = min(max(opened.resolve(to), 1), opened.head() + 1)
-        with groups.GroupLock(log, name):  # not while a follower of the group is running
+        with store.hold(name):  # not while a follower of the group is running
             groups.require_group(store, name)  # removed meanwhile?
             groups.set_group_position(store, name, seq - 1)
     note(f"group {_quoted(name)} will deliver from seq {seq} on")
@@ -116,9 +116,9 @@ def rm(
     from ..log import Log
 
     with Log(log) as opened:
-        store = opened.store(write=True)
+        store = opened.backend(write=True).groups()
         groups.require_group(store, name)  # before the lock, which would leave a file behind
-        with groups.GroupLock(log, name) as lock:
+        with store.hold(name) as lock:
             found = groups.remove_group(store, name)
             lock.release(remove=True)  # the group is gone: its lock file too
         if not found:
@@ -150,7 +150,7 @@ def ack(
     from ..log import Log
 
     with Log(log) as opened:
-        store = opened.store(write=True)
+        store = opened.backend(write=True).groups()
         head = opened.head()
         beyond = [seq for seq in seqs if seq > head]
         if beyond:
@@ -181,7 +181,7 @@ def dead(
     from ._common import local_time
 
     with _opened(log) as opened:
-        store = opened.store()
+        store = opened.backend().groups()
         groups.require_group(store, name)
         letters = groups.dead_letters(store, name)
         events = {row[0]: row[1] for letter in letters for row in opened.backend().rows(letter.seq, letter.seq)}
@@ -224,7 +224,7 @@ def retry(
     from .. import groups
 
     with _opened(log) as opened:
-        store = opened.store(write=True)
+        store = opened.backend(write=True).groups()
         queued = groups.requeue(store, name, seqs or ())
     if not queued:
         note(f"group {_quoted(name)} has no dead letters")

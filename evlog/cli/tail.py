@@ -177,8 +177,9 @@ def tail(
                 raise _Done
 
     with Log(log) as opened, contextlib.ExitStack() as cleanup:
-        store = opened.store(write=True) if group is not None else None
-        backend = opened.backend()
+        backend = opened.backend(write=group is not None)
+        store = backend.groups() if group is not None else None
+        hold = None
         types = scan.matcher(event_type, prefix_star=False)
         streams = scan.matcher(stream, prefix_star=True)
         head = backend.head()
@@ -187,7 +188,8 @@ def tail(
         queued: list[tuple[groups.DeadLetter, Any]] = []
         if group is not None:
             assert store is not None
-            cleanup.enter_context(groups.GroupLock(log, group))  # released however the run ends
+            groups.check_group_name(group)
+            hold = cleanup.enter_context(store.hold(group))  # released however the run ends
             filters = groups.Filters.of(stream, event_type, where)
             existing = groups.get_group(store, group)
             if existing is not None:
@@ -218,7 +220,7 @@ def tail(
                 assert group is not None and store is not None
                 consumer = following.ExecConsumer(store, group, exec_,
                                                max_attempts=max_attempts or following.DEFAULT_MAX_ATTEMPTS,
-                                               report=note)
+                                               report=note, keepalive=hold.keep if hold is not None else None)
                 _consume(opened, store, consumer, queued, start, head, follow=follow, count=count, test=test,
                          types=types, streams=streams)
                 return
@@ -233,7 +235,8 @@ def tail(
 
             def print_retried() -> None:
                 """Dead letters that `group retry` queued while following (it wakes the follower)."""
-                assert group is not None
+                assert group is not None and hold is not None
+                hold.keep()
                 fresh = [row for _, row in _queued_rows(opened, store, group) if row[0] not in printed_dead]
                 printed_dead.update(row[0] for row in fresh)
                 if fresh:
@@ -241,9 +244,11 @@ def tail(
 
             for rows, _last in following.follow(opened, start, types=types, streams=streams,
                                                  on_idle=print_retried if group is not None else None,
-                                                 output=_watched_output()):
+                                                 output=_watched_output(), report=note):
                 if rows:
                     emit(rows)  # each write is flushed as it is made
+                if hold is not None:
+                    hold.keep()
         except _Done:
             return
 
@@ -321,13 +326,15 @@ def _consume(opened: Any, store: Any, consumer: Any, queued: list[tuple[Any, Any
                 consumer.deliver(row)  # acknowledged (or parked) before the next one starts
                 moved_to = row[0]
                 counted()
-        if last > moved_to:
-            groups.acknowledge(store, consumer.group, [last])  # past the events the filters left out
+        if last > moved_to:  # past the events the filters left out
+            following.ride_out(lambda: groups.acknowledge(store, consumer.group, [last]), note)
             moved_to = last
 
     def on_idle() -> None:
+        if consumer.keepalive is not None:
+            consumer.keepalive()  # a hold that expires is renewed while the follower waits
         # `group retry` while following: it wakes the follower, which delivers them now.
-        queued.extend(_queued_rows(opened, store, consumer.group))
+        queued.extend(following.ride_out(lambda: _queued_rows(opened, store, consumer.group), note))
         retry_queued()
 
     try:
@@ -337,7 +344,7 @@ def _consume(opened: Any, store: Any, consumer: Any, queued: list[tuple[Any, Any
                 chunk(opened.backend().rows(start, head, types=types, streams=streams), head)
         else:
             for rows, last in following.follow(opened, start, types=types, streams=streams, on_idle=on_idle,
-                                               output=_watched_output()):
+                                               output=_watched_output(), report=note):
                 chunk(rows, last)
     except _Done:
         return

@@ -67,6 +67,7 @@ from .messages import (
 from .url import event_subject, kv_key, parse_location, streams_filter
 
 if TYPE_CHECKING:
+    from .group_entries import JetStreamGroups
     from .kv import Bucket
 
 T = TypeVar("T")
@@ -388,6 +389,11 @@ class JetStreamBackend:
 
     def housekeeping(self) -> None:
         """Nothing to do: the server keeps its own house."""
+
+    def groups(self) -> JetStreamGroups:
+        from .group_entries import JetStreamGroups
+
+        return JetStreamGroups(self)
 
 
 class _WriteTxn:

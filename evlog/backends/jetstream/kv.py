@@ -122,9 +122,27 @@ class Bucket:
 
         return int(self._call(f"updating key {key!r} of {self.name}", update()))
 
-    def delete(self, key: str) -> None:
-        """Remove the key's value (a no-op for a key without one)."""
-        self._call(f"deleting key {key!r} of {self.name}", self._kv.delete(key))
+    def delete(self, key: str, *, revision: int | None = None) -> None:
+        """Remove the key's value (a no-op for a key without one); with ``revision``, only if still at it.
+
+        RevisionConflict if ``revision`` is given and someone else wrote the key meanwhile.
+        """
+        if revision is None:
+            self._call(f"deleting key {key!r} of {self.name}", self._kv.delete(key))
+            return
+
+        async def delete() -> None:
+            try:
+                await self._kv.delete(key, last=revision)
+            except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError) as error:
+                if not isinstance(error, self._errors.KeyWrongLastSequenceError) and error.err_code != 10071:
+                    raise
+                raise RevisionConflict(
+                    f"{self.client.location.display}: key {key!r} of {self.name} changed meanwhile "
+                    f"(expected revision {revision})", err_code=10071, description=str(error.description),
+                ) from error
+
+        self._call(f"deleting key {key!r} of {self.name}", delete())
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Keys with a value, sorted; with ``prefix`` (whole '.'-separated parts, e.g. ``kv_key("snap", h)``)
@@ -144,6 +162,26 @@ class Bucket:
             return sorted(found)
 
         result: list[str] = self._call(f"listing keys of {self.name}", keys())
+        return result
+
+    def items(self, prefix: str) -> list[tuple[str, Entry]]:
+        """Keys under ``prefix`` (whole '.'-separated parts) with their values and revisions, sorted by key.
+
+        One watcher delivers them all, instead of one request per key.
+        """
+        async def items() -> list[tuple[str, Entry]]:
+            watcher = await self._kv.watch(f"{prefix}.>", ignore_deletes=True)
+            found: list[tuple[str, Entry]] = []
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the end of what is stored now
+                        break
+                    found.append((entry.key, Entry(entry.value or b"", int(entry.revision))))
+            finally:
+                await watcher.stop()
+            return sorted(found)
+
+        result: list[tuple[str, Entry]] = self._call(f"listing keys of {self.name}", items())
         return result
 
     def destroy(self) -> None:

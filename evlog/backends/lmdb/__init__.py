@@ -25,6 +25,7 @@ from . import reading
 from .store import U64, Store, parse_format
 
 if TYPE_CHECKING:
+    from .groups import LmdbGroups
     from .watch import Watcher
 
 T = TypeVar("T")
@@ -141,6 +142,11 @@ class LmdbBackend:
         """Free reader slots of dead processes, so they cannot pin old pages."""
         with contextlib.suppress(lmdb.Error):  # housekeeping must never stop a follower
             self.store.env.reader_check()
+
+    def groups(self) -> LmdbGroups:
+        from .groups import LmdbGroups
+
+        return LmdbGroups(self.store)
 
 
 class _WriteTxn:

@@ -67,6 +67,7 @@ from .url import event_subject, kv_key, parse_location, streams_filter
 
 if TYPE_CHECKING:
     from .kv import Bucket
+    from .tables import JetStreamTable
 
 T = TypeVar("T")
 
@@ -111,6 +112,7 @@ class JetStreamBackend:
         self.name = self.where.name
         self.check_ids = False  # set once the server refused a duplicate id: look ids up from then on
         self._buckets: dict[str, Bucket] = {}
+        self._tables: dict[str, JetStreamTable] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -341,6 +343,20 @@ class JetStreamBackend:
 
     def waiter(self) -> _Waiter:
         return _Waiter(self.client, f"evlog.{self.name}.>")
+
+    def table(self, name: str) -> JetStreamTable:
+        table = self._tables.get(name)
+        if table is None:
+            from .tables import JetStreamTable
+
+            if name not in ("snapshots", "projections"):
+                raise ValueError(f"unknown table {name!r}")
+            table = self._tables[name] = JetStreamTable(self.client, name)
+        return table
+
+    def record(self, seq: int) -> bytes | None:
+        found = self._get(seq) if seq >= 1 else None
+        return None if found is None else found.data
 
     def housekeeping(self) -> None:
         """Nothing to do: the server keeps its own house."""

@@ -122,9 +122,27 @@ class Bucket:
 
         return int(self._call(f"updating key {key!r} of {self.name}", update()))
 
-    def delete(self, key: str) -> None:
-        """Remove the key's value (a no-op for a key without one)."""
-        self._call(f"deleting key {key!r} of {self.name}", self._kv.delete(key))
+    def delete(self, key: str, *, revision: int | None = None) -> None:
+        """Remove the key's value (a no-op for a key without one).
+
+        With ``revision``, only if the key is still at it: RevisionConflict if someone else wrote it meanwhile.
+        """
+        if revision is None:
+            self._call(f"deleting key {key!r} of {self.name}", self._kv.delete(key))
+            return
+
+        async def delete() -> None:
+            try:
+                await self._kv.delete(key, last=revision)
+            except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError) as error:
+                if not isinstance(error, self._errors.KeyWrongLastSequenceError) and error.err_code != 10071:
+                    raise
+                raise RevisionConflict(
+                    f"{self.client.location.display}: key {key!r} of {self.name} changed meanwhile "
+                    f"(expected revision {revision})", err_code=10071, description=str(error.description),
+                ) from error
+
+        self._call(f"deleting key {key!r} of {self.name}", delete())
 
     def list_keys(self, prefix: str = "") -> list[str]:
         """Keys with a value, sorted; with ``prefix`` (whole '.'-separated parts, e.g. ``kv_key("snap", h)``)

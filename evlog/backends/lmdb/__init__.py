@@ -25,6 +25,7 @@ from . import reading
 from .store import U64, Store, parse_format
 
 if TYPE_CHECKING:
+    from .tables import LmdbTable
     from .watch import Watcher
 
 T = TypeVar("T")
@@ -131,6 +132,12 @@ class LmdbBackend:
     def write(self, work: Callable[[Any], T]) -> T:
         store = self.store
         return store.write(lambda txn: work(_WriteTxn(txn, store)))
+
+    def table(self, name: str) -> LmdbTable:
+        return self.store.table(name)
+
+    def record(self, seq: int) -> bytes | None:
+        return self.store.record(seq)
 
     def waiter(self) -> Watcher:
         from .watch import Watcher  # ctypes, for inotify: only followers pay for it

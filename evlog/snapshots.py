@@ -300,6 +300,10 @@ def add_projection(tables: Tables, projection: Projection, *, replace: bool) -> 
     definition it really replaced.
     """
     name = _name_key(projection.name)
+    try:
+        name.decode()
+    except UnicodeDecodeError:  # it would be read back as damage
+        raise UsageError(f"a projection's name must be UTF-8 text; {projection.name!r} is not") from None
     if len(name) > MAX_NAME:
         raise UsageError(f"a projection's name is at most {MAX_NAME} bytes; {projection.name[:40]!r}... is "
                          f"{len(name)}")

@@ -10,8 +10,10 @@ listed (a log keeps few: a snapshot every many thousand events) and picked
 here.
 
 A key in the bucket that is not such hex was not written by evlog; it is
-handed out as ``b"\\xff"`` and the key's text, so that a listing shows it as
-damage and a drop can remove it (the table remembers which key it came from).
+handed out as ``b"\\xff"`` and the key's text, and such bytes map back to that
+key, so that a listing shows it as damage and a drop or ``projection rm`` can
+remove it. evlog never writes a key of that form itself: a projection's name
+is UTF-8 (never a 0xff byte), and a snapshot key's seq bytes begin with 0x00.
 
 Reading never creates anything: a bucket that does not exist yet is an empty
 table, and it is made on the first write (a reader may lack the right to).
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from .client import LogClient
 
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
+_KV_TEXT = re.compile(rb"[-/_=.a-zA-Z0-9]+")
 _FOREIGN = b"\xff"
 
 
@@ -44,7 +47,6 @@ class JetStreamTable:
         self.name = name
         self.max_value: int | None = int(client.nc.max_payload)
         self._bucket: Bucket | None = None
-        self._foreign: dict[bytes, str] = {}
 
     def _open(self, *, create: bool) -> Bucket | None:
         if self._bucket is None:
@@ -56,15 +58,16 @@ class JetStreamTable:
                 return None  # nothing stored yet, and a reader makes nothing
         return self._bucket
 
-    def _kv_key(self, key: bytes) -> str:
-        return self._foreign.get(key) or kv_key(key.hex())
+    @staticmethod
+    def _kv_key(key: bytes) -> str:
+        text = key[1:]
+        if key[:1] == _FOREIGN and _KV_TEXT.fullmatch(text) and not _HEX.fullmatch(text.decode()):
+            return text.decode()  # a key someone else put in the bucket, given back as it was
+        return kv_key(key.hex())
 
-    def _key(self, text: str) -> bytes:
-        if _HEX.fullmatch(text):
-            return bytes.fromhex(text)
-        key = _FOREIGN + text.encode()
-        self._foreign[key] = text
-        return key
+    @staticmethod
+    def _key(text: str) -> bytes:
+        return bytes.fromhex(text) if _HEX.fullmatch(text) else _FOREIGN + text.encode()
 
     def get(self, key: bytes) -> bytes | None:
         bucket = self._open(create=False)

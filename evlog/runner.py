@@ -18,8 +18,9 @@ is capped before it gets here (:func:`evlog.snapshots.allowed_interval`).
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -120,13 +121,17 @@ def run_fold(
             snapshot_seq, states = found
             start = snapshot_seq + 1
     compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
-    save = _saver(backend, spec, first, snapshot_max_size, on_snapshot_error) if snapshot_every else None
+    chunks: Iterable[tuple[int | Iterable[int], list[bytes]]]
     if spec.streams and not any(scan.is_glob(name) for name in spec.streams):
         chunks = backend.raw_seqs(scan.merged_stream_seqs(backend, spec.streams, start, last), progress)
         stream_test = None
     else:
         chunks = backend.raw_range(start, last, progress)
         stream_test = scan.matcher(spec.streams, prefix_star=True)
+    save = None
+    if snapshot_every:
+        chunks = recent = _Recent(chunks)
+        save = _saver(backend, spec, first, snapshot_max_size, on_snapshot_error, recent.record)
     outcome = time_limited(timeout, compiled.run)(
         chunks,
         states,
@@ -147,8 +152,35 @@ def writable(path: str) -> bool:
     return os.access(path, os.W_OK) and os.access(os.path.join(path, "data.mdb"), os.W_OK)
 
 
+class _Recent:
+    """The chunks being folded, remembering the last two: a snapshot's chain hash is taken from the
+    record that was folded, with no read of the log in the middle of reading it (on a server, a
+    request would wait behind the messages already on their way)."""
+
+    def __init__(self, chunks: Iterable[tuple[int | Iterable[int], list[bytes]]]) -> None:
+        self.chunks = chunks
+        self.kept: list[tuple[int | Iterable[int], list[bytes]]] = []
+
+    def __iter__(self) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
+        for chunk in self.chunks:
+            self.kept = [*self.kept[-1:], chunk]
+            yield chunk
+
+    def record(self, seq: int) -> bytes | None:
+        for first, records in self.kept:
+            if isinstance(first, int):
+                if 0 <= seq - first < len(records):
+                    return records[seq - first]
+            elif isinstance(first, Sequence):
+                index = bisect.bisect_left(first, seq)
+                if index < len(first) and first[index] == seq:
+                    return records[index]
+        return None
+
+
 def _saver(
-    tables: Tables, spec: FoldSpec, first: int, max_size: int, on_error: Callable[[str], None] | None
+    tables: Tables, spec: FoldSpec, first: int, max_size: int, on_error: Callable[[str], None] | None,
+    folded: Callable[[int], bytes | None],
 ) -> Callable[[int, int, dict[Any, Any]], None]:
     """Save snapshots; a failure (a full disk, say) only warns, once: the answer is still right.
 
@@ -164,7 +196,7 @@ def _saver(
         if failed:
             return
         try:
-            size = snapshots.save(tables, spec, first, seq, ts, states, max_size=max_size)
+            size = snapshots.save(tables, spec, first, seq, ts, states, max_size=max_size, record=folded(seq))
         except StorageError as exc:
             failed = True
             if on_error is not None:

@@ -190,14 +190,18 @@ def room(tables: Tables, max_size: int | None) -> tuple[int | None, str]:
 
 def save(
     tables: Tables, spec: FoldSpec, first: int, seq: int, ts: int, states: dict[Any, Any], *,
-    max_size: int | None = None,
+    max_size: int | None = None, record: bytes | None = None,
 ) -> int:
     """Store the states of ``spec`` (folded from ``first``) after ``seq``; returns the size in bytes.
 
-    A value larger than ``max_size``, or than the table can hold (:func:`room`),
-    is not stored; its size is returned all the same, so the caller can tell.
+    ``record`` is the record at ``seq`` where the caller has it (the one it
+    folded); else it is read from the log. A value larger than ``max_size``,
+    or than the table can hold (:func:`room`), is not stored; its size is
+    returned all the same, so the caller can tell.
     """
-    value = encode(spec, first, seq, ts, chain_hash_at(tables, seq), states)
+    folded = record is not None and len(record) > HASH_SIZE
+    chain_hash = record_hash(record) if record is not None and folded else chain_hash_at(tables, seq)
+    value = encode(spec, first, seq, ts, chain_hash, states)
     limit, _ = room(tables, max_size)
     if limit is not None and len(value) > limit:
         return len(value)

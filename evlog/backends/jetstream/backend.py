@@ -115,6 +115,8 @@ class JetStreamBackend:
         self._tables: dict[str, JetStreamTable] = {}
 
     def close(self) -> None:
+        for table in self._tables.values():
+            table.close()
         self.client.close()
 
     # -- reading -----------------------------------------------------------

@@ -19,6 +19,12 @@ Reading never creates anything: a bucket that does not exist yet is an empty
 table, and it is made on the first write (a reader may lack the right to).
 A compare-and-set is the bucket's update at the revision read; a value must
 fit in one message (``max_payload``, 1 MiB by default), which :attr:`max_value` says.
+
+Writes go through a connection of their own, made on the first write. A fold
+saves snapshots while it reads the log through an ordered consumer, which
+keeps the log's connection full of messages on their way; the answer to a
+write sent on it would wait behind all of them (measured: over 5 s, a
+timeout, 60,000 events into a read of 200,000).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ...errors import LogNotFoundError
+from .client import LogClient
 from .kv import Bucket, RevisionConflict
 from .url import kv_key
 
 if TYPE_CHECKING:
-    from .client import LogClient
+    from .kv import Entry
 
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _KV_TEXT = re.compile(rb"[-/_=.a-zA-Z0-9]+")
@@ -47,16 +54,30 @@ class JetStreamTable:
         self.name = name
         self.max_value: int | None = int(client.nc.max_payload)
         self._bucket: Bucket | None = None
+        self._writer: LogClient | None = None
+        self._written: Bucket | None = None
 
-    def _open(self, *, create: bool) -> Bucket | None:
+    def _open(self) -> Bucket | None:
+        """The bucket on the log's connection, for reading; None while it does not exist."""
         if self._bucket is None:
             try:
-                self._bucket = Bucket.open(self.client, self.name, create=create)
+                self._bucket = Bucket.open(self.client, self.name, create=False)
             except LogNotFoundError:
-                if create:
-                    raise
                 return None  # nothing stored yet, and a reader makes nothing
         return self._bucket
+
+    def _for_writing(self) -> Bucket:
+        """The bucket on the connection for writes, made if missing."""
+        if self._written is None:
+            if self._writer is None:
+                self._writer = LogClient.connect(self.client.location, timeout=self.client.timeout)
+            self._written = Bucket.open(self._writer, self.name, create=True)
+        return self._written
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = self._written = None
 
     @staticmethod
     def _kv_key(key: bytes) -> str:
@@ -70,21 +91,19 @@ class JetStreamTable:
         return bytes.fromhex(text) if _HEX.fullmatch(text) else _FOREIGN + text.encode()
 
     def get(self, key: bytes) -> bytes | None:
-        bucket = self._open(create=False)
+        bucket = self._open()
         entry = bucket.get(self._kv_key(key)) if bucket is not None else None
         return None if entry is None else entry.value
 
     def put(self, key: bytes, value: bytes) -> None:
-        bucket = self._open(create=True)
-        assert bucket is not None
-        bucket.put(self._kv_key(key), value)
+        self._for_writing().put(self._kv_key(key), value)
 
     def swap(self, key: bytes, value: bytes | None, *, expected: bytes | None) -> bool:
-        bucket = self._open(create=value is not None)
-        if bucket is None:  # no bucket: no key to delete
+        if value is None and self._open() is None:  # no bucket: no key to delete
             return expected is None
+        bucket = self._for_writing()
         name = self._kv_key(key)
-        entry = bucket.get(name)
+        entry: Entry | None = bucket.get(name)
         if (None if entry is None else entry.value) != expected:
             return False
         try:
@@ -98,12 +117,11 @@ class JetStreamTable:
         return True
 
     def delete(self, key: bytes) -> None:
-        bucket = self._open(create=False)
-        if bucket is not None:
-            bucket.delete(self._kv_key(key))
+        if self._open() is not None:
+            self._for_writing().delete(self._kv_key(key))
 
     def list_keys(self) -> list[bytes]:
-        bucket = self._open(create=False)
+        bucket = self._open()
         if bucket is None:
             return []
         return sorted(self._key(text) for text in bucket.list_keys())

@@ -113,7 +113,10 @@ class Log:
         backend = self._open(write=write, check_format=check_format)
         store: Store | None = getattr(backend, "store", None)
         if store is None:
-            raise UsageError(f"this is not yet available for a log on a server ({self.path}); use a local log")
+            raise UsageError(
+                f"this command is not yet available for a log on a NATS server ({backend.location}); "
+                "it works on a local log (evlog backup copies one down)"
+            )
         return store
 
     # -- appending ---------------------------------------------------------
@@ -213,6 +216,21 @@ class Log:
         """
         if not batch:
             return BatchOutcome()
+        limit: int | None = getattr(self._open(create=True), "max_batch", None)
+        if limit is not None and len(batch) > limit and not atomic:
+            # Commit by commit, each counted as it lands: a failure later must not hide what was written.
+            for start in range(0, len(batch), limit):
+                part = batch[start:start + limit]
+                try:
+                    outcome = self.commit(
+                        part, summary, on_reject=on_reject, keep_events=keep_events, strict_ids=strict_ids,
+                        on_duplicate=on_duplicate,
+                    )
+                except StorageError as exc:
+                    if not summary.appended:
+                        raise
+                    raise self.stopped(exc, summary, atomic=False, line=part[0][LINE]) from exc
+            return outcome
         outcome = self.write_batch(
             batch, atomic=atomic, on_reject=on_reject, keep_events=keep_events, strict_ids=strict_ids,
             on_duplicate=on_duplicate,

@@ -472,6 +472,11 @@ def verdict(ratio: float, op: str, bound: float) -> str:
     return f"target {op} {bound:.2f}x: {'PASS' if ok else 'FAIL'}"
 
 
+def verdict_below(milliseconds: float, bound: float) -> str:
+    """``target < 5 ms: PASS``-style text for a latency checked against its bound."""
+    return f"target < {bound:g} ms: {'PASS' if milliseconds < bound else 'FAIL'}"
+
+
 def say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -1361,18 +1366,44 @@ def section_nats(bench: Bench) -> None:
             stored.append(int(out))
             return timing
 
-        appended = interleaved({"nats-py atomic batches of 1000": append}, bench.repeat)
-        replayed = interleaved({"nats-py ordered consumer": timer([*PEER, "replay-nats", url, "bench0"])},
-                               bench.repeat)
+        ours_runs = itertools.count()
+
+        def ours_append() -> Timing:
+            return run([*EVLOG, "append", "--log", f"{url}/evlog{next(ours_runs)}"], stdin=bench.events_file)[0]
+
+        peer_name, ours_name = "nats-py atomic batches of 1000", "evlog append --log nats://"
+        appended = interleaved({peer_name: append, ours_name: ours_append}, bench.repeat)
+        replay_peer, replay_ours = "nats-py ordered consumer", "evlog replay --log nats://"
+        replayed = interleaved({replay_peer: timer([*PEER, "replay-nats", url, "bench0"]),
+                                replay_ours: timer([*EVLOG, "replay", "--log", f"{url}/evlog0"])}, bench.repeat)
         lines = run([*PEER, "replay-nats", url, "bench0"], capture=True)[1].count(b"\n")
+        our_lines = run([*EVLOG, "replay", "--log", f"{url}/evlog0"], capture=True)[1].count(b"\n")
+        follow_log = f"{url}/follow"
+        run([*EVLOG, "append", "setup", "--log", follow_log])
+        latencies = [latency_run([*EVLOG, "tail", "-f", "-n", "0", "--log", follow_log, "-o", "ndjson"],
+                                 follow_log, "evlog") for _ in range(bench.repeat)]  # type: ignore[arg-type]
     rows = [("append", name, f"{sig(bench.n / t.wall)} ev/s", f"{t.wall:.2f} s", f"cpu {t.cpu:.2f} s")
             for name, t in appended.items()]
     rows += [("replay", name, f"{sig(bench.n / t.wall)} ev/s", f"{t.wall:.2f} s", f"cpu {t.cpu:.2f} s")
              for name, t in replayed.items()]
     table(rows)
-    if set(stored) != {bench.n} or lines != bench.n:
-        say(f"  WARNING: stored {sorted(set(stored))}, replayed {lines:,} lines; {bench.n:,} were due")
-    bench.summary.append("nats     " + " | ".join(f"{row[0]} {row[1]} {row[2]}" for row in rows))
+    append_ratio = appended[peer_name].wall / appended[ours_name].wall
+    replay_ratio = replayed[replay_peer].wall / replayed[replay_ours].wall
+    p50 = statistics.median(value.p50 for value in latencies)
+    p99 = statistics.median(value.p99 for value in latencies)
+    lost = sum(value.lost + value.twice for value in latencies)
+    say(f"  append {append_ratio:.2f}x of nats-py ({verdict(append_ratio, '>=', 0.8)}); "
+        f"replay {replay_ratio:.2f}x of nats-py ({verdict(replay_ratio, '>=', 0.8)})")
+    say(f"  tail -f on nats://: p50 {p50:.2f} ms ({verdict_below(p50, 5)}), p99 {p99:.2f} ms "
+        f"({verdict_below(p99, 25)}), over {bench.repeat} runs of {TICKS:,} ticks; lost or twice: {lost}")
+    if set(stored) != {bench.n} or lines != bench.n or our_lines != bench.n:
+        say(f"  WARNING: stored {sorted(set(stored))}, replayed {lines:,} and {our_lines:,} lines; "
+            f"{bench.n:,} were due")
+    bench.summary.append(
+        f"nats     append {append_ratio:.2f}x of nats-py ({sig(bench.n / appended[ours_name].wall)} ev/s) | "
+        f"replay {replay_ratio:.2f}x ({sig(bench.n / replayed[replay_ours].wall)} ev/s) | "
+        f"tail -f p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )
 
 
 SECTIONS: dict[str, Callable[[Bench], None]] = {

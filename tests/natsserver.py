@@ -224,6 +224,23 @@ class Cluster:
         found: NatsServer = wait_until(leader, timeout, f"a leader of stream {stream}")
         return found
 
+    def consumer_leader(self, stream: str, consumer: str, timeout: float = 10.0) -> NatsServer:
+        """The node that runs ``consumer`` of ``stream`` now (its leader), as /jsz reports it."""
+        def leader() -> NatsServer | None:
+            for node in self.nodes:
+                if not node.running():
+                    continue
+                for account in node.jsz(streams="true", consumers="true").get("account_details", []):
+                    for detail in account.get("stream_detail", []):
+                        for info in detail.get("consumer_detail") or []:
+                            if detail.get("name") == stream and info.get("name") == consumer:
+                                name = (info.get("cluster") or {}).get("leader")
+                                if name and self.node(name).running():
+                                    return self.node(name)
+            return None
+        found: NatsServer = wait_until(leader, timeout, f"the leader of consumer {consumer}")
+        return found
+
     def restart(self, node: NatsServer) -> None:
         """Start a stopped or killed node again at the same ports and store."""
         node.stop()

@@ -88,6 +88,17 @@ def test_a_password_never_appears_in_a_location_error() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+@given(st.text(max_size=80))
+def test_a_log_name_is_a_valid_stream_name_or_refused(name: str) -> None:
+    try:
+        checked = url.check_log_name(name)
+    except UsageError as error:
+        assert "is not allowed" in str(error)
+        return
+    assert checked == name == url.stream_name(name) and 0 < len(name) <= 64
+    assert not set(name) & set(".*> \t\r\n/\\") and name.isascii()
+
+
 @given(st.text())
 def test_subject_tokens_round_trip_and_hold_only_safe_characters(text: str) -> None:
     token = url.encode_token(text)
@@ -199,6 +210,19 @@ def test_wrong_credentials_are_refused_in_one_line(nats_binary: str, tmp_path: P
         assert "refused the credentials" in str(caught.value) and "wrong" not in str(caught.value)
         with pytest.raises(ServerAccessError):
             LogClient.connect(parse_location(f"nats://127.0.0.1:{port}/shop"))
+
+
+def test_a_token_is_accepted_and_a_wrong_one_refused(nats_binary: str, tmp_path: Path) -> None:
+    from natsserver import NatsServer, running
+
+    with running(NatsServer(nats_binary, tmp_path, extra=("--auth", "s3cret"))) as server:
+        port = server.url.rpartition(":")[2]
+        with LogClient.connect(parse_location(f"nats://s3cret@127.0.0.1:{port}/shop")) as ok:
+            ok.create_log_stream()
+            assert ok.stream_info().last_seq == 0
+        with pytest.raises(ServerAccessError) as caught:
+            LogClient.connect(parse_location(f"nats://guess@127.0.0.1:{port}/shop"))
+        assert "guess" not in str(caught.value)
 
 
 def test_a_server_without_jetstream_is_named_as_such(nats_binary: str, tmp_path: Path) -> None:
@@ -474,6 +498,17 @@ def test_a_follower_wakes_for_each_new_message_within_a_millisecond_or_so(client
     assert p50 < 0.02  # ~0.5 ms on a quiet machine; generous for a busy one
 
 
+def test_a_watch_wakes_with_the_newest_seq(client: LogClient) -> None:
+    subject = event_subject(client.location.name, None)
+    client.publish(subject, b"1")
+    with client.watch(1) as watch:
+        assert watch.wait(0.1) is None
+        client.publish_batch([OutMsg(subject, b"x" * 100) for _ in range(5)])
+        assert watch.wait(5) == 6
+        (one,) = [msg for msg in [client.get(6)] if msg]
+        assert one.data == b"x" * 100
+
+
 def test_a_follower_waits_quietly_and_returns_nothing_when_nothing_comes(client: LogClient) -> None:
     with client.follow(1) as follower:
         started = time.monotonic()
@@ -563,3 +598,30 @@ def test_a_group_resumes_after_reconnecting(client: LogClient, nats_log_url: str
 def test_the_stream_info_json_is_what_the_server_says(client: LogClient) -> None:
     body = client._api(f"STREAM.INFO.{client.stream}", b"")
     assert json.loads(json.dumps(body))["config"]["name"] == client.stream
+
+
+def test_a_slow_reader_of_many_large_messages_gets_all_through_flow_control(client: LogClient) -> None:
+    name = client.location.name
+    payload = b"x" * 2000
+    for start in range(0, 20_000, 1000):
+        client.publish_batch([OutMsg(event_subject(name, None), payload) for _ in range(start, start + 1000)])
+    seqs: list[int] = []
+    with client.follow(1, chunk=50) as follower:
+        while len(seqs) < 20_000:
+            got = follower.next_chunk(timeout=5)
+            assert got, f"stalled after {len(seqs)} messages"
+            seqs.extend(msg.seq for msg in got)
+            if len(seqs) < 2000:
+                time.sleep(0.002)  # slower than the server at first: flow control holds it back
+    assert seqs == list(range(1, 20_001))
+
+
+def test_headers_come_back_as_published(client: LogClient) -> None:
+    subject = event_subject(client.location.name, "h")
+    client.publish(subject, b"{}", {"Evlog-Ts": "1796531211177001667", "Evlog-Id": "é:ü x", "Nats-Msg-Id": "m"})
+    (got,) = next(iter(client.read(1, 1)))
+    assert got.headers == {"Evlog-Ts": "1796531211177001667", "Evlog-Id": "é:ü x", "Nats-Msg-Id": "m"}
+    direct = client.get(1)
+    leader = client.get(1, leader=True)
+    assert direct is not None and leader is not None and direct.headers == leader.headers == got.headers
+    assert client.next_seq(1, subject) == 1 and client.next_seq(2, subject) is None

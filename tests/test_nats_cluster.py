@@ -123,3 +123,23 @@ def test_a_group_delivers_everything_at_least_once_across_a_leader_kill(nats_clu
                 continue
             delivered.update(d.seq for d in got)
         assert delivered == set(range(1, 3001))
+
+
+def test_a_follower_keeps_every_event_once_in_order_when_its_consumers_node_dies(nats_cluster: Any) -> None:
+    name = "followed"
+    with cluster_client(nats_cluster, name) as client, cluster_client(nats_cluster, name) as writer:
+        client.create_log_stream(replicas=3)
+        total, seqs, last = 6000, [], 0
+        with client.follow(1) as follower:
+            for start in range(0, total, 500):
+                if start == total // 2:
+                    nats_cluster.consumer_leader(name, follower.consumer).kill()
+                messages = [OutMsg(event_subject(name, None), b"%d" % i, {"Nats-Msg-Id": f"f-{i}"})
+                            for i in range(start, start + 500)]
+                last, _ = publish_with_retries(writer, messages, last, time.monotonic() + 30)
+                seqs.extend(msg.seq for msg in follower.next_chunk(timeout=0.05))
+            deadline = time.monotonic() + 30
+            while len(seqs) < total and time.monotonic() < deadline:
+                seqs.extend(msg.seq for msg in follower.next_chunk(timeout=1.0))
+            assert follower.resets >= 1
+        assert seqs == list(range(1, total + 1))

@@ -57,6 +57,12 @@ def _draw(facts: dict[str, Any], console: Any) -> None:
         ("created", _local(facts["created"]) if facts["created"] else "-"),
         ("head hash", facts["head_hash"]),
     ]
+    if "replicas" in facts:  # a log on a server: how it is kept there
+        rows[2:2] = [
+            ("replicas", str(facts["replicas"])),
+            ("storage", visible(str(facts["storage"]))),
+            ("leader", visible(str(facts["leader"] or "-"))),
+        ]
     label_w = max(len(label) for label, _ in rows) + 1
     lines = []
     for label, value in rows:

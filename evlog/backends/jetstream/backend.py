@@ -38,17 +38,18 @@ follower then reads what is new with direct gets.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import msgpack
 
-from ...errors import DamagedLogError, LogNotFoundError, StorageError
+from ...errors import DamagedLogError, LogNotFoundError, ServerUnavailableError, StorageError
 from ...record import DECODE_ERRORS, GENESIS_HASH, decode_body, key_seq, record_hash
 from ...scan import CHUNK, Progress, Row
 from ...timefmt import format_ts
@@ -58,6 +59,7 @@ from .messages import (
     EXPECTED_LAST_SEQ,
     MSG_ID,
     DuplicateMsgId,
+    LogStreamInfo,
     OutMsg,
     PublishUnconfirmed,
     StoredMsg,
@@ -73,8 +75,10 @@ T = TypeVar("T")
 
 DIRECT_READ = 64
 """Ranges up to this many seqs are read with direct gets (no consumer to set up): what a follower reads."""
-UNCONFIRMED_SECONDS = 20.0
-"""How long a batch that got no answer is retried (a leader election takes ~5 s)."""
+UNAVAILABLE_SECONDS = 20.0
+"""How long an append waits out a server that does not answer (a leader election takes ~5 s)."""
+RETRY_SECONDS = 0.25
+NO_MESSAGE = 10037  # JetStream's "no message found"
 COUNTS_AFTER = 16
 """After this many stream-version look-ups in one batch, the heads of all streams are fetched in one request."""
 _INDEX_KEY = "index"
@@ -105,12 +109,15 @@ class JetStreamBackend:
             except LogNotFoundError:
                 if not create:
                     raise
-                self.info = self.client.create_log_stream(created=str(time.time_ns()))
+                self.info = self._create()
         except BaseException:
             self.client.close()
             raise
         self.name = self.where.name
         self.check_ids = False  # set once the server refused a duplicate id: look ids up from then on
+        # The last record this process wrote, taken as the head for the next batch without asking:
+        # if another writer appended meanwhile, the server refuses the batch and we ask then.
+        self.last_written: tuple[int, bytes] | None = None
         self._buckets: dict[str, Bucket] = {}
         self._tables: dict[str, JetStreamTable] = {}
 
@@ -119,13 +126,34 @@ class JetStreamBackend:
             table.close()
         self.client.close()
 
+    def _create(self) -> LogStreamInfo:
+        """Make the log's stream: three replicas where the servers can keep them, else one.
+
+        A cluster of three or more keeps R3 (RAFT needs a majority to go on
+        after losing a node); a single server refuses replicas ("not supported
+        in non-clustered mode", 10074) and a smaller cluster cannot place them
+        ("insufficient resources", 10023): then one.
+        """
+        created = str(time.time_ns())
+        try:
+            return self.client.create_log_stream(replicas=3, created=created)
+        except StorageError as refused:
+            if not any(f"JetStream error {code}" in str(refused) for code in (10074, 10023)):
+                raise
+        return self.client.create_log_stream(replicas=1, created=created)
+
     # -- reading -----------------------------------------------------------
 
     def head(self) -> int:
         return self.client.stream_info().last_seq
 
     def _get(self, seq: int) -> StoredMsg | None:
-        return self.client.get(seq)
+        """The message at ``seq``: a direct get (any replica answers), else the leader's word.
+
+        A replica that lags the leader answers "no such message" for the
+        newest ones; only the leader's answer says a seq is really missing.
+        """
+        return self.client.get(seq) or leader_get(self.client, seq=seq)
 
     def ts_at(self, seq: int) -> int:
         found = self._get(seq)
@@ -244,6 +272,9 @@ class JetStreamBackend:
 
     def _index(self) -> _Index:
         """The index brought up to the head (at least the head when this was called)."""
+        return _patiently(self._index_once)
+
+    def _index_once(self) -> _Index:
         meta = self._bucket("meta")
         while True:
             entry = meta.get(_INDEX_KEY)
@@ -317,7 +348,7 @@ class JetStreamBackend:
         types = index.types
         return {
             "path": self.location,
-            "size_bytes": info.bytes if hasattr(info, "bytes") else None,
+            "size_bytes": info.bytes,
             "events": head,
             "first_seq": 1 if first else None,
             "last_seq": head or None,
@@ -337,11 +368,26 @@ class JetStreamBackend:
     # -- writing and following ----------------------------------------------
 
     def write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work`` against the head until its batch lands; ride out a leader election meanwhile.
+
+        A server that is briefly unavailable (no responders while a new leader
+        is elected) is waited for up to :data:`UNAVAILABLE_SECONDS` before the
+        batch is computed again; nothing of the batch was sent by then, or
+        :meth:`_WriteTxn._send` has found out whether it landed.
+        """
+        deadline = time.monotonic() + UNAVAILABLE_SECONDS
         while True:
+            txn = _WriteTxn(self)
             try:
-                return work(_WriteTxn(self))
+                return work(txn)
             except _HeadMoved:
+                self.last_written = None  # someone else wrote: ask the server from now on
                 continue
+            except ServerUnavailableError:
+                # Once sent, a batch may have landed: computing it again could store it twice.
+                if txn.sent or time.monotonic() > deadline:
+                    raise
+                time.sleep(RETRY_SECONDS)
 
     def waiter(self) -> _Waiter:
         return _Waiter(self.client, f"evlog.{self.name}.>")
@@ -373,12 +419,16 @@ class _WriteTxn:
         self.head_seq = -1
         self.lookups = 0
         self.counts: dict[str, int] | None = None
+        self.sent = False  # whether the batch went out (then it may have landed, answered or not)
 
     def last(self) -> tuple[int, bytes | None]:
+        if self.backend.last_written is not None:
+            self.head_seq, record = self.backend.last_written
+            return self.head_seq, record
         self.head_seq = self.client.stream_info().last_seq
         if not self.head_seq:
             return 0, None
-        found = self.client.get(self.head_seq)
+        found = leader_get(self.client, seq=self.head_seq)
         if found is None:
             raise DamagedLogError("missing: the log has a gap here", seq=self.head_seq)
         return self.head_seq, found.data
@@ -389,7 +439,7 @@ class _WriteTxn:
         return self.backend.id_seq(id_key.decode())
 
     def record(self, seq: int) -> bytes | None:
-        found = self.client.get(seq)
+        found = self.backend._get(seq)
         return None if found is None else found.data
 
     def stream_version(self, stream_key: bytes) -> int:
@@ -399,7 +449,8 @@ class _WriteTxn:
         if self.counts is not None:
             return self.counts.get(subject, 0)
         self.lookups += 1
-        found = self.client.get_last(subject)
+        # From the leader, as the head was: a lagging replica's last message would give a stale version.
+        found = leader_get(self.client, subject=subject)
         if found is None:
             return 0
         try:
@@ -433,28 +484,50 @@ class _WriteTxn:
             subject = event_subject(name, stream_key.decode() if stream_key is not None else None)
             messages.append(OutMsg(subject, value, headers))
         self._send(messages, key_seq(rows[0][0]))
+        self.backend.last_written = (key_seq(rows[-1][0]), rows[-1][1])
 
     def _send(self, messages: list[OutMsg], first_seq: int) -> None:
-        """Send the batch once; after an unanswered attempt, find out whether it was stored first."""
-        deadline = time.monotonic() + UNCONFIRMED_SECONDS
+        """Send the batch; after an unanswered attempt, find out whether it landed before sending it again.
+
+        A resend of a batch that did land is refused as a wrong last sequence
+        (the head moved: by our own batch), so that refusal, after an
+        unanswered attempt, is checked the same way before the batch is
+        computed again.
+        """
+        deadline = time.monotonic() + UNAVAILABLE_SECONDS
+        unanswered = False
+        self.sent = True
         while True:
             try:
-                self.client.publish_batch(messages, batch_id=uuid.uuid4().hex)
-                return
-            except WrongLastSequence:
-                raise _HeadMoved from None
-            except DuplicateMsgId:
-                if self.backend.check_ids:
-                    raise  # looked up and still refused: the index and the server disagree
-                self.backend.check_ids = True
-                raise _HeadMoved from None
+                ack = self.client.publish_batch(messages, batch_id=uuid.uuid4().hex if len(messages) > 1 else None)
+            except (WrongLastSequence, DuplicateMsgId) as refused:
+                if unanswered and self._stored(messages, first_seq):
+                    return
+                self._refused(duplicate_id=isinstance(refused, DuplicateMsgId))
             except PublishUnconfirmed:
+                unanswered = True
                 if time.monotonic() > deadline:
                     raise
-                with contextlib.suppress(StorageError):
+                with contextlib.suppress(ServerUnavailableError):
                     if self._stored(messages, first_seq):
                         return
-                time.sleep(0.25)
+                time.sleep(RETRY_SECONDS)
+                continue
+            if not ack.duplicate:
+                return
+            # A single message whose id the stream has: acknowledged, as the earlier event it is.
+            self._refused(duplicate_id=True)
+
+    def _refused(self, *, duplicate_id: bool) -> NoReturn:
+        """The server stored nothing of the batch: compute it again (looking ids up, after a duplicate id)."""
+        if duplicate_id:
+            if self.backend.check_ids:
+                raise StorageError(
+                    f"{self.backend.location}: the server refused an id as a duplicate that the log's index "
+                    "does not know; run evlog verify"
+                )
+            self.backend.check_ids = True
+        raise _HeadMoved
 
     def _stored(self, messages: list[OutMsg], first_seq: int) -> bool:
         """Whether the batch is in the log (True), not yet (False, send again), or lost to another writer."""
@@ -500,6 +573,54 @@ class _Waiter:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone already
             run(self.subscription.unsubscribe())
+
+
+def leader_get(client: LogClient, *, seq: int | None = None, subject: str | None = None) -> StoredMsg | None:
+    """The message at ``seq``, or the last one on ``subject``, as the stream's leader has it (None: none)."""
+    request: dict[str, Any] = {"seq": seq} if seq is not None else {"last_by_subj": subject}
+    errors = client._nats.js.errors
+    try:
+        body = client._api(f"STREAM.MSG.GET.{client.stream}", request)
+    except errors.APIError as error:
+        if error.err_code == NO_MESSAGE:
+            return None
+        raise client._api_error(error, "reading a message") from error
+    message = body.get("message") or {}
+    try:
+        data = base64.b64decode(message.get("data") or "", validate=True)
+        headers = _parse_headers(base64.b64decode(message.get("hdrs") or "", validate=True))
+        return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
+    except (KeyError, ValueError, TypeError):
+        raise StorageError(f"{client.location.display}: the server's answer for a message is malformed") from None
+
+
+def _parse_headers(block: bytes) -> dict[str, str] | None:
+    """Headers from a NATS header block (``NATS/1.0`` then ``Key: value`` lines)."""
+    if not block:
+        return None
+    lines = block.decode("utf-8", "replace").split("\r\n")[1:]
+    headers = {}
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip()] = value.strip()
+    return headers or None
+
+
+def _patiently(action: Callable[[], T]) -> T:
+    """Run ``action`` (safe to run again), waiting out a server that briefly does not answer.
+
+    A bucket just created on a cluster, or a stream whose leader is being
+    elected, has no responder for a few seconds.
+    """
+    deadline = time.monotonic() + UNAVAILABLE_SECONDS
+    while True:
+        try:
+            return action()
+        except ServerUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(RETRY_SECONDS)
 
 
 @dataclass

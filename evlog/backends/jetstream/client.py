@@ -193,7 +193,6 @@ class LogClient:
             attempt = dict(options, max_reconnect_attempts=1, allow_reconnect=False)
             connection: NatsConnection = await asyncio.wait_for(
                 nats.connect(**attempt), timeout=connect_timeout * (len(location.servers) + 1))
-            connection.max_reconnect_attempts = MAX_RECONNECTS  # type: ignore[attr-defined]
             connection.options["allow_reconnect"] = True
             connection.options["max_reconnect_attempts"] = MAX_RECONNECTS
             return connection
@@ -224,7 +223,11 @@ class LogClient:
             if not info.get("jetstream"):
                 raise ServerUnsupportedError(f"{where}: JetStream is not enabled on the server: start "
                                              "nats-server with -js (or jetstream {} in its config)")
-            client._api("INFO", b"")  # the account can use JetStream
+            try:
+                client._api("INFO", b"")  # the account can use JetStream
+            except nats.js.errors.APIError as error:
+                raise ServerUnsupportedError(f"{where}: JetStream is not enabled for this account "
+                                             f"({error.description})") from error
         except BaseException:
             client.close()
             raise
@@ -391,7 +394,7 @@ class LogClient:
             created=meta.get(META_CREATED, ""), first_seq=int(state.get("first_seq", 0)),
             last_seq=int(state.get("last_seq", 0)), messages=int(state.get("messages", 0)),
             replicas=int(config.get("num_replicas", 1)), storage=str(config.get("storage", "")),
-            leader=cluster.get("leader"), config=config,
+            leader=cluster.get("leader"), config=config, bytes=int(state.get("bytes", 0)),
         )
 
     def _api_error(self, error: Any, what: str) -> StorageError:
@@ -596,6 +599,10 @@ class LogClient:
         from .reader import Follower
 
         return Follower(self, start_seq, subjects=subjects, chunk=chunk, headers_only=headers_only)
+
+    def watch(self, after_seq: int) -> Follower:
+        """A headers-only follower from ``after_seq + 1``: ``wait(timeout)`` wakes when a later message is stored."""
+        return self.follow(after_seq + 1, headers_only=True)
 
     def kv(self, purpose: str, *, create: bool = True) -> Bucket:
         """The log's key-value bucket for ``purpose`` (see ``url.BUCKET_PURPOSES``), created if missing."""

@@ -116,4 +116,5 @@ class LogStreamInfo:
     leader: str | None
     config: dict[str, Any] = field(repr=False)
     subjects: dict[str, int] | None = None
+    bytes: int = 0  # what the stream's messages take on the server (one replica)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ...errors import LogNotFoundError, ServerUnavailableError
@@ -23,8 +23,6 @@ from .messages import StoredMsg
 from .url import log_subjects
 
 if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
     from .client import LogClient
 
 
@@ -70,55 +68,194 @@ def _nothing_more(client: LogClient, position: int, last_seq: int, subjects: str
     return found is None or found > last_seq
 
 
+def parse_headers(raw: bytes) -> dict[str, str] | None:
+    """Headers from their wire form: a ``NATS/1.0`` line, then ``Name: value`` lines.
+
+    nats-py's own parser checks every character of every name and took half of a replay's
+    time; names from the server are tokens, so a split is enough.
+    """
+    out: dict[str, str] = {}
+    for line in raw.split(b"\r\n")[1:]:
+        if line:
+            name, _, value = line.partition(b":")
+            out[name.decode(errors="replace")] = value.strip().decode(errors="replace")
+    return out or None
+
+
+def _hook(client: LogClient) -> dict[int, Callable[[bytes, bytes, bytes, bytes | None], None]]:
+    """The connection's table of raw message handlers by subscription id, installed once.
+
+    The parser hands every message to the connection's ``_process_msg``; messages of a
+    Follower's subscription are taken before nats-py builds a Msg and parses headers.
+    """
+    nc: Any = client.nc
+    handlers: dict[int, Callable[[bytes, bytes, bytes, bytes | None], None]] | None = getattr(
+        nc, "_evlog_handlers", None)
+    if handlers is not None:
+        return handlers
+    table: dict[int, Callable[[bytes, bytes, bytes, bytes | None], None]] = {}
+    original = nc._process_msg
+
+    async def process(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        handler = table.get(sid)
+        if handler is None:
+            await original(sid, subject, reply, data, headers)
+        else:
+            handler(subject, reply, data, headers)
+
+    nc._process_msg = process
+    nc._evlog_handlers = table
+    return table
+
+
 class Follower:
     """An ordered push consumer on the log's stream, read in chunks by :meth:`next_chunk`.
 
-    Messages are collected by a callback into a list while the loop runs; ``position`` is the
-    seq after the last one taken. Used for reading a range and for following (tail -f); close it (or use
-    ``with``) to delete its consumer.
+    Ordered as nats-py's ordered consumers are (an ephemeral, unacknowledged, flow-controlled
+    consumer with heartbeats; on a gap in the delivery sequence or missed heartbeats a new one
+    from the next seq), but built on a raw subscription, so that a message costs a split of its
+    reply subject and of its headers. Flow control is answered only once the caller has taken
+    the messages before it: a slow caller makes the server wait rather than this buffer grow.
+    ``position`` is the seq after the last one taken.
     """
+
+    HEARTBEAT = 2.0  # seconds between the server's idle heartbeats
+    MISSED = 3  # heartbeats missed before the consumer is taken as lost and made again
 
     def __init__(self, client: LogClient, start_seq: int, *, subjects: str | None, chunk: int,
                  headers_only: bool) -> None:
         self.client = client
         self.position = max(start_seq, 1)
         self.chunk = chunk
+        self.subjects = subjects or log_subjects(client.location.name)
+        self.headers_only = headers_only
         self._buffer: list[StoredMsg] = []
         self._arrived: asyncio.Event | None = None  # made inside the loop, in _start
-        self._sub: Any = None
         self._pending: int | None = None  # messages left after the last one delivered, as the server said
-        run(self._start(subjects or log_subjects(client.location.name), headers_only))
+        self._received = 0  # messages put into the buffer, ever
+        self._taken = 0  # messages the caller has taken, ever
+        self._flow: list[tuple[int, str]] = []  # flow-control replies due once _taken reaches their count
+        self._next_seq = self.position  # the seq the next delivered message must not be below
+        self._dseq = 0  # the consumer's delivery sequence of the last message
+        self._heard = 0.0  # loop time of the last message or heartbeat
+        self._sid: int | None = None
+        self._sub: Any = None
+        self._deliver = ""
+        self._consumer = ""
+        self._resetting = False
+        self.resets = 0  # consumers made again after a gap or silence (a node lost, a message dropped)
+        self._tasks: set[asyncio.Task[None]] = set()
+        run(self._start())
 
-    async def _start(self, subjects: str, headers_only: bool) -> None:
-        api = self.client._nats.js.api
+    # the consumer
+
+    async def _start(self) -> None:
         self._arrived = asyncio.Event()
-        buffer, arrived = self._buffer, self._arrived
-        stored = StoredMsg
+        await self._create_consumer()
 
-        async def collect(msg: Msg) -> None:
+    async def _create_consumer(self) -> None:
+        """Subscribe to a new inbox and create a consumer delivering to it from ``_next_seq`` on.
+
+        Each consumer gets its own inbox, so that nothing its predecessor still had in flight
+        is taken for its own.
+        """
+        handlers, nc = _hook(self.client), self.client.nc
+        if self._sid is not None:
+            handlers.pop(self._sid, None)
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        self._deliver = nc.new_inbox()
+        self._sub = await nc.subscribe(self._deliver)
+        self._sid = self._sub._id
+        self._dseq = 0
+        handlers[self._sid] = self._on_message
+        config: dict[str, Any] = {
+            "deliver_subject": self._deliver, "deliver_policy": "by_start_sequence", "opt_start_seq": self._next_seq,
+            "ack_policy": "none", "max_deliver": 1, "flow_control": True,
+            "idle_heartbeat": int(self.HEARTBEAT * 1e9), "mem_storage": True, "num_replicas": 1,
+            "inactive_threshold": int(30 * 1e9), "filter_subject": self.subjects,
+        }
+        if self.headers_only:
+            config["headers_only"] = True
+        errors = self.client._nats.js.errors
+        try:
+            body = await self.client._api_async(f"CONSUMER.CREATE.{self.client.stream}",
+                                                {"stream_name": self.client.stream, "config": config})
+        except errors.APIError as error:
+            if error.err_code == 10059:
+                raise LogNotFoundError(f"{self.client.location.display}: no such log") from error
+            raise self.client._api_error(error, "starting a reader") from error
+        self._consumer = str(body.get("name", ""))
+        self._heard = asyncio.get_running_loop().time()
+
+    def _on_message(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if reply[:8] == b"$JS.ACK.":
             # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>, or with
             # <domain>.<account hash> after ACK and a random token at the end (9 or 12 tokens).
-            tokens = msg.reply.split(".")
+            tokens = reply.split(b".")
             if len(tokens) == 9:
-                seq, self._pending = int(tokens[5]), int(tokens[8])
+                seq, dseq, pending = int(tokens[5]), int(tokens[6]), int(tokens[8])
             else:
-                seq, self._pending = int(tokens[7]), int(tokens[10])
-            buffer.append(stored(seq, msg.data, msg.headers, msg.subject))
-            arrived.set()
+                seq, dseq, pending = int(tokens[7]), int(tokens[8]), int(tokens[10])
+            if dseq != self._dseq + 1:
+                self._reset()  # a gap: a message was lost on the way; start again after the last one
+                return
+            self._dseq = dseq
+            if seq < self._next_seq:
+                return  # already taken (a consumer made again can deliver from before)
+            self._pending, self._next_seq = pending, seq + 1
+            self._buffer.append(StoredMsg(seq, data, parse_headers(headers) if headers else None, subject.decode()))
+            self._received += 1
+            self._heard = asyncio.get_running_loop().time()
+            assert self._arrived is not None
+            self._arrived.set()
+            return
+        # A status message: an idle heartbeat or a flow-control request (NATS/1.0 100 ...).
+        self._heard = asyncio.get_running_loop().time()
+        if not headers or not headers.startswith(b"NATS/1.0 100"):
+            return
+        fields = parse_headers(headers) or {}
+        if reply:
+            self._flow.append((self._received, reply.decode()))
+            self._answer_flow()
+        stalled = fields.get("Nats-Consumer-Stalled")
+        if stalled:
+            self._spawn(self.client.nc.publish(stalled, b""))
+        last = fields.get("Nats-Last-Consumer")
+        if last is not None and int(last) != self._dseq:
+            self._reset()  # the heartbeat says more was delivered than arrived
 
-        config = api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.position,
-            headers_only=headers_only or None, inactive_threshold=30.0,
-        )
-        try:
-            js = self.client.nc.jetstream(timeout=self.client.timeout)
-            self._sub = await js.subscribe(subjects, stream=self.client.stream, cb=collect, ordered_consumer=True,
-                                           config=config, idle_heartbeat=2.0, pending_msgs_limit=-1,
-                                           pending_bytes_limit=-1)
-        except self.client._nats.js.errors.NotFoundError as error:
-            raise LogNotFoundError(f"{self.client.location.display}: no such log") from error
-        except Exception as error:
-            raise self.client._failure(error, "starting a reader") from error
+    def _answer_flow(self) -> None:
+        while self._flow and self._flow[0][0] <= self._taken:
+            self._spawn(self.client.nc.publish(self._flow.pop(0)[1], b""))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reset(self) -> None:
+        """Replace the consumer by a new one from the next seq due (on a gap or when it went quiet)."""
+        if self._resetting:
+            return
+        self._resetting = True
+        self.resets += 1
+        self._flow.clear()
+
+        async def again() -> None:
+            try:
+                old = self._consumer
+                with contextlib.suppress(Exception):
+                    await self.client._api_async(f"CONSUMER.DELETE.{self.client.stream}.{old}", b"")
+                await self._create_consumer()
+            except Exception:
+                self._heard = 0.0  # try again at the next check
+            finally:
+                self._resetting = False
+
+        self._spawn(again())
+
+    # taking messages
 
     def next_chunk(self, timeout: float) -> list[StoredMsg]:
         """The messages that arrived (waiting up to ``timeout`` s for the first); [] if none came."""
@@ -126,17 +263,42 @@ class Follower:
 
     async def _next(self, timeout: float) -> list[StoredMsg]:
         assert self._arrived is not None
+        loop = asyncio.get_running_loop()
         if not self._buffer:
-            self._arrived.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+            deadline = loop.time() + timeout
+            while not self._buffer:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                self._arrived.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), min(left, self.HEARTBEAT))
+                if not self._buffer and loop.time() - self._heard > self.HEARTBEAT * self.MISSED:
+                    self._reset()  # neither messages nor heartbeats: the consumer is gone (a node died)
+                    self._heard = loop.time()
         else:
             await asyncio.sleep(0)  # let the reader take in what the socket holds
         got = self._buffer[:self.chunk]
         del self._buffer[:self.chunk]
         if got:
             self.position = got[-1].seq + 1
+            self._taken += len(got)
+            self._answer_flow()
         return got
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for messages; the seq of the newest that arrived (all are taken), or None."""
+        newest = None
+        while True:
+            got = self.next_chunk(timeout if newest is None else 0)
+            if not got:
+                return newest
+            newest = got[-1].seq
+
+    @property
+    def consumer(self) -> str:
+        """The name of the server's consumer behind this follower now (it changes when made again)."""
+        return self._consumer
 
     @property
     def drained(self) -> bool:
@@ -148,15 +310,19 @@ class Follower:
         self._pending = None
 
     def close(self) -> None:
-        """Unsubscribe; the server removes the consumer (it is ephemeral)."""
-        sub = self._sub
-        if sub is None:
+        """Unsubscribe and delete the consumer (bounded by the client's timeout)."""
+        if self._sid is None:
             return
-        self._sub = None
+        sid, self._sid = self._sid, None
 
         async def stop() -> None:
+            getattr(self.client.nc, "_evlog_handlers", {}).pop(sid, None)
+            for task in list(self._tasks):
+                task.cancel()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(sub.unsubscribe(), timeout=self.client.timeout)
+                await asyncio.wait_for(self._sub.unsubscribe(), timeout=self.client.timeout)
+            with contextlib.suppress(Exception):
+                await self.client._api_async(f"CONSUMER.DELETE.{self.client.stream}.{self._consumer}", b"")
 
         run(stop())
 

@@ -23,8 +23,9 @@ fit in one message (``max_payload``, 1 MiB by default), which :attr:`max_value` 
 Writes go through a connection of their own, made on the first write. A fold
 saves snapshots while it reads the log through an ordered consumer, which
 keeps the log's connection full of messages on their way; the answer to a
-write sent on it would wait behind all of them (measured: over 5 s, a
-timeout, 60,000 events into a read of 200,000).
+write sent on it waits behind them (measured here during a read of 200,000
+events: 0.1-0.8 s a write on the log's connection, 0.02-0.13 s on its own;
+with an earlier reader, a timeout after 5 s).
 """
 
 from __future__ import annotations

@@ -194,3 +194,32 @@ def test_projection_names_of_any_text_round_trip(nats_log_url: str, name: str) -
     assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == [name]
     shown = run_evlog("projection", "show", name, "-o", "json", log=nats_log_url)
     assert shown.returncode == 0 and json.loads(shown.stdout) == 4
+
+
+def test_a_projection_from_the_bucket_runs_on_the_readers_terms(nats_log_url: str) -> None:
+    _filled(nats_log_url, 30)
+    assert run_evlog("projection", "add", "count", *COUNT, log=nats_log_url).returncode == 0
+
+    async def rewrite(kv: Any, change: Callable[[dict[str, Any]], None]) -> None:
+        record = msgpack.unpackb((await kv.get(b"count".hex())).value, strict_map_key=False)
+        change(record)
+        await kv.put(b"count".hex(), msgpack.packb(record, use_bin_type=True))
+
+    # The author asks for a snapshot after every event: the reader's floor (50,000 by default) decides.
+    _raw(nats_log_url, "projections", lambda kv: rewrite(kv, lambda record: record.update(snapshot_every=1)))
+    shown = run_evlog("projection", "show", "count", "-o", "json", log=nats_log_url)
+    assert shown.returncode == 0 and json.loads(shown.stdout) == 30
+    assert run_evlog("snapshot", "list", "-o", "ndjson", log=nats_log_url).stdout == b""
+    floor = run_evlog("projection", "show", "count", "--snapshot-every", "10", log=nats_log_url)
+    assert floor.returncode == 0
+    listed = run_evlog("snapshot", "list", "-o", "ndjson", log=nats_log_url).stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in listed] == [10, 20, 30]
+
+    # A definition that holds Python is never run from a log: it is damage, with the command that removes it.
+    def python(record: dict[str, Any]) -> None:
+        record["spec"]["fold_file"] = "def on_tick(state, event):\n    return state\n"
+
+    _raw(nats_log_url, "projections", lambda kv: rewrite(kv, python))
+    refused = run_evlog("projection", "show", "count", log=nats_log_url)
+    assert refused.returncode == 74 and b"holds Python code" in refused.stderr
+    assert b"remove it with evlog projection rm count" in refused.stderr

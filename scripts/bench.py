@@ -1357,6 +1357,10 @@ def section_nats(bench: Bench) -> None:
     with nats_server(bench.workdir) as url:
         if url is None:
             return
+        warm = bench.workdir / "warm-nats.ndjson"
+        generate_events(warm, 10)  # each process once untimed: nats-py's bytecode is compiled then
+        run([*PEER, "append-nats", url, "warm"], stdin=warm)
+        run([*PEER, "replay-nats", url, "warm"])
         runs = itertools.count()
         stored: list[int] = []
 

@@ -154,11 +154,14 @@ def nats_cluster(nats_binary: str, tmp_path: Path) -> Iterator[Any]:
     """A fresh 3-node JetStream cluster on loopback (``natsserver.Cluster``), stopped after the test."""
     from natsserver import Cluster, ServerUnavailable
 
-    cluster = Cluster(nats_binary, tmp_path / "cluster")
-    try:
-        cluster.start()
-    except ServerUnavailable as error:
-        cluster.stop()
-        _no_server(str(error))
+    for attempt in range(3):  # free ports are chosen before the nodes bind them: another process may win one
+        cluster = Cluster(nats_binary, tmp_path / f"cluster{attempt}")
+        try:
+            cluster.start()
+            break
+        except ServerUnavailable as error:
+            cluster.stop()
+            if attempt == 2:
+                _no_server(str(error))
     yield cluster
     cluster.stop()

@@ -30,7 +30,6 @@ from evlog.backends.jetstream.client import (
     PublishRejected,
     WrongLastSequence,
     parse_version,
-    run,
 )
 from evlog.backends.jetstream.url import event_subject, parse_location
 from evlog.errors import (
@@ -246,6 +245,7 @@ def test_the_stream_is_created_gapless_unlimited_and_marked(client: LogClient) -
     assert config["duplicate_window"] >= 9 * 365 * 24 * 3600 * 10**9
     assert info.format == 1 and len(info.log_id) == 36 and info.replicas == 1 and info.storage == "file"
     assert (info.last_seq, info.messages) == (0, 0)
+    assert info.created.endswith("Z") and info.created[:2] == "20" and info.leader
     again = client.create_log_stream()  # a second creator opens the same log
     assert again.log_id == info.log_id
 
@@ -381,7 +381,7 @@ def test_a_batch_repeating_a_stored_id_is_refused_whole(client: LogClient) -> No
 
 def test_a_batch_over_the_servers_limit_is_refused_typed(client: LogClient) -> None:
     with pytest.raises(MessageTooLarge) as caught:
-        run(client._publish_batch(batch(client.location.name, 1001, ids=False), "too-many"))
+        client.batch_sender().send_unchecked(batch(client.location.name, 1001, ids=False), "too-many").result()
     assert caught.value.err_code == 10199
     assert client.stream_info().last_seq == 0
 
@@ -583,6 +583,8 @@ def test_a_group_gets_each_event_once_acked_and_again_when_not(client: LogClient
     assert [d.seq for d in groups.fetch("mail er", batch=10, timeout=2)] == [7, 10]
     assert groups.delete("mail er") and not groups.delete("mail er")
     assert groups.info("mail er") is None and groups.all() == []
+    with pytest.raises(LogNotFoundError, match="no group 'mail er'"):
+        groups.fetch("mail er")
 
 
 def test_a_group_resumes_after_reconnecting(client: LogClient, nats_log_url: str) -> None:
@@ -625,3 +627,94 @@ def test_headers_come_back_as_published(client: LogClient) -> None:
     leader = client.get(1, leader=True)
     assert direct is not None and leader is not None and direct.headers == leader.headers == got.headers
     assert client.next_seq(1, subject) == 1 and client.next_seq(2, subject) is None
+
+
+def test_pipelined_batches_are_stored_in_order_and_a_refused_one_takes_the_later_ones_with_it(
+        client: LogClient) -> None:
+    name = client.location.name
+    sender = client.batch_sender()
+    try:
+        pending, last = [], 0
+        for start in range(0, 10_000, 1000):
+            messages = batch(name, 1000, start=start)
+            first = messages[0]
+            messages[0] = OutMsg(first.subject, first.data, {**(first.headers or {}),
+                                                             "Nats-Expected-Last-Sequence": str(last)})
+            pending.append(sender.send(messages))
+            last += 1000
+        acks = [p.result() for p in pending]
+        assert [(a.seq, a.count) for a in acks] == [(k * 1000, 1000) for k in range(1, 11)]
+        seqs = [int(msg.data[5:-1]) for chunk in client.read(1, 10_000) for msg in chunk]
+        assert seqs == list(range(10_000))
+        # A batch repeating a stored id is refused; the next, expecting its last seq, is refused too.
+        bad = sender.send(batch(name, 10, start=9995))
+        after = batch(name, 10, start=20_000)
+        after[0] = OutMsg(after[0].subject, after[0].data, {"Nats-Expected-Last-Sequence": "10010"})
+        later = sender.send(after)
+        with pytest.raises(DuplicateMsgId):
+            bad.result()
+        with pytest.raises(WrongLastSequence) as caught:
+            later.result()
+        assert caught.value.actual == 10_000 and client.stream_info().last_seq == 10_000
+    finally:
+        sender.close()
+
+
+def test_batch_headers_come_back_as_published_and_line_breaks_are_refused(client: LogClient) -> None:
+    subject = event_subject(client.location.name, "é")
+    headers = {"Evlog-Id": "é:ü x", "Nats-Msg-Id": "b-1"}
+    client.publish_batch([OutMsg(subject, b"1", headers), OutMsg(subject, b"2", {"Evlog-Id": ""})])
+    got = [msg for chunk in client.read(1, 2) for msg in chunk]
+    assert got[0].headers is not None and got[0].headers["Evlog-Id"] == "é:ü x"
+    assert got[0].headers["Nats-Msg-Id"] == "b-1" and got[0].subject == subject
+    assert got[1].headers is not None and got[1].headers["Evlog-Id"] == ""
+    with pytest.raises(ValueError, match="line break"):
+        client.publish_batch([OutMsg(subject, b"3", {"Evlog-Id": "a\r\nNats-Msg-Id: x"}), OutMsg(subject, b"4")])
+    assert client.stream_info().last_seq == 2
+
+
+def test_in_a_batch_only_a_streams_first_message_may_carry_its_expected_sequence(client: LogClient) -> None:
+    name = client.location.name
+    a, b = event_subject(name, "a"), event_subject(name, "b")
+    expect = "Nats-Expected-Last-Subject-Sequence"
+    ok = [OutMsg(a, b"1", {expect: "0"}), OutMsg(a, b"2"), OutMsg(b, b"3", {expect: "0"}), OutMsg(a, b"4")]
+    assert client.publish_batch(ok).seq == 4
+    with pytest.raises(WrongLastSequence) as stale:  # a's last message is 4 now, not 2
+        client.publish_batch([OutMsg(a, b"5", {expect: "2"}), OutMsg(b, b"6", {expect: "3"})])
+    assert stale.value.actual == 4
+    with pytest.raises(PublishRejected) as twice:
+        client.publish_batch([OutMsg(a, b"5", {expect: "4"}), OutMsg(a, b"6", {expect: "5"})])
+    assert twice.value.err_code == 10164
+    assert client.stream_info().last_seq == 4
+
+
+def test_a_follower_carries_on_in_order_after_its_server_restarts(nats_binary: str, tmp_path: Path) -> None:
+    from natsserver import NatsServer, free_port
+
+    server = NatsServer(nats_binary, tmp_path, client_port=free_port(), monitor_port=free_port())
+    try:
+        server.start()
+        location = parse_location(f"{server.url}/restarted")
+        with LogClient.connect(location) as connected:
+            connected.create_log_stream()
+            subject = event_subject("restarted", None)
+            connected.publish_batch([OutMsg(subject, b"%d" % i) for i in range(100)])
+            seqs: list[int] = []
+            with connected.follow(1) as follower:
+                while len(seqs) < 100:
+                    seqs.extend(msg.seq for msg in follower.next_chunk(timeout=5))
+                server.stop()
+                server.start()  # same ports, same store: the client reconnects by itself
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        connected.publish_batch([OutMsg(subject, b"%d" % i) for i in range(100, 200)])
+                        break
+                    except ServerUnavailableError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.2)
+                while len(seqs) < 200 and time.monotonic() < deadline:
+                    seqs.extend(msg.seq for msg in follower.next_chunk(timeout=1))
+            assert seqs == list(range(1, 201))
+    finally:
+        server.stop()

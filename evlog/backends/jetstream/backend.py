@@ -38,7 +38,6 @@ follower then reads what is new with direct gets.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import time
@@ -78,7 +77,6 @@ DIRECT_READ = 64
 UNAVAILABLE_SECONDS = 20.0
 """How long an append waits out a server that does not answer (a leader election takes ~5 s)."""
 RETRY_SECONDS = 0.25
-NO_MESSAGE = 10037  # JetStream's "no message found"
 COUNTS_AFTER = 16
 """After this many stream-version look-ups in one batch, the heads of all streams are fetched in one request."""
 _INDEX_KEY = "index"
@@ -153,7 +151,7 @@ class JetStreamBackend:
         A replica that lags the leader answers "no such message" for the
         newest ones; only the leader's answer says a seq is really missing.
         """
-        return self.client.get(seq) or leader_get(self.client, seq=seq)
+        return self.client.get(seq) or self.client.get(seq, leader=True)
 
     def ts_at(self, seq: int) -> int:
         found = self._get(seq)
@@ -428,7 +426,7 @@ class _WriteTxn:
         self.head_seq = self.client.stream_info().last_seq
         if not self.head_seq:
             return 0, None
-        found = leader_get(self.client, seq=self.head_seq)
+        found = self.client.get(self.head_seq, leader=True)
         if found is None:
             raise DamagedLogError("missing: the log has a gap here", seq=self.head_seq)
         return self.head_seq, found.data
@@ -450,7 +448,7 @@ class _WriteTxn:
             return self.counts.get(subject, 0)
         self.lookups += 1
         # From the leader, as the head was: a lagging replica's last message would give a stale version.
-        found = leader_get(self.client, subject=subject)
+        found = self.client.get_last(subject, leader=True)
         if found is None:
             return 0
         try:
@@ -573,38 +571,6 @@ class _Waiter:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone already
             run(self.subscription.unsubscribe())
-
-
-def leader_get(client: LogClient, *, seq: int | None = None, subject: str | None = None) -> StoredMsg | None:
-    """The message at ``seq``, or the last one on ``subject``, as the stream's leader has it (None: none)."""
-    request: dict[str, Any] = {"seq": seq} if seq is not None else {"last_by_subj": subject}
-    errors = client._nats.js.errors
-    try:
-        body = client._api(f"STREAM.MSG.GET.{client.stream}", request)
-    except errors.APIError as error:
-        if error.err_code == NO_MESSAGE:
-            return None
-        raise client._api_error(error, "reading a message") from error
-    message = body.get("message") or {}
-    try:
-        data = base64.b64decode(message.get("data") or "", validate=True)
-        headers = _parse_headers(base64.b64decode(message.get("hdrs") or "", validate=True))
-        return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
-    except (KeyError, ValueError, TypeError):
-        raise StorageError(f"{client.location.display}: the server's answer for a message is malformed") from None
-
-
-def _parse_headers(block: bytes) -> dict[str, str] | None:
-    """Headers from a NATS header block (``NATS/1.0`` then ``Key: value`` lines)."""
-    if not block:
-        return None
-    lines = block.decode("utf-8", "replace").split("\r\n")[1:]
-    headers = {}
-    for line in lines:
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip()] = value.strip()
-    return headers or None
 
 
 def _patiently(action: Callable[[], T]) -> T:

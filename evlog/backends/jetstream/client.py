@@ -1,60 +1,48 @@
-"""A synchronous client for one evlog log on a NATS JetStream server, over nats-py's asyncio.
+"""A synchronous client for one evlog log on a NATS JetStream server: connect, the log's stream, gets.
 
-evlog's library and commands are synchronous; nats-py is asyncio. Rather than
-run a loop in a second thread (every call a cross-thread hand-off, the GIL
-contended by the reader), each process has one event loop, created on first
-use, and every operation is one ``run_until_complete`` in the caller's thread.
-Messages arriving while the caller is busy wait in the socket and in nats-py's
-queues; the server's flow control keeps those bounded.
+``LogClient`` is what the JetStream backend talks to. It runs on the process's
+one event loop (``_loop``: one ``run_until_complete`` per operation in the
+caller's thread, no second thread), and ``import nats`` happens only when a
+client is made (it costs ~95 ms, and nats-py is the optional ``nats`` extra: a
+missing nats-py is a MissingExtraError, exit 2, naming the extra).
 
-``import nats`` happens here only (it costs ~95 ms, and nats-py is the optional
-``nats`` extra): a missing nats-py is a MissingExtraError (exit 2) naming the
-extra. Every wait is bounded: connecting, reconnecting and each request have a
+Every wait is bounded: connecting, reconnecting and each request have a
 timeout, so an unreachable or stalled server is an error within seconds, not a
 hang. Server failures become evlog errors with one line that says what and
-where; publish rejections become the typed errors below, which the caller
-turns into evlog's meaning (a conflict, a duplicate id).
-
-Atomic batches (server 2.12+) are sent with raw headers: the first message and
-the commit as requests (so that an unusable batch fails at once, and the commit
-brings the ack), the rest as plain publishes. A failed batch stores nothing.
-Key-value buckets and durable consumers are in ``kv`` and ``groups``.
+where. The log's stream is created gapless (deletes and purges denied, no
+limits) and marked as evlog's; a stream without that marker or those settings
+is refused before anything is written. Publishing is in ``publish``, reading in
+``reader``, key-value buckets in ``kv``, groups in ``groups``; the methods here
+lead there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
 import contextlib
 import re
 import uuid
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ...errors import (
     LogNotFoundError,
-    MissingExtraError,
     NotALogError,
     ServerAccessError,
     ServerUnavailableError,
     ServerUnsupportedError,
     StorageError,
 )
+from . import publish as _publish
+from ._loop import import_nats, run
 from .messages import (
-    BATCH_COMMIT,
-    BATCH_ID,
-    BATCH_SEQ,
     DIRECT_HEADERS,
-    ERR_BATCH_TOO_LARGE,
-    ERR_DUPLICATE_MSG_ID,
     ERR_MSG_TOO_LARGE,
     ERR_STREAM_NAME_IN_USE,
     ERR_STREAM_NOT_FOUND,
-    ERR_WRONG_LAST_SEQ,
-    MSG_ID,
     DuplicateMsgId,
     LogStreamInfo,
     MessageTooLarge,
@@ -65,6 +53,7 @@ from .messages import (
     StoredMsg,
     WrongLastSequence,
 )
+from .publish import MAX_BATCH
 from .url import NatsLocation, log_subjects
 
 if TYPE_CHECKING:
@@ -75,16 +64,13 @@ if TYPE_CHECKING:
     from .kv import Bucket
     from .reader import Follower
 
-__all__ = [  # the message types, importable from here as well
-    "DuplicateMsgId", "LogClient", "LogStreamInfo", "MessageTooLarge", "OutMsg", "PublishAck",
-    "PublishRejected", "PublishUnconfirmed", "StoredMsg", "WrongLastSequence",
+__all__ = [  # the message types, the loop's runner and the batch limit, importable from here as well
+    "MAX_BATCH", "DuplicateMsgId", "LogClient", "LogStreamInfo", "MessageTooLarge", "OutMsg", "PublishAck",
+    "PublishRejected", "PublishUnconfirmed", "StoredMsg", "WrongLastSequence", "run",
 ]
-
-T = TypeVar("T")
 
 FORMAT = 1  # the evlog stream format this code writes and reads
 MIN_SERVER = (2, 12)  # atomic batch publish
-MAX_BATCH = 1000  # the server's limit of messages in one atomic batch
 TEN_YEARS = 10 * 365 * 24 * 3600.0  # seconds; the longest duplicate window the server accepts
 CONNECT_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 5.0
@@ -96,44 +82,6 @@ MAX_RECONNECTS = 40
 META_FORMAT = "evlog.format"
 META_LOG_ID = "evlog.log_id"
 META_CREATED = "evlog.created"
-
-# --- the event loop ------------------------------------------------------------------------------
-
-_LOOP: asyncio.AbstractEventLoop | None = None
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion on the process's event loop (created on first use)."""
-    global _LOOP
-    if _LOOP is None or _LOOP.is_closed():
-        _LOOP = asyncio.new_event_loop()
-        atexit.register(_end_loop, _LOOP)
-    return _LOOP.run_until_complete(coro)
-
-
-def _end_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """At exit, end the connection's tasks quietly: unended, asyncio reports each one on stderr."""
-    if loop.is_closed() or loop.is_running():
-        return
-    tasks = asyncio.all_tasks(loop)
-    for task in tasks:
-        task.cancel()
-    with contextlib.suppress(Exception):
-        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-    loop.close()
-
-
-def import_nats() -> Any:
-    """Import nats-py, or MissingExtraError (exit 2) that says which extra to install."""
-    try:
-        import nats
-        import nats.js.api  # the submodules the client uses, loaded once here
-        import nats.js.errors
-    except ImportError as error:
-        raise MissingExtraError(
-            "a nats:// log needs the NATS client: pip install 'evlog-cli[nats]'"
-        ) from error
-    return nats
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -162,6 +110,7 @@ class LogClient:
         self.timeout = timeout
         self.stream = location.stream_name
         self._nats = import_nats()
+        self._sender: _publish.BatchSender | None = None
 
     # connection
 
@@ -238,6 +187,8 @@ class LogClient:
         nc = self.nc
         if nc.is_closed:
             return
+        if self._sender is not None:
+            self._sender.close()
 
         async def close() -> None:
             with contextlib.suppress(Exception):
@@ -300,7 +251,7 @@ class LogClient:
     # the log's stream
 
     def create_log_stream(self, *, replicas: int = 1, duplicate_window: float = TEN_YEARS,
-                          log_id: str | None = None, created: str = "") -> LogStreamInfo:
+                          log_id: str | None = None, created: str | None = None) -> LogStreamInfo:
         """Create the log's stream, or open it if it exists (as :meth:`open_log_stream` checks it).
 
         The stream keeps every message (no age, count or size limit), denies deletes and purges
@@ -315,7 +266,8 @@ class LogClient:
             "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msgs_per_subject": -1, "max_msg_size": -1,
             "deny_delete": True, "deny_purge": True, "allow_direct": True, "allow_atomic": True,
             "allow_rollup_hdrs": False, "duplicate_window": int(duplicate_window * 1e9),
-            "metadata": {META_FORMAT: str(FORMAT), META_LOG_ID: log_id or str(uuid.uuid4()), META_CREATED: created},
+            "metadata": {META_FORMAT: str(FORMAT), META_LOG_ID: log_id or str(uuid.uuid4()),
+                         META_CREATED: created or _now()},
         }
         errors = self._nats.js.errors
         try:
@@ -404,8 +356,9 @@ class LogClient:
         code = getattr(error, "code", None)
         if code in (408, 409, 503) or getattr(error, "err_code", None) is None:
             # A request timed out, a leader changed, or no replica could answer: passing states.
-            return ServerUnavailableError(f"{where}: {what}: JetStream is not available now (status {code} "
-                                          f"{getattr(error, 'description', None) or ''}); try again")
+            said = ", ".join(str(part) for part in (code, getattr(error, "description", None)) if part)
+            return ServerUnavailableError(f"{where}: {what}: JetStream is not available now"
+                                          f"{f' ({said})' if said else ''}; try again")
         return StorageError(f"{where}: {what}: the server said {error.description} (JetStream error "
                             f"{getattr(error, 'err_code', None)})")
 
@@ -457,12 +410,13 @@ class LogClient:
             if error.err_code == ERR_STREAM_NOT_FOUND:
                 raise LogNotFoundError(f"{self.location.display}: no such log") from error
             raise self._api_error(error, "reading a message") from error
-        message = body["message"]
-        headers: dict[str, str] | None = None
-        if message.get("hdrs"):
-            headers = _parse_headers(base64.b64decode(message["hdrs"]))
-        data = base64.b64decode(message["data"]) if message.get("data") else b""
-        return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
+        try:
+            message = body["message"]
+            headers = _parse_headers(base64.b64decode(message.get("hdrs") or "", validate=True))
+            data = base64.b64decode(message.get("data") or "", validate=True)
+            return StoredMsg(int(message["seq"]), data, headers, str(message["subject"]))
+        except (KeyError, ValueError, TypeError):
+            raise StorageError(f"{self.location.display}: the server's answer for a message is malformed") from None
 
     async def _direct(self, subject: str, payload: bytes) -> StoredMsg | None:
         try:
@@ -484,105 +438,29 @@ class LogClient:
         own = {key: value for key, value in headers.items() if key not in DIRECT_HEADERS}
         return StoredMsg(seq, reply.data, own or None, msg_subject)
 
-    # publishing
+    # publishing (publish.py)
 
     def publish(self, subject: str, data: bytes, headers: Mapping[str, str] | None = None) -> PublishAck:
         """Publish one message and wait for its ack; a duplicate ``Nats-Msg-Id`` acks the original's seq."""
-        return run(self._publish_one(subject, data, headers))
-
-    async def _publish_one(self, subject: str, data: bytes, headers: Mapping[str, str] | None) -> PublishAck:
-        try:
-            reply = await self._request(subject, data, headers)
-        except Exception as error:
-            raise self._unconfirmed(error) from error
-        return self._ack(reply.data, 1)
-
-    def _unconfirmed(self, error: BaseException) -> StorageError:
-        failure = self._failure(error, "publish")
-        if isinstance(failure, PublishRejected):
-            return failure  # refused before sending: certainly not stored
-        return PublishUnconfirmed(f"{failure}; it may or may not have been stored")
-
-    def _ack(self, body_bytes: bytes, count: int) -> PublishAck:
-        if not body_bytes:
-            raise PublishUnconfirmed(f"{self.location.display}: publish: an empty reply instead of an ack")
-        body = orjson.loads(body_bytes)
-        error = body.get("error")
-        if error:
-            code, description = int(error.get("err_code", 0)), str(error.get("description", ""))
-            message = f"{self.location.display}: publish refused: {description} (JetStream error {code})"
-            kind = {ERR_WRONG_LAST_SEQ: WrongLastSequence, ERR_DUPLICATE_MSG_ID: DuplicateMsgId,
-                    ERR_BATCH_TOO_LARGE: MessageTooLarge, ERR_MSG_TOO_LARGE: MessageTooLarge}.get(code, PublishRejected)
-            raise kind(message, err_code=code, description=description)
-        return PublishAck(int(body["seq"]), bool(body.get("duplicate", False)), int(body.get("count", count)))
+        return _publish.publish_one(self, subject, data, headers)
 
     def publish_batch(self, messages: Sequence[OutMsg], *, batch_id: str | None = None) -> PublishAck:
-        """Publish up to 1000 messages as one atomic batch: all are stored, in order, or none.
+        """Publish up to 1000 messages as one atomic batch and wait for its ack (``publish.publish_batch``)."""
+        return _publish.publish_batch(self, messages, batch_id=batch_id)
 
-        Per-message headers go with each message (``Nats-Msg-Id``, ``Nats-Expected-Last-Sequence``
-        on the first, ``Nats-Expected-Last-Subject-Sequence``, evlog's own). Returns the last
-        message's seq and the count. Raises WrongLastSequence, DuplicateMsgId, MessageTooLarge,
-        PublishRejected (nothing stored), or PublishUnconfirmed (stored or not: retry the same
-        messages, with the same ids, in a batch of a new id).
-        """
-        if not 0 < len(messages) <= MAX_BATCH:
-            raise ValueError(f"an atomic batch holds 1 to {MAX_BATCH} messages, not {len(messages)}")
-        if len(messages) == 1 and batch_id is None:
-            return self.publish(messages[0].subject, messages[0].data, messages[0].headers)
-        return run(self._publish_batch(messages, batch_id or uuid.uuid4().hex))
+    def _batches(self) -> _publish.BatchSender:
+        """The sender that :meth:`publish_batch` uses, made on first use."""
+        if self._sender is None:
+            self._sender = _publish.BatchSender(self)
+        return self._sender
 
-    async def _publish_batch(self, messages: Sequence[OutMsg], batch_id: str) -> PublishAck:
-        nc, last = self.nc, len(messages)
-        # A message the client cannot send would leave the batch half sent: refuse them all first.
-        limit = nc.max_payload - 200  # room for the batch headers
-        for index, msg in enumerate(messages, 1):
-            if len(msg.data) + sum(len(k) + len(v) + 4 for k, v in (msg.headers or {}).items()) > limit:
-                raise MessageTooLarge(
-                    f"{self.location.display}: publish refused: message {index} of the batch is larger than "
-                    f"the server's max_payload ({nc.max_payload} bytes)", err_code=ERR_MSG_TOO_LARGE,
-                    description="maximum payload exceeded")
-        try:
-            for index, msg in enumerate(messages, 1):
-                headers = {BATCH_ID: batch_id, BATCH_SEQ: str(index)}
-                if msg.headers:
-                    headers.update(msg.headers)
-                if index == last:
-                    headers[BATCH_COMMIT] = "1"
-                    reply = await self._request(msg.subject, msg.data, headers)
-                    return self._ack(reply.data, last)
-                if index == 1:
-                    # An empty reply says the batch is under way; an error says why it never will be.
-                    reply = await self._request(msg.subject, msg.data, headers)
-                    if reply.data:
-                        self._ack(reply.data, last)
-                else:
-                    await nc.publish(msg.subject, msg.data, headers=headers)
-        except PublishRejected:
-            raise
-        except Exception as error:
-            raise self._unconfirmed(error) from error
-        raise AssertionError("unreachable: the loop returns at the commit")
+    def batch_sender(self) -> _publish.BatchSender:
+        """A sender of atomic batches that does not wait for each ack (``publish.BatchSender``)."""
+        return _publish.BatchSender(self)
 
     def last_is_ours(self, msg_ids: Sequence[str], *, subject: str | None = None) -> int | None:
-        """After a WrongLastSequence on a retry: the seq of our own last message if it is stored, else None.
-
-        A retried publish (or batch) with the same ``Nats-Msg-Id`` and expected-sequence headers
-        gets a false 10071 when the first attempt was in fact stored: the stream has moved on by
-        our own message(s). ``msg_ids`` are the ids of what was retried, in order; when the last
-        message on the log (or on ``subject``) carries the last of them, the retry had already
-        succeeded and its seq is returned.
-        """
-        if not msg_ids:
-            return None
-        # The leader answers: a lagging replica could take our stored retry for someone else's.
-        if subject is not None:
-            found = self.get_last(subject, leader=True)
-        else:
-            last_seq = self.stream_info().last_seq
-            found = self.get(last_seq, leader=True) if last_seq else None
-        if found is not None and found.headers and found.headers.get(MSG_ID) == msg_ids[-1]:
-            return found.seq
-        return None
+        """After a conflict on a retry: our own last message's seq if it is stored (``publish.last_is_ours``)."""
+        return _publish.last_is_ours(self, msg_ids, subject=subject)
 
     # reading
 
@@ -631,6 +509,14 @@ def _parse_headers(raw: bytes) -> dict[str, str] | None:
         if colon and name:
             headers[name.strip()] = value.strip()
     return headers or None
+
+
+def _now() -> str:
+    """The current time as RFC 3339 UTC with nanoseconds, as evlog shows times."""
+    import time
+
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
 def _reason(error: BaseException) -> str:

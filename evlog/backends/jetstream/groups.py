@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import LogNotFoundError, ServerUnavailableError
-from .client import run
+from ._loop import run
 from .messages import StoredMsg
 from .url import decode_token, encode_token, log_subjects
 
@@ -156,6 +156,8 @@ class Groups:
         """Up to ``batch`` messages for the group, waiting up to ``timeout`` s for the first; [] if none."""
         sub = self._subs.get(group)
         if sub is None:
+            if self.info(group) is None:
+                raise LogNotFoundError(f"{self.client.location.display}: no group {group!r} on this log")
             sub = self._call(f"group {group!r}", self.js.pull_subscribe_bind(
                 durable=consumer_name(group), stream=self.client.stream))
             self._subs[group] = sub

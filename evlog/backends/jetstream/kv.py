@@ -18,7 +18,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...errors import LogNotFoundError
-from .client import run
+from ._loop import run
 from .messages import ERR_MSG_TOO_LARGE, MessageTooLarge, PublishRejected
 from .url import bucket_name
 

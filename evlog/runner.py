@@ -3,7 +3,9 @@
 ``run_fold`` answers "what was the state at position P?": it resolves the
 range, loads the newest snapshot of the definition at or before P (never one
 after it), folds only the events since, and saves a snapshot every N events
-on the way when asked. Records are read in chunks of raw bytes in short read
+on the way when asked. Snapshots are kept with the log whatever its kind
+(:mod:`evlog.snapshots`), so a fold over a log on a server starts from one
+too. Records are read in chunks of raw bytes in short read
 transactions and handed to the compiled loop (:mod:`evlog.fold`), which
 decodes them itself: per event there is no Python call between the cursor
 and the user's clause.
@@ -16,8 +18,9 @@ is capped before it gets here (:func:`evlog.snapshots.allowed_interval`).
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +30,7 @@ from .fold import CompiledFold, FoldSpec, limited_steps, time_limited
 from .log import Log
 
 if TYPE_CHECKING:
-    from .backends.lmdb.store import Store
+    from .backends import Tables
 
 
 @dataclass
@@ -88,22 +91,21 @@ def run_fold(
     """
     if spec.fold_file is not None:  # the user's own Python: never given snapshots (see FoldSpec)
         use_snapshots, snapshot_every = False, 0
-    if snapshot_every and not writable(log.path):
+    # A local log says by its files whether the user may write it; a server says so per request
+    # (a refused save is said once, below, and the fold goes on).
+    if snapshot_every and not log.is_remote and not writable(log.path):
         snapshot_every = 0
         if on_snapshot_error is not None:
             on_snapshot_error(f"snapshots are not being saved: you cannot write to the log {log.path}")
-    if log.is_remote:  # snapshots are kept in the log only on LMDB so far: fold from the start
-        use_snapshots, snapshot_every = False, 0
-    store = None if log.is_remote else log.store()
+    backend = log.backend()
     if snapshot_every:
         try:  # saving snapshots needs a writable handle, opened before any read begins
-            store = log.store(write=True)
+            backend = log.backend(write=True)
         except StorageError as exc:
             snapshot_every = 0
-            store = log.store()  # the failed attempt closed the read-only one
+            backend = log.backend()  # the failed attempt closed the read-only one
             if on_snapshot_error is not None:
                 on_snapshot_error(f"snapshots are not being saved: {exc}")
-    backend = log.backend()
     head = backend.head()
     first = log.resolve(from_)
     last = min(log.resolve(until, end=True), head)
@@ -113,19 +115,23 @@ def run_fold(
     if start_state is not None:
         snapshot_seq, states = start_state
         start = snapshot_seq + 1
-    elif use_snapshots and store is not None and not scan_mode and last >= first:
-        found = snapshots.latest(store, spec, first, last)
+    elif use_snapshots and not scan_mode and last >= first:
+        found = snapshots.latest(backend, spec, first, last)
         if found is not None:
             snapshot_seq, states = found
             start = snapshot_seq + 1
     compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
-    save = _saver(store, spec, first, snapshot_max_size, on_snapshot_error) if snapshot_every and store else None
+    chunks: Iterable[tuple[int | Iterable[int], list[bytes]]]
     if spec.streams and not any(scan.is_glob(name) for name in spec.streams):
         chunks = backend.raw_seqs(scan.merged_stream_seqs(backend, spec.streams, start, last), progress)
         stream_test = None
     else:
         chunks = backend.raw_range(start, last, progress)
         stream_test = scan.matcher(spec.streams, prefix_star=True)
+    save = None
+    if snapshot_every:
+        chunks = recent = _Recent(chunks)
+        save = _saver(backend, spec, first, snapshot_max_size, on_snapshot_error, recent.record)
     outcome = time_limited(timeout, compiled.run)(
         chunks,
         states,
@@ -146,33 +152,59 @@ def writable(path: str) -> bool:
     return os.access(path, os.W_OK) and os.access(os.path.join(path, "data.mdb"), os.W_OK)
 
 
+class _Recent:
+    """The chunks being folded, remembering the last two: a snapshot's chain hash is taken from the
+    record that was folded, with no read of the log in the middle of reading it (on a server, a
+    request would wait behind the messages already on their way)."""
+
+    def __init__(self, chunks: Iterable[tuple[int | Iterable[int], list[bytes]]]) -> None:
+        self.chunks = chunks
+        self.kept: list[tuple[int | Iterable[int], list[bytes]]] = []
+
+    def __iter__(self) -> Iterator[tuple[int | Iterable[int], list[bytes]]]:
+        for chunk in self.chunks:
+            self.kept = [*self.kept[-1:], chunk]
+            yield chunk
+
+    def record(self, seq: int) -> bytes | None:
+        for first, records in self.kept:
+            if isinstance(first, int):
+                if 0 <= seq - first < len(records):
+                    return records[seq - first]
+            elif isinstance(first, Sequence):
+                index = bisect.bisect_left(first, seq)
+                if index < len(first) and first[index] == seq:
+                    return records[index]
+        return None
+
+
 def _saver(
-    store: Store, spec: FoldSpec, first: int, max_size: int, on_error: Callable[[str], None] | None
+    tables: Tables, spec: FoldSpec, first: int, max_size: int, on_error: Callable[[str], None] | None,
+    folded: Callable[[int], bytes | None],
 ) -> Callable[[int, int, dict[Any, Any]], None]:
     """Save snapshots; a failure (a full disk, say) only warns, once: the answer is still right.
 
-    A state over ``max_size`` is not saved, said once; later, smaller states still are.
+    A state over ``max_size``, or over what the log's table can hold (a server's
+    message size), is not saved, said once; later, smaller states still are.
     """
     failed = False
     too_large = False
+    limit, limit_is = snapshots.room(tables, max_size)
 
     def save(seq: int, ts: int, states: dict[Any, Any]) -> None:
         nonlocal failed, too_large
         if failed:
             return
         try:
-            size = snapshots.save(store, spec, first, seq, ts, states, max_size=max_size)
+            size = snapshots.save(tables, spec, first, seq, ts, states, max_size=max_size, record=folded(seq))
         except StorageError as exc:
             failed = True
             if on_error is not None:
                 on_error(f"snapshots are not being saved: {exc}")
             return
-        if size > max_size and not too_large:
+        if limit is not None and size > limit and not too_large:
             too_large = True
             if on_error is not None:
-                on_error(
-                    f"the state after seq {seq} is {size:,} bytes, more than the snapshot size limit "
-                    f"({max_size:,} bytes, --snapshot-max-size): it was not saved"
-                )
+                on_error(f"the state after seq {seq} is {size:,} bytes, more than {limit_is}: it was not saved")
 
     return save

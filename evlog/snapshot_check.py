@@ -61,20 +61,19 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
         return finding
 
     def _checks(self) -> Iterator[SnapshotFinding]:
-        store = self.log.store()
-        # Keys first, then each value in a transaction of its own: snapshots can be large and
-        # many, and neither they nor a long read transaction should be held for the whole check.
-        with store.reading(buffers=False) as txn:
-            keys: list[bytes] = list(txn.cursor(db=store.dbs[b"snapshots"]).iternext(values=False))
+        tables = self.log.backend()
+        table = tables.table("snapshots")
+        # Keys first, then each value on its own: snapshots can be large and many, and neither
+        # they nor a long read transaction should be held for the whole check.
+        keys = table.list_keys()
         # Keys sort by digest, then seq: each definition's entries come together, and its
         # findings are given in seq order once its sound snapshots have been recomputed.
         for _digest, group in itertools.groupby(keys, key=lambda key: key[:16]):
             findings: list[SnapshotFinding] = []
             sound: list[StoredSnapshot] = []
             for key in group:
-                with store.reading(buffers=False) as txn:
-                    value: bytes | None = txn.get(key, db=store.dbs[b"snapshots"])
-                    record: bytes | None = txn.get(key[16:], db=store.dbs[b"events"]) if len(key) == 24 else None
+                value = table.get(key)
+                record = tables.record(int.from_bytes(key[16:], "big")) if len(key) == 24 else None
                 if value is None:
                     continue  # dropped meanwhile
                 self.checked += 1
@@ -100,7 +99,7 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
                 yield SnapshotFinding(stored.digest.hex(), stored.seq, "its definition names a fold file, whose "
                                       "code verify does not run, so its state cannot be checked")
             return
-        store = self.log.store()
+        table = self.log.backend().table("snapshots")
         done: tuple[int, dict[Any, Any]] | None = None
         for index, stored in enumerate(group):
             try:
@@ -112,8 +111,7 @@ class SnapshotCheck(Iterator[SnapshotFinding]):
                     yield SnapshotFinding(rest.digest.hex(), rest.seq,
                                           f"its state cannot be recomputed: folding its definition fails ({exc})")
                 return
-            with store.reading(buffers=False) as txn:
-                value: bytes | None = txn.get(stored.digest + seq_key(stored.seq), db=store.dbs[b"snapshots"])
+            value = table.get(stored.digest + seq_key(stored.seq))
             now = decode(stored.digest + seq_key(stored.seq), value) if value is not None else None
             if isinstance(now, StoredSnapshot) and _packed(list(result.states.items())) != _packed(now.pairs):
                 yield SnapshotFinding(stored.digest.hex(), stored.seq,

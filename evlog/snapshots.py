@@ -1,19 +1,24 @@
 """Snapshots and projections: saved fold states and named fold definitions.
 
 A snapshot is the state of a fold after the event at ``seq``, stored under
-``digest + seq`` in the ``snapshots`` database, where ``digest`` hashes the
+``digest + seq`` in the log's ``snapshots`` table, where ``digest`` hashes the
 whole definition (:meth:`evlog.fold.FoldSpec.digest`: engine version, init,
 every clause in order, ``--by``, every filter and the first seq). A changed
 definition has another digest, so its old snapshots are simply never found.
 Keys sort by digest, then seq, so "the newest snapshot at or before seq N"
-is one cursor step.
+is the greatest key of the digest before ``digest + seq(N + 1)``.
+
+Where the tables are kept is the backend's business (:class:`evlog.backends.Table`:
+a named LMDB database, or a key-value bucket of a log on a server, keyed the
+same); what an entry means, how it is checked and what is said about it is
+this module's, once for every kind of log. The functions take the log's
+:class:`~evlog.backends.Tables`: its backend (or an LMDB ``Store``).
 
 A log may come from someone else, and its snapshots with it, so a snapshot
 is built to be checked rather than trusted:
 
 * Its value carries the chain hash of the event record at its seq, and it is
-  used only when that hash matches the record there, read in the same
-  transaction. The chain hash pins every event up to the seq, so a snapshot
+  used only when that hash matches the record there. The chain hash pins every event up to the seq, so a snapshot
   taken on another log, or on this one before its history was rewritten, is
   never used. Snapshots of the first form, without that hash, are never used.
 * It carries its definition (fold-language text only) and first seq, so its
@@ -24,7 +29,7 @@ is built to be checked rather than trusted:
   with its problem by :func:`listing`, and can be dropped like any other.
 
 A projection is a named definition (a CQRS read model) in the
-``projections`` database; its snapshots are ordinary snapshots of its
+``projections`` table; its snapshots are ordinary snapshots of its
 definition. Its stored snapshot interval is the author's wish; the reader's
 own floor decides (:mod:`evlog.snapshot_limits`).
 """
@@ -38,7 +43,7 @@ from typing import Any
 
 import msgpack
 
-from .backends.lmdb.store import Store
+from .backends import Tables
 from .errors import BadInputError, DamagedLogError, UsageError
 from .foldspec import FoldSpec, PythonFoldFileError
 from .record import HASH_SIZE, record_hash, seq_key
@@ -53,6 +58,8 @@ SNAPSHOT_FORMAT = 2
 
 
 _KEY_SIZE = 16 + 8
+MAX_NAME = 255
+"""The longest projection name, in UTF-8 bytes (a key must fit LMDB's 511 bytes and a server's subject)."""
 _U64 = 1 << 64
 # What decoding hostile bytes can raise (msgpack's errors are ValueErrors, and so is bad UTF-8).
 _UNDECODABLE = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
@@ -152,76 +159,93 @@ def encode(spec: FoldSpec, first: int, seq: int, ts: int, chain_hash: bytes, sta
     return value
 
 
-def chain_hash_at(store: Store, seq: int) -> bytes:
+def chain_hash_at(tables: Tables, seq: int) -> bytes:
     """The chain hash stored in the record at ``seq``."""
-    with store.reading(buffers=False) as txn:
-        value = txn.get(seq_key(seq), db=store.dbs[b"events"]) if seq >= 1 else None
+    value = tables.record(seq) if seq >= 1 else None
     if value is None or len(value) <= HASH_SIZE:
         raise DamagedLogError("the event a snapshot is taken at is missing or too short", seq=seq)
     return record_hash(value)
 
 
+def _matches(tables: Tables, seq: int, chain_hash: bytes) -> bool:
+    """Whether the log's record at ``seq`` is the one whose chain hash a snapshot carries."""
+    record = tables.record(seq)
+    return record is not None and len(record) > HASH_SIZE and record_hash(record) == chain_hash
+
+
+def room(tables: Tables, max_size: int | None) -> tuple[int | None, str]:
+    """The largest snapshot value that is stored, and what sets it (for the message when one is larger).
+
+    The reader's ``max_size`` (``--snapshot-max-size``), or a table's own
+    limit where it is smaller (a server takes at most ``max_payload`` bytes in
+    one value).
+    """
+    own = tables.table("snapshots").max_value
+    if own is not None and (max_size is None or own < max_size):
+        return own, f"the largest value the server takes ({own:,} bytes, its max_payload)"
+    if max_size is None:
+        return None, ""
+    return max_size, f"the snapshot size limit ({max_size:,} bytes, --snapshot-max-size)"
+
+
 def save(
-    store: Store, spec: FoldSpec, first: int, seq: int, ts: int, states: dict[Any, Any], *,
-    max_size: int | None = None,
+    tables: Tables, spec: FoldSpec, first: int, seq: int, ts: int, states: dict[Any, Any], *,
+    max_size: int | None = None, record: bytes | None = None,
 ) -> int:
     """Store the states of ``spec`` (folded from ``first``) after ``seq``; returns the size in bytes.
 
-    A value larger than ``max_size`` is not stored; its size is returned all
-    the same, so the caller can tell (``size > max_size``).
+    ``record`` is the record at ``seq`` where the caller has it (the one it
+    folded); else it is read from the log. A value larger than ``max_size``,
+    or than the table can hold (:func:`room`), is not stored; its size is
+    returned all the same, so the caller can tell.
     """
-    value = encode(spec, first, seq, ts, chain_hash_at(store, seq), states)
-    if max_size is not None and len(value) > max_size:
+    folded = record is not None and len(record) > HASH_SIZE
+    chain_hash = record_hash(record) if record is not None and folded else chain_hash_at(tables, seq)
+    value = encode(spec, first, seq, ts, chain_hash, states)
+    limit, _ = room(tables, max_size)
+    if limit is not None and len(value) > limit:
         return len(value)
-    key = spec.digest(first) + seq_key(seq)
-    store.write(lambda txn: txn.put(key, value, db=store.dbs[b"snapshots"]))
+    tables.table("snapshots").put(spec.digest(first) + seq_key(seq), value)
     return len(value)
 
 
-def latest(store: Store, spec: FoldSpec, first: int, until: int) -> tuple[int, dict[Any, Any]] | None:
+def latest(tables: Tables, spec: FoldSpec, first: int, until: int) -> tuple[int, dict[Any, Any]] | None:
     """The newest usable snapshot of ``spec`` folded from ``first``, at a seq in ``first - 1..until``.
 
     Usable: it decodes, holds this definition, and the chain hash it carries is
-    the one of the log's record at its seq (read in the same transaction).
-    Others are passed over for an older one.
+    the one of the log's record at its seq. Others are passed over for an older one.
     """
     digest = spec.digest(first)
     definition = spec.to_record()
-    events = store.dbs[b"events"]
-    with store.reading(buffers=False) as txn:
-        cursor = txn.cursor(db=store.dbs[b"snapshots"])
-        found = cursor.prev() if cursor.set_range(digest + seq_key(until + 1)) else cursor.last()
-        while found:
-            key: bytes = cursor.key()
-            if key[:16] != digest or (len(key) == _KEY_SIZE and int.from_bytes(key[16:], "big") < first - 1):
-                return None
-            stored = decode(key, cursor.value())
-            if isinstance(stored, StoredSnapshot) and stored.first == first and stored.definition == definition:
-                record = txn.get(key[16:], db=events)
-                if record is not None and len(record) > HASH_SIZE and record_hash(record) == stored.chain_hash:
-                    return stored.seq, stored.states()
-            found = cursor.prev()
+    for key, value in tables.table("snapshots").newest(digest, digest + seq_key(until + 1)):
+        if len(key) == _KEY_SIZE and int.from_bytes(key[16:], "big") < first - 1:
+            return None
+        stored = decode(key, value)
+        if (isinstance(stored, StoredSnapshot) and stored.first == first and stored.definition == definition
+                and _matches(tables, stored.seq, stored.chain_hash)):
+            return stored.seq, stored.states()
     return None
 
 
-def listing(store: Store) -> Iterator[SnapshotInfo]:
+def listing(tables: Tables) -> Iterator[SnapshotInfo]:
     """Every snapshot, by definition and seq, each marked with why it is never used if it is not."""
-    with store.reading(buffers=False) as txn:
-        events = store.dbs[b"events"]
-        for key, value in txn.cursor(db=store.dbs[b"snapshots"]):
-            digest, seq = key_parts(key)
-            stored = decode(key, value)
-            if isinstance(stored, str):
-                yield SnapshotInfo(digest, seq, None, len(value), None, stored)
-                continue
-            record = txn.get(key[16:], db=events)
-            problem = None
-            if record is None or len(record) <= HASH_SIZE or record_hash(record) != stored.chain_hash:
-                problem = f"it was made for another history: the log's record at seq {seq} is not the one it names"
-            yield SnapshotInfo(digest, seq, stored.ts, len(value), len(stored.pairs), problem)
+    table = tables.table("snapshots")
+    for key in table.list_keys():
+        value = table.get(key)
+        if value is None:
+            continue  # dropped meanwhile
+        digest, seq = key_parts(key)
+        stored = decode(key, value)
+        if isinstance(stored, str):
+            yield SnapshotInfo(digest, seq, None, len(value), None, stored)
+            continue
+        problem = None
+        if not _matches(tables, stored.seq, stored.chain_hash):
+            problem = f"it was made for another history: the log's record at seq {seq} is not the one it names"
+        yield SnapshotInfo(digest, seq, stored.ts, len(value), len(stored.pairs), problem)
 
 
-def drop(store: Store, *, digest: str | None = None, before: int | None = None, everything: bool = False) -> int:
+def drop(tables: Tables, *, digest: str | None = None, before: int | None = None, everything: bool = False) -> int:
     """Delete snapshots of one definition (hex digest prefix), before a seq, or all; returns how many.
 
     Damaged entries go the same way: by the hex of their key's first 16 bytes,
@@ -233,26 +257,23 @@ def drop(store: Store, *, digest: str | None = None, before: int | None = None, 
     if prefix is not None and (not prefix or any(char not in "0123456789abcdef" for char in prefix)):
         raise UsageError(f"{digest!r} is not a snapshot hash or a prefix of one (see evlog snapshot list)")
 
-    def work(txn: Any) -> int:
-        cursor = txn.cursor(db=store.dbs[b"snapshots"])
-        doomed = []
-        for raw in cursor.iternext(values=False):
-            key = bytes(raw)
-            hex_digest, seq = key_parts(key)
-            if prefix is not None and not hex_digest.startswith(prefix):
-                continue
-            if before is not None and (seq is None or seq >= before):
-                continue
-            doomed.append(key)
-        for key in doomed:
-            txn.delete(key, db=store.dbs[b"snapshots"])
-        return len(doomed)
-
-    return store.write(work)
+    table = tables.table("snapshots")
+    doomed = []
+    for key in table.list_keys():
+        hex_digest, seq = key_parts(key)
+        if prefix is not None and not hex_digest.startswith(prefix):
+            continue
+        if before is not None and (seq is None or seq >= before):
+            continue
+        doomed.append(key)
+    # One key at a time: snapshots are a cache, so a drop cut short loses nothing and can be run again.
+    for key in doomed:
+        table.delete(key)
+    return len(doomed)
 
 
-def drop_digest(store: Store, digest: bytes) -> int:
-    return drop(store, digest=digest.hex())
+def drop_digest(tables: Tables, digest: bytes) -> int:
+    return drop(tables, digest=digest.hex())
 
 
 # -- projections -------------------------------------------------------------
@@ -274,9 +295,22 @@ def _name_key(name: str) -> bytes:
     return name.encode(errors="surrogateescape")
 
 
-def add_projection(store: Store, projection: Projection, *, replace: bool) -> Projection | None:
-    """Store a projection; returns the one it replaced (or raises if it exists and not ``replace``)."""
+def add_projection(tables: Tables, projection: Projection, *, replace: bool) -> Projection | None:
+    """Store a projection; returns the one it replaced (or raises if it exists and not ``replace``).
+
+    Two writers may race (two hosts adding the same name): the entry is
+    changed only if it still holds what was read, else read again, so one of
+    two adds without ``replace`` is refused and a replace returns the
+    definition it really replaced.
+    """
     name = _name_key(projection.name)
+    try:
+        name.decode()
+    except UnicodeDecodeError:  # it would be read back as damage
+        raise UsageError(f"a projection's name must be UTF-8 text; {projection.name!r} is not") from None
+    if len(name) > MAX_NAME:
+        raise UsageError(f"a projection's name is at most {MAX_NAME} bytes; {projection.name[:40]!r}... is "
+                         f"{len(name)}")
     value = msgpack.packb(
         {
             "spec": projection.spec.to_record(),
@@ -287,50 +321,53 @@ def add_projection(store: Store, projection: Projection, *, replace: bool) -> Pr
         use_bin_type=True,
     )
 
-    def work(txn: Any) -> Projection | None:
-        old = txn.get(name, db=store.dbs[b"projections"])
+    table = tables.table("projections")
+    while True:
+        old = table.get(name)
         if old is not None and not replace:
             raise UsageError(f"projection {projection.name!r} exists; use --replace to redefine it")
-        txn.put(name, value, db=store.dbs[b"projections"])
-        if old is None:
-            return None
-        try:
-            return _projection(name, bytes(old))
-        except DamagedLogError:  # replacing a damaged entry is how it is repaired
-            return None
+        if table.swap(name, value, expected=old):
+            break
+    if old is None:
+        return None
+    try:
+        return _projection(name, old)
+    except DamagedLogError:  # replacing a damaged entry is how it is repaired
+        return None
 
-    return store.write(work)
 
-
-def get_projection(store: Store, name: str) -> Projection:
-    with store.reading(buffers=False) as txn:
-        value: bytes | None = txn.get(_name_key(name), db=store.dbs[b"projections"])
+def get_projection(tables: Tables, name: str) -> Projection:
+    value = tables.table("projections").get(_name_key(name))
     if value is None:
         raise UsageError(f"no projection named {name!r} (see evlog projection list)")
     return _projection(_name_key(name), value)
 
 
-def list_projections(store: Store) -> list[Projection]:
-    with store.reading(buffers=False) as txn:
-        cursor = txn.cursor(db=store.dbs[b"projections"])
-        return [_projection(bytes(key), bytes(value)) for key, value in cursor]
+def list_projections(tables: Tables) -> list[Projection]:
+    table = tables.table("projections")
+    found = []
+    for key in table.list_keys():
+        value = table.get(key)
+        if value is not None:  # removed meanwhile
+            found.append(_projection(key, value))
+    return found
 
 
-def remove_projection(store: Store, name: str) -> Projection | None:
+def remove_projection(tables: Tables, name: str) -> Projection | None:
     """Remove a projection; returns it, or None when its entry was too damaged to read (removed all the same)."""
     key = _name_key(name)
-
-    def work(txn: Any) -> Projection | None:
-        old = txn.get(key, db=store.dbs[b"projections"])
+    table = tables.table("projections")
+    while True:
+        old = table.get(key)
         if old is None:
             raise UsageError(f"no projection named {name!r} (see evlog projection list)")
-        txn.delete(key, db=store.dbs[b"projections"])
-        try:
-            return _projection(key, bytes(old))
-        except DamagedLogError:
-            return None
-
-    return store.write(work)
+        # Only the definition read goes: one redefined meanwhile keeps its new snapshots.
+        if table.swap(key, None, expected=old):
+            break
+    try:
+        return _projection(key, old)
+    except DamagedLogError:
+        return None
 
 
 def check_projection_entry(key: bytes, value: bytes) -> None:

@@ -271,3 +271,187 @@ def test_one_follower_per_group(any_log: str, spawn: Any) -> None:
     assert run_evlog("group", "reset", "g", "--to", "1", log=any_log).returncode == 1
     follower.stop()
     assert _group_seqs(any_log, "--group", "g") == [1]  # its successor is not kept waiting
+
+
+# -- snapshots and projections: kept with the log, trusted only where they check out --------------
+
+_BALANCES = ("--by", "stream", "--init", '{"b": 0}', "--on", "deposit", "s.b += d.amount",
+             "--on", "withdraw", "s.b -= d.amount")
+
+
+def _balances(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    states: dict[str, dict[str, int]] = {}
+    for event in events:
+        sign = 1 if event["type"] == "deposit" else -1
+        states.setdefault(event["stream"], {"b": 0})["b"] += sign * event["data"]["amount"]
+    return states
+
+
+def _snapshot_list(log: str) -> list[dict[str, Any]]:
+    result = run_evlog("snapshot", "list", "-o", "ndjson", log=log)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _fold_spec() -> Any:
+    from evlog.fold import FoldSpec
+
+    return FoldSpec(init={"b": 0}, clauses=(("deposit", "s.b += d.amount"), ("withdraw", "s.b -= d.amount")),
+                    by="stream")
+
+
+def test_projection_add_list_show_and_rm(any_log: str) -> None:
+    with Log(any_log) as log:
+        log.append_many(_bank(30))
+    added = run_evlog("projection", "add", "bal", *_BALANCES, "--snapshot-every", "10", log=any_log)
+    assert added.returncode == 0, added.stderr
+    again = run_evlog("projection", "add", "bal", "--fold", "s", log=any_log)
+    assert again.returncode == 2 and b"exists; use --replace" in again.stderr
+    listed = run_evlog("projection", "list", "-o", "ndjson", log=any_log)
+    assert [(p["name"], p["snapshot_every"]) for p in map(json.loads, listed.stdout.splitlines())] == [("bal", 10)]
+
+    shown = run_evlog("projection", "show", "bal", "--at", "20", "--snapshot-every", "10", "-o", "json", log=any_log)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == _balances(_bank(20))
+    saved = _snapshot_list(any_log)
+    assert [s["seq"] for s in saved] == [10, 20] and all(s["problem"] is None for s in saved)
+    replayed = run_evlog("replay", "--projection", "bal", "-o", "json", log=any_log)
+    assert replayed.returncode == 0 and json.loads(replayed.stdout) == _balances(_bank(30))
+
+    replaced = run_evlog("projection", "add", "bal", "--replace", "--fold", "s + 1", "--init", "0",
+                         "--snapshot-every", "10", log=any_log)
+    assert replaced.returncode == 0 and b"dropped 2 snapshots of its old definition" in replaced.stderr
+    assert _snapshot_list(any_log) == []
+    run_evlog("projection", "show", "bal", "--snapshot-every", "10", log=any_log)
+    removed = run_evlog("projection", "rm", "bal", log=any_log)
+    assert removed.returncode == 0 and b"removed projection 'bal' and 3 snapshots" in removed.stderr
+    assert run_evlog("projection", "list", "-o", "ndjson", log=any_log).stdout == b""
+    gone = run_evlog("projection", "show", "bal", log=any_log)
+    assert gone.returncode == 2 and b"no projection named 'bal'" in gone.stderr
+
+
+def test_projection_show_reads_only_the_events_after_the_newest_snapshot(any_log: str) -> None:
+    from evlog import snapshots
+    from evlog.runner import run_fold
+
+    events = _bank(350)
+    with Log(any_log) as log:
+        log.append_many(events[:300])
+    assert run_evlog("projection", "add", "bal", *_BALANCES, "--snapshot-every", "100", log=any_log).returncode == 0
+    first = run_evlog("projection", "show", "bal", "--snapshot-every", "100", "-o", "json", log=any_log)
+    assert json.loads(first.stdout) == _balances(events[:300])
+    with Log(any_log) as log:
+        log.append_many(events[300:])
+        projection = snapshots.get_projection(log.backend(), "bal")
+        read: list[int] = []
+        result, _ = run_fold(log, projection.spec, snapshot_every=100, progress=lambda done, _all: read.append(done))
+        assert (result.snapshot_seq, result.folded_from, max(read)) == (300, 301, 50)
+        assert result.value(by=True) == _balances(events)
+        full, _ = run_fold(log, projection.spec, use_snapshots=False)
+        assert full.states == result.states and full.folded_from == 1
+
+
+def test_snapshot_save_list_drop_and_a_replay_that_starts_from_one(any_log: str) -> None:
+    from evlog.runner import run_fold
+
+    with Log(any_log) as log:
+        log.append_many(_bank(30))
+    saved = run_evlog("snapshot", "save", *_BALANCES, "--at", "20", log=any_log)
+    assert saved.returncode == 0, saved.stderr
+    digest, seq = saved.stdout.decode().split()
+    assert seq == "20" and b"saved the state after seq 20" in saved.stderr
+    assert [(s["hash"], s["seq"], s["keys"]) for s in _snapshot_list(any_log)] == [(digest, 20, 4)]
+    replayed = run_evlog("replay", *_BALANCES, "-o", "json", log=any_log)
+    assert json.loads(replayed.stdout) == _balances(_bank(30))
+    with Log(any_log) as log:
+        result, _ = run_fold(log, _fold_spec())
+        assert (result.snapshot_seq, result.folded_from) == (20, 21)
+        early, _ = run_fold(log, _fold_spec(), until=19)
+        assert early.snapshot_seq is None and early.value(by=True) == _balances(_bank(19))
+    assert run_evlog("snapshot", "drop", "--before", "20", log=any_log).stderr.endswith(b"dropped 0 snapshots\n")
+    dropped = run_evlog("snapshot", "drop", digest[:8], log=any_log)
+    assert dropped.returncode == 0 and b"dropped 1 snapshot" in dropped.stderr
+    assert _snapshot_list(any_log) == []
+
+
+def test_a_snapshot_is_used_only_on_the_history_it_was_made_for(any_log: str) -> None:
+    import msgpack
+
+    from evlog import snapshots
+    from evlog.runner import run_fold
+    from evlog.snapshot_check import check_snapshots
+
+    with Log(any_log) as log:
+        log.append_many(_bank(30))
+    assert run_evlog("snapshot", "save", *_BALANCES, "--at", "10", log=any_log).returncode == 0
+    assert run_evlog("snapshot", "save", *_BALANCES, "--at", "20", log=any_log).returncode == 0
+    with Log(any_log) as log:
+        clean = check_snapshots(log)
+        assert list(clean) == [] and clean.checked == 2
+        table = log.backend(write=True).table("snapshots")
+        keys = table.list_keys()
+        assert [int.from_bytes(key[16:], "big") for key in keys] == [10, 20]
+        # At 20, a snapshot for another history: a lie about every balance, with a chain hash not the log's.
+        record = msgpack.unpackb(table.get(keys[1]), strict_map_key=False)
+        record["hash"] = bytes(16)
+        record["states"] = [[key, {"b": 10**6}] for key, _ in record["states"]]
+        table.put(keys[1], msgpack.packb(record, use_bin_type=True))
+        # At 10, a state that lies but carries the right chain hash: only a recomputation can tell.
+        record = msgpack.unpackb(table.get(keys[0]), strict_map_key=False)
+        record["states"][0][1] = {"b": -1}
+        table.put(keys[0], msgpack.packb(record, use_bin_type=True))
+        result, _ = run_fold(log, _fold_spec())
+        assert result.snapshot_seq == 10  # passed over the one at 20
+        found = list(check_snapshots(log))
+    assert [(f.seq, "another history" in f.problem, "differs" in f.problem) for f in found] == [
+        (10, False, True), (20, True, False)]
+    listed = _snapshot_list(any_log)
+    assert [s["problem"] is not None for s in listed] == [False, True]
+    assert "made for another history" in listed[1]["problem"]
+    with Log(any_log) as log:
+        found_at = snapshots.latest(log.backend(), _fold_spec(), 1, 30)
+        assert found_at is not None and found_at[0] == 10
+
+
+def test_a_damaged_projection_entry_is_damage_and_rm_removes_it(any_log: str) -> None:
+    with Log(any_log) as log:
+        log.append_many(_bank(5))
+    assert run_evlog("projection", "add", "bal", *_BALANCES, log=any_log).returncode == 0
+    with Log(any_log) as log:
+        log.backend(write=True).table("projections").put(b"bal", b"\xc1 not msgpack")
+    for command in (("projection", "show", "bal"), ("projection", "list"), ("replay", "--projection", "bal")):
+        result = run_evlog(*command, log=any_log)
+        assert result.returncode == 74, (command, result.stderr)
+        assert result.stderr.startswith(b"evlog: damaged log") and b"projection rm bal" in result.stderr
+    removed = run_evlog("projection", "rm", "bal", log=any_log)
+    assert removed.returncode == 0 and b"its entry was damaged" in removed.stderr
+    assert run_evlog("projection", "list", log=any_log).returncode == 0
+
+
+def test_a_snapshot_larger_than_the_readers_limit_is_not_saved_and_said_once(any_log: str) -> None:
+    with Log(any_log) as log:
+        log.append_many([{"type": "blob", "data": {"text": "x" * 2000}}] * 20)
+    result = run_evlog("replay", "--init", "[]", "--fold", "s + [d.text]", "--snapshot-every", "5",
+                       "--snapshot-max-size", "12k", "-o", "json", log=any_log)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 20
+    assert result.stderr.count(b"more than the snapshot size limit") == 1
+    assert [s["seq"] for s in _snapshot_list(any_log)] == [5]
+
+
+def test_two_adds_of_one_projection_at_once_keep_one(any_log: str) -> None:
+    import subprocess
+    import sys
+
+    with Log(any_log) as log:
+        log.append("x")
+    command = [sys.executable, "-m", "evlog", "projection", "add", "same", "--log", any_log, "--init", "0", "--fold"]
+    racers = [subprocess.Popen([*command, f"s + {n}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for n in range(4)]
+    codes = [racer.wait(timeout=60) for racer in racers]
+    for racer in racers:
+        racer.communicate()
+    assert sorted(codes) == [0, 2, 2, 2]
+    listed = run_evlog("projection", "list", "-o", "ndjson", log=any_log).stdout.splitlines()
+    winner = codes.index(0)
+    assert [json.loads(line)["definition"]["clauses"] for line in listed] == [[[None, f"s + {winner}"]]]

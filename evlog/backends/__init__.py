@@ -3,7 +3,8 @@
 A backend keeps records (the bytes of :mod:`evlog.record`, the same on every
 backend, so a log copied from one to another has the same head hash) under
 gapless seqs, with an index of each stream's seqs, an index of ids, and
-counts of types and streams. Everything else (positions, filters, folds,
+counts of types and streams, and a few small tables beside them (snapshots,
+projections) whose meaning is kept in one place, :mod:`evlog.snapshots`. Everything else (positions, filters, folds,
 output, following, the command line) is written once, over this interface.
 
 The write path is shared too. What a batch becomes (each event's seq, ts,
@@ -57,6 +58,48 @@ class WriteTxn(Protocol):
         new_streams: int,
     ) -> None:
         """Store the batch: records by seq key, stream index rows, new ids, count increments."""
+
+
+class Table(Protocol):
+    """A named table of byte keys and values kept with the log (``snapshots``, ``projections``).
+
+    LMDB keeps it in a named database, JetStream in a key-value bucket of the
+    log. Keys sort as bytes on both, so "the newest key of a prefix before
+    another" means the same everywhere. Where two writers could race, a
+    change is made with :meth:`swap`, which only changes a key still holding
+    the value the caller read.
+    """
+
+    max_value: int | None
+    """The largest value the table can hold (a server's message size), or None for no limit of its own."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The key's value, or None."""
+
+    def put(self, key: bytes, value: bytes) -> None:
+        """Set the key's value, whatever it was."""
+
+    def swap(self, key: bytes, value: bytes | None, *, expected: bytes | None) -> bool:
+        """Set (None: delete) the key only if it still holds ``expected`` (None: no value); whether it did."""
+
+    def delete(self, key: bytes) -> None:
+        """Remove the key (nothing happens for a key without a value)."""
+
+    def list_keys(self) -> list[bytes]:
+        """Every key, sorted as bytes."""
+
+    def newest(self, prefix: bytes, before: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries whose key starts with ``prefix`` and sorts before ``before``, the greatest key first."""
+
+
+class Tables(Protocol):
+    """Where a log's tables are, with the records their entries are checked against."""
+
+    def table(self, name: str) -> Table:
+        """The table ``name`` (``snapshots`` or ``projections``)."""
+
+    def record(self, seq: int) -> bytes | None:
+        """The record at ``seq``, or None when there is none."""
 
 
 class Waiter(Protocol):
@@ -172,6 +215,12 @@ class Backend(Protocol):
 
     def waiter(self) -> Waiter:
         """Something a follower sleeps in until the log may have grown."""
+
+    def table(self, name: str) -> Table:
+        """The log's table ``name`` (``snapshots`` or ``projections``): see :class:`Table`."""
+
+    def record(self, seq: int) -> bytes | None:
+        """The record at ``seq``, or None when there is none."""
 
     def housekeeping(self) -> None:
         """Periodic upkeep while following (never raises)."""

@@ -105,11 +105,11 @@ def add(
         raise UsageError("a projection is a fold: give --fold, --on or --fold-file")
     refuse_python_fold_file(spec, "projection add")
     with Log(log) as opened:
-        store = opened.store(write=True)
+        tables = opened.backend(write=True)
         projection = snapshots.Projection(name, spec, from_, snapshot_every, time.time_ns())
-        replaced = snapshots.add_projection(store, projection, replace=replace)
+        replaced = snapshots.add_projection(tables, projection, replace=replace)
         if replaced is not None:
-            dropped = snapshots.drop_digest(store, replaced.spec.digest(opened.resolve(replaced.from_)))
+            dropped = snapshots.drop_digest(tables, replaced.spec.digest(opened.resolve(replaced.from_)))
             note(f"replaced projection {name!r}; dropped {counted(dropped, 'snapshot')} of its old definition")
 
 
@@ -134,7 +134,7 @@ def list_(
     from ..timefmt import format_ts
 
     with Log(log) as opened:
-        found = snapshots.list_projections(opened.store())
+        found = snapshots.list_projections(opened.backend())
     if draws_table(output):
         from ..textsafe import visible
 
@@ -222,7 +222,7 @@ def show(
     for_streaming()
     max_size = parse_size(snapshot_max_size, "--snapshot-max-size")
     with Log(log) as opened:
-        projection = snapshots.get_projection(opened.store(), name)
+        projection = snapshots.get_projection(opened.backend(), name)
         print_fold(opened, projection.spec, from_=projection.from_, until=at, output=output, scan=False,
                    use_snapshots=True,
                    snapshot_every=allowed_interval(projection.snapshot_every, snapshot_every),
@@ -247,11 +247,11 @@ def rm(
     from ..log import Log
 
     with Log(log) as opened:
-        store = opened.store(write=True)
-        removed = snapshots.remove_projection(store, name)
+        tables = opened.backend(write=True)
+        removed = snapshots.remove_projection(tables, name)
         if removed is None:
             note(f"removed projection {name!r}; its entry was damaged, so its snapshots are left "
                  "(see evlog snapshot list)")
             return
-        dropped = snapshots.drop_digest(store, removed.spec.digest(opened.resolve(removed.from_)))
+        dropped = snapshots.drop_digest(tables, removed.spec.digest(opened.resolve(removed.from_)))
     note(f"removed projection {name!r} and {counted(dropped, 'snapshot')}")

@@ -106,7 +106,7 @@ def replay(
                 raise UsageError("--projection brings its own definition: drop the fold and filter options")
             from ..snapshots import get_projection
 
-            stored = get_projection(opened.store(), projection)
+            stored = get_projection(opened.backend(), projection)
             spec, from_ = stored.spec, from_ if from_ is not None else stored.from_
             from ..snapshot_limits import DEFAULT_SNAPSHOT_EVERY, allowed_interval
 

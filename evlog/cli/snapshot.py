@@ -81,7 +81,7 @@ def save(
     debug: DebugOption = False,
 ) -> None:
     from .. import snapshots
-    from ..errors import UsageError
+    from ..errors import BadInputError, UsageError
     from ..log import Log
     from ..runner import run_fold
     from ._progress import progress
@@ -97,10 +97,14 @@ def save(
                                  timeout=fold_timeout(opened.path, timeout))
         if result.last < result.first:
             raise UsageError("there is no event to take a snapshot at (the range is empty)")
-        store = opened.store(write=True)
+        tables = opened.backend(write=True)
         digest = spec.digest(result.first)
-        size = snapshots.save(store, spec, result.first, result.last, opened.backend().ts_at(result.last),
-                              result.states)
+        size = snapshots.save(tables, spec, result.first, result.last, tables.ts_at(result.last), result.states)
+        limit, limit_is = snapshots.room(tables, None)
+        if limit is not None and size > limit:
+            raise BadInputError(f"the state after seq {result.last} is {size:,} bytes, more than {limit_is}: "
+                                "it was not saved (a fold with a smaller state, or a server with a larger "
+                                "max_payload, can be)")
     print(f"{digest.hex()} {result.last}")
     note(f"saved the state after seq {result.last} ({size} bytes) as snapshot {digest.hex()}")
 
@@ -129,7 +133,7 @@ def list_(
     from ..timefmt import format_ts
 
     with Log(log) as opened:
-        found = list(snapshots.listing(opened.store()))
+        found = list(snapshots.listing(opened.backend()))
     if draws_table(output):
         # Local time to the second, as in the other tables; the JSON keeps the exact ts.
         rows = [{"hash": item.digest, "seq": item.seq, "time (local)": None if item.ts is None else local_time(item.ts),
@@ -171,5 +175,5 @@ def drop(
 
     with Log(log) as opened:
         before_seq = opened.resolve(before) if before is not None else None
-        count = snapshots.drop(opened.store(write=True), digest=digest, before=before_seq, everything=everything)
+        count = snapshots.drop(opened.backend(write=True), digest=digest, before=before_seq, everything=everything)
     note(f"dropped {counted(count, 'snapshot')}")

@@ -69,6 +69,7 @@ from .url import event_subject, kv_key, parse_location, streams_filter
 if TYPE_CHECKING:
     from .group_entries import JetStreamGroups
     from .kv import Bucket
+    from .tables import JetStreamTable
 
 T = TypeVar("T")
 
@@ -117,8 +118,11 @@ class JetStreamBackend:
         # if another writer appended meanwhile, the server refuses the batch and we ask then.
         self.last_written: tuple[int, bytes] | None = None
         self._buckets: dict[str, Bucket] = {}
+        self._tables: dict[str, JetStreamTable] = {}
 
     def close(self) -> None:
+        for table in self._tables.values():
+            table.close()
         self.client.close()
 
     def _create(self) -> LogStreamInfo:
@@ -386,6 +390,20 @@ class JetStreamBackend:
 
     def waiter(self) -> _Waiter:
         return _Waiter(self.client, f"evlog.{self.name}.>")
+
+    def table(self, name: str) -> JetStreamTable:
+        table = self._tables.get(name)
+        if table is None:
+            from .tables import JetStreamTable
+
+            if name not in ("snapshots", "projections"):
+                raise ValueError(f"unknown table {name!r}")
+            table = self._tables[name] = JetStreamTable(self.client, name)
+        return table
+
+    def record(self, seq: int) -> bytes | None:
+        found = self._get(seq) if seq >= 1 else None
+        return None if found is None else found.data
 
     def housekeeping(self) -> None:
         """Nothing to do: the server keeps its own house."""

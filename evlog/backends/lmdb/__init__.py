@@ -26,6 +26,7 @@ from .store import U64, Store, parse_format
 
 if TYPE_CHECKING:
     from .groups import LmdbGroups
+    from .tables import LmdbTable
     from .watch import Watcher
 
 T = TypeVar("T")
@@ -132,6 +133,12 @@ class LmdbBackend:
     def write(self, work: Callable[[Any], T]) -> T:
         store = self.store
         return store.write(lambda txn: work(_WriteTxn(txn, store)))
+
+    def table(self, name: str) -> LmdbTable:
+        return self.store.table(name)
+
+    def record(self, seq: int) -> bytes | None:
+        return self.store.record(seq)
 
     def waiter(self) -> Watcher:
         from .watch import Watcher  # ctypes, for inotify: only followers pay for it

@@ -32,12 +32,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
 from ...errors import DamagedLogError, EvlogError, LogNotFoundError, NotALogError, StorageError, UsageError
 from .files import SIDECAR, check_data_size, check_log_files, create_file, is_log_file
+
+if TYPE_CHECKING:
+    from .tables import LmdbTable
 
 LOG_FORMAT = 1
 DEFAULT_MAP_SIZE = 1 << 40
@@ -351,6 +354,20 @@ class Store:
     def meta(self, txn: lmdb.Transaction, key: bytes) -> bytes | None:
         value = txn.get(key, db=self.dbs[b"meta"])
         return None if value is None else bytes(value)
+
+    def table(self, name: str) -> LmdbTable:
+        """The named database ``name`` (snapshots, projections) as a :class:`~evlog.backends.Table`."""
+        from .tables import LmdbTable
+
+        return LmdbTable(self, name)
+
+    def record(self, seq: int) -> bytes | None:
+        """The record at ``seq``, or None."""
+        if not 1 <= seq < 1 << 64:
+            return None
+        with self.reading(buffers=False) as txn:
+            value: bytes | None = txn.get(seq.to_bytes(8, "big"), db=self.dbs[b"events"])
+        return value
 
 
 def parse_format(raw: bytes) -> int:

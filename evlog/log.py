@@ -98,9 +98,13 @@ class Log:
             )
         return self._backend
 
-    def backend(self, *, write: bool = False) -> Backend:
-        """The open backend of an existing log (for the modules that read through it)."""
-        return self._open(write=write)
+    def backend(self, *, write: bool = False, check_format: bool = True) -> Backend:
+        """The open backend of an existing log (for the modules that read through it).
+
+        ``check_format=False`` opens a log whose marker is damaged or whose
+        stream config was changed (for verify, which reports it).
+        """
+        return self._open(write=write, check_format=check_format)
 
     def store(self, *, write: bool = False, check_format: bool = True) -> Store:
         """The LMDB :class:`~evlog.backends.lmdb.store.Store` of an existing local log (for extensions).

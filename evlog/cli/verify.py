@@ -125,7 +125,7 @@ def verify(
     drawn = not (output is VerifyOutput.json and stdout_is_terminal())
     with Log(log) as opened, progress("verifying", "verified", enabled=drawn,
                                       report=output is VerifyOutput.json) as bar:
-        opened.store(check_format=False)  # a missing log fails here, before a JSON document is begun
+        opened.backend(check_format=False)  # a missing log fails here, before a JSON document is begun
         run = run_verify(opened, from_=from_, progress=bar)
         checked = None
         if snapshots:

@@ -172,11 +172,15 @@ class Verification(Iterator[Finding]):
     def _checker(self) -> Checker:
         backend = self.log.backend(check_format=False)
         if self.log.is_remote:
+            from .backends.jetstream.backend import JetStreamBackend
             from .backends.jetstream.verify import JetStreamChecker
 
+            assert isinstance(backend, JetStreamBackend)
             return JetStreamChecker(backend)
+        from .backends.lmdb import LmdbBackend
         from .backends.lmdb.verify import LmdbChecker
 
+        assert isinstance(backend, LmdbBackend)
         return LmdbChecker(backend)
 
     def _checks(self) -> Iterator[Finding]:

@@ -140,7 +140,7 @@ def open_backend(location: str, *, create: bool, writable: bool, check_format: b
     if is_url(location):
         from .jetstream.backend import open_jetstream
 
-        return open_jetstream(location, create=create, writable=writable)
+        return open_jetstream(location, create=create, writable=writable, check_config=check_format)
     from .lmdb import LmdbBackend
 
     return LmdbBackend(location, create=create, writable=writable, check_format=check_format)

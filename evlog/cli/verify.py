@@ -116,6 +116,8 @@ def verify(
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> int:
+    from ..backends import is_url
+    from ..errors import UsageError
     from ..log import Log
     from ..verify import verify as run_verify
     from ._progress import progress
@@ -123,6 +125,11 @@ def verify(
     # No bar over JSON on the same terminal: the bar's redraws would overwrite it.
     # The time and rate join the summary line; JSON has none, so there they get a line of their own.
     drawn = not (output is VerifyOutput.json and stdout_is_terminal())
+    if snapshots and is_url(log):
+        raise UsageError(
+            f"verify --snapshots is not yet available for a log on a server ({log}); "
+            "run evlog verify without --snapshots"
+        )
     with Log(log) as opened, progress("verifying", "verified", enabled=drawn,
                                       report=output is VerifyOutput.json) as bar:
         opened.backend(check_format=False)  # a missing log fails here, before a JSON document is begun

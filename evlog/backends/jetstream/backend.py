@@ -83,9 +83,13 @@ class _HeadMoved(Exception):
     """The batch was computed against a head that is no longer the log's: compute it again."""
 
 
-def open_jetstream(text: str, *, create: bool, writable: bool) -> JetStreamBackend:
-    """Open (with ``create``, make) the log a ``nats://`` location names."""
-    return JetStreamBackend(text, create=create)
+def open_jetstream(text: str, *, create: bool, writable: bool, check_config: bool = True) -> JetStreamBackend:
+    """Open (with ``create``, make) the log a ``nats://`` location names.
+
+    ``check_config=False`` (verify only) opens an evlog stream whose config was
+    changed (deletes allowed, limits set), so that the change is reported.
+    """
+    return JetStreamBackend(text, create=create, check_config=check_config)
 
 
 class JetStreamBackend:
@@ -93,11 +97,12 @@ class JetStreamBackend:
 
     max_batch = MAX_BATCH
 
-    def __init__(self, text: str, *, create: bool) -> None:
+    def __init__(self, text: str, *, create: bool, check_config: bool = True) -> None:
         self.where = parse_location(text)
         self.location = self.where.display
         self.writable = True  # what may be written is the server's to say, per request
         self.client = LogClient.connect(self.where)
+        self.client.check_config = check_config
         try:
             try:
                 self.info = self.client.open_log_stream()

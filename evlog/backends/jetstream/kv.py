@@ -146,6 +146,23 @@ class Bucket:
         result: list[str] = self._call(f"listing keys of {self.name}", keys())
         return result
 
+    def items(self) -> list[tuple[str, bytes]]:
+        """Every key with a value, and the value, in the bucket's order (one watcher: for checking an index)."""
+        async def items() -> list[tuple[str, bytes]]:
+            watcher = await self._kv.watch(">", ignore_deletes=True)
+            found: list[tuple[str, bytes]] = []
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the end of what is stored now
+                        break
+                    found.append((entry.key, entry.value or b""))
+            finally:
+                await watcher.stop()
+            return found
+
+        result: list[tuple[str, bytes]] = self._call(f"reading {self.name}", items())
+        return result
+
     def destroy(self) -> None:
         """Delete the whole bucket (tests, and removing a log)."""
         js = self.client.nc.jetstream(timeout=self.client.timeout)

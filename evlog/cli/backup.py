@@ -41,11 +41,14 @@ def backup(
     log: LogOption = DEFAULT_LOG,
     debug: DebugOption = False,
 ) -> None:
+    from ..backends import is_url
     from ..backup import backup as copy_log
     from ..log import Log
     from ._progress import progress
 
-    with Log(log) as opened, progress("backing up", "copied", unit="bytes") as meter:
+    # A copy from a server is written event by event, and counted so; LMDB copies pages.
+    unit = "events" if is_url(log) else "bytes"
+    with Log(log) as opened, progress("backing up", "copied", unit=unit) as meter:
         facts = copy_log(opened, dest, compact=compact, progress=meter)
     if output is BackupOutput.json:
         import orjson

@@ -52,7 +52,7 @@ from ...errors import DamagedLogError, LogNotFoundError, StorageError
 from ...record import DECODE_ERRORS, GENESIS_HASH, decode_body, key_seq, record_hash
 from ...scan import CHUNK, Progress, Row
 from ...timefmt import format_ts
-from .. import Chunks
+from .. import Chunks, StreamEntry, Totals
 from .client import MAX_BATCH, LogClient, run
 from .messages import (
     EXPECTED_LAST_SEQ,
@@ -67,6 +67,7 @@ from .url import event_subject, kv_key, parse_location, streams_filter
 
 if TYPE_CHECKING:
     from .kv import Bucket
+    from .overview import StreamIndex
 
 T = TypeVar("T")
 
@@ -116,6 +117,7 @@ class JetStreamBackend:
         self.name = self.where.name
         self.check_ids = False  # set once the server refused a duplicate id: look ids up from then on
         self._buckets: dict[str, Bucket] = {}
+        self._streams: StreamIndex | None = None  # the last stream listing, whose times it kept
 
     def close(self) -> None:
         self.client.close()
@@ -307,6 +309,22 @@ class JetStreamBackend:
 
     def type_counts(self) -> dict[str, int]:
         return dict(self._index().types)
+
+    def totals(self, top: int) -> Totals:
+        from .overview import totals
+
+        return totals(self, top)
+
+    def stream_index(self, prefix: str) -> Iterator[StreamEntry]:
+        from .overview import StreamIndex
+
+        self._streams = StreamIndex(self)
+        return self._streams.entries(prefix)
+
+    def ts_of(self, seqs: Sequence[int]) -> list[int]:
+        if self._streams is not None:
+            return self._streams.ts_of(seqs)
+        return [self.ts_at(seq) for seq in seqs]
 
     def describe(self) -> dict[str, Any]:
         info = self.client.stream_info()

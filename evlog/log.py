@@ -111,8 +111,8 @@ class Log:
 
         ``check_format=False`` opens a log whose format marker is damaged (for
         verify, which reports it); everything else refuses such a log. What
-        needs it (groups, snapshots, stats, verify, backup) is not yet built
-        for a log on a server, which says so (:class:`UsageError`).
+        needs it (groups, snapshots) is not yet built for a log on a server,
+        which says so (:class:`UsageError`).
         """
         backend = self._open(write=write, check_format=check_format)
         store: Store | None = getattr(backend, "store", None)

@@ -274,3 +274,24 @@ def test_stats_and_streams_on_a_small_log(any_log: str) -> None:
     assert streams[1]["first_ts"].startswith("2023-11-14T22:13:20")
     top = run_evlog("streams", "account-*", "--sort", "last", "--limit", "2", "-o", "json", log=any_log)
     assert [s["stream"] for s in json.loads(top.stdout)] == ["account-3", "account-2"]
+
+
+def test_verify_while_another_process_appends_is_clean(any_log: str) -> None:
+    import subprocess
+    import sys
+
+    _small_log(any_log)
+    lines = "".join(json.dumps({"type": "tick", "stream": f"s-{n % 7}", "id": f"t-{n}"}) + "\n" for n in range(4000))
+    appender = subprocess.Popen([sys.executable, "-m", "evlog", "append", "--batch", "100", "--log", any_log],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert appender.stdin is not None
+    appender.stdin.write(lines.encode())
+    appender.stdin.close()
+    runs = 0
+    while appender.poll() is None or runs == 0:
+        result = run_evlog("verify", log=any_log)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        runs += 1
+    assert appender.wait() == 0
+    final = run_evlog("verify", log=any_log)
+    assert final.returncode == 0 and b"4,012 events" in final.stderr, final.stderr

@@ -224,3 +224,11 @@ def test_backup_of_a_log_on_a_server_into_a_directory(nats_log_url: str, tmp_pat
     assert run_evlog("verify", log=str(dest)).returncode == 0
     summary = json.loads(run_evlog("verify", "-o", "json", log=str(dest)).stdout)
     assert summary["events"] == 4 and summary["ok"]
+
+
+def test_verify_snapshots_says_it_is_not_yet_available_on_a_server(nats_log_url: str) -> None:
+    _log_with_events(nats_log_url)
+    result = run_evlog("verify", "--snapshots", log=nats_log_url)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert "verify --snapshots is not yet available for a log on a server" in result.stderr.decode()

@@ -1,4 +1,4 @@
-"""``evlog backup``: a consistent copy of a log while other processes append to it."""
+"""``evlog backup``: a consistent copy of a log while other processes append to it (from a server: a local copy)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class BackupOutput(str, Enum):
         "processes may go on appending meanwhile. Prints the number of events and the head hash "
         "of the copy, which is a complete log of its own.\n\n"
         "DEST is never overwritten: a file, or a directory with anything in it, is refused.\n\n"
+        "A log on a server (nats://) is copied into DEST as a new local log, event by event: the same "
+        "records, head hash and log id, with its indexes built as appending builds them.\n\n"
         "Examples:\n\n"
         "  evlog backup /backups/events-$(date +%F)\n\n"
         "  evlog backup --compact small.lmdb && evlog verify --log small.lmdb\n\n"

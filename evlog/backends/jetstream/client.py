@@ -427,6 +427,10 @@ class LogClient:
             return self._leader_get({"last_by_subj": subject})
         return run(self._direct(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b""))
 
+    def get_next(self, seq: int, subjects: str) -> StoredMsg | None:
+        """The first message at or after ``seq`` on a subject matching ``subjects`` (the leader's answer)."""
+        return self._leader_get({"seq": max(seq, 1), "next_by_subj": subjects})
+
     def next_seq(self, seq: int, subjects: str) -> int | None:
         """The seq of the first message at or after ``seq`` on a subject matching ``subjects`` (the leader's
         answer), or None if there is none."""

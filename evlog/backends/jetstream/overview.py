@@ -82,8 +82,7 @@ class StreamIndex:
         for stream, version, subject in sorted(named):
             if not stream.startswith(prefix):
                 continue
-            first_seq = client.next_seq(1, subject)
-            first = client.get(first_seq) if first_seq is not None else None
+            first = client.get_next(1, subject)
             last = client.get_last(subject)
             if first is None or last is None:
                 raise DamagedLogError(f"stream {stream!r} has {version} events on its subject, but they "

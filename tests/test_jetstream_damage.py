@@ -5,6 +5,7 @@ right to publish there, and a stream of the same name may not be evlog's at
 all. These tests write such messages with a plain nats-py client (no evlog
 code) and check what ``evlog verify`` says (the seq, exit 1) and what the
 other commands do (``damaged log: seq N ...``, exit 74; nothing written).
+A backup from such a log leaves nothing behind, and neither does one cut short.
 """
 
 from __future__ import annotations
@@ -232,3 +233,28 @@ def test_verify_snapshots_says_it_is_not_yet_available_on_a_server(nats_log_url:
     assert result.returncode == 2
     assert result.stdout == b""
     assert "verify --snapshots is not yet available for a log on a server" in result.stderr.decode()
+
+
+def test_a_backup_from_a_server_cut_short_by_sigterm_leaves_nothing(nats_log_url: str, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lines = "".join(json.dumps({"type": "tick", "stream": f"s-{n % 50}", "data": {"n": n}}) + "\n"
+                    for n in range(60_000))
+    assert run_evlog("append", log=nats_log_url, input=lines, timeout=120).returncode == 0
+    dest = tmp_path / "copy"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVLOG_")}
+    backup = subprocess.Popen([sys.executable, "-m", "evlog", "backup", str(dest), "--log", nats_log_url],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 30
+    while not (dest / "data.mdb").exists():  # the copy has begun
+        assert backup.poll() is None and time.monotonic() < deadline, backup.stderr
+        time.sleep(0.005)
+    backup.send_signal(signal.SIGTERM)
+    _, stderr = backup.communicate(timeout=30)
+    assert backup.returncode == 143, stderr
+    assert stderr.decode() == "evlog: interrupted by SIGTERM; the partial copy was removed\n"
+    assert not dest.exists()

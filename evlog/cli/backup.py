@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from enum import Enum
 from typing import Annotated
 
@@ -10,6 +11,12 @@ import typer
 from ._common import DEFAULT_LOG, DebugOption, LogOption, binary_stdout
 
 app = typer.Typer(add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _terminated(signum: int, frame: object) -> None:
+    from ..errors import Interrupted
+
+    raise Interrupted("interrupted by SIGTERM; the partial copy was removed", exit_code=143)
 
 
 class BackupOutput(str, Enum):
@@ -49,9 +56,17 @@ def backup(
     from ._progress import progress
 
     # A copy from a server is written event by event, and counted so; LMDB copies pages.
-    unit = "events" if is_url(log) else "bytes"
-    with Log(log) as opened, progress("backing up", "copied", unit=unit) as meter:
-        facts = copy_log(opened, dest, compact=compact, progress=meter)
+    remote = is_url(log)
+    unit = "events" if remote else "bytes"
+    # A copy from a server that SIGTERM cut short would be a sound log with fewer events: it is
+    # removed as after Ctrl-C. (LMDB copies in one call that a handler could only interrupt after.)
+    previous = signal.signal(signal.SIGTERM, _terminated) if remote else None
+    try:
+        with Log(log) as opened, progress("backing up", "copied", unit=unit) as meter:
+            facts = copy_log(opened, dest, compact=compact, progress=meter)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if output is BackupOutput.json:
         import orjson
 

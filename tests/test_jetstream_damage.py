@@ -258,3 +258,24 @@ def test_a_backup_from_a_server_cut_short_by_sigterm_leaves_nothing(nats_log_url
     assert backup.returncode == 143, stderr
     assert stderr.decode() == "evlog: interrupted by SIGTERM; the partial copy was removed\n"
     assert not dest.exists()
+
+
+def test_verify_backup_and_streams_on_a_replicated_log(nats_cluster: Any, tmp_path: Path) -> None:
+    """On three nodes any replica may answer a read: none of the answers may look like damage."""
+    from evlog.backends.jetstream.client import LogClient
+
+    hosts = ",".join(server.partition("://")[2] for server in nats_cluster.urls)
+    url = f"nats://{hosts}/replicated"
+    with LogClient.connect(parse_location(url)) as client:
+        client.create_log_stream(replicas=3)
+    lines = "".join(json.dumps({"type": "t", "stream": f"s-{n % 20}", "id": f"i-{n}"}) + "\n" for n in range(3000))
+    assert run_evlog("append", "--batch", "250", log=url, input=lines, timeout=120).returncode == 0
+    for command in (("verify",), ("verify", "--from", "2999"), ("streams", "-o", "json"), ("stats", "-o", "json")):
+        result = run_evlog(*command, log=url, timeout=120)
+        assert result.returncode == 0, (command, result.stderr)
+    streams = json.loads(run_evlog("streams", "-o", "json", log=url).stdout)
+    assert [(s["stream"], s["version"]) for s in streams][:2] == [("s-0", 150), ("s-1", 150)]
+    dest = tmp_path / "copy"
+    assert run_evlog("backup", str(dest), log=url, timeout=120).returncode == 0
+    with Log(url) as log, Log(str(dest)) as copy:
+        assert copy.info()["head_hash"] == log.info()["head_hash"]

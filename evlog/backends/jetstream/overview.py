@@ -82,8 +82,9 @@ class StreamIndex:
         for stream, version, subject in sorted(named):
             if not stream.startswith(prefix):
                 continue
+            # Both from the leader: a replica that lags could give a last event older than the count.
             first = client.get_next(1, subject)
-            last = client.get_last(subject)
+            last = client.get_last(subject, leader=True)
             if first is None or last is None:
                 raise DamagedLogError(f"stream {stream!r} has {version} events on its subject, but they "
                                       "cannot be read")

@@ -85,7 +85,7 @@ class JetStreamChecker:
         run.start_hash, run.start_ts = GENESIS_HASH, 0
         before = min(run.first_seq, head + 1) - 1
         if before >= 1:
-            found = self.client.get(before)
+            found = self.client.get(before, leader=True)  # a lagging replica must not look like a gap
             if found is None:
                 run.start_hash = b""
                 yield Finding(before, "is missing; the hash chain cannot be checked into the next record")
@@ -166,7 +166,7 @@ class JetStreamChecker:
     def _locate(self, entries: list[tuple[str, int]]) -> Iterator[Finding]:
         """Each entry against the event it names."""
         for event_id, seq in sorted(entries, key=lambda entry: entry[1]):
-            found = self.client.get(seq)
+            found = self.client.get(seq, leader=True)
             fields = decode_fields(found.data) if found is not None else None
             listed = f"is in the ids index as {event_id!r}"
             if found is None:

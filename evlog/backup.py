@@ -1,5 +1,8 @@
 """Copies of a log taken while it is in use: LMDB's own consistent copy, into a new directory.
 
+(A log on a server is copied into a new local LMDB log record by record:
+:mod:`evlog.backup_server`; the destination rules below are the same.)
+
 LMDB copies an environment inside one read transaction, so the copy is the
 log exactly as one commit left it even while other processes append, and it
 needs no lock on the writers; ``compact`` also leaves out free pages (a
@@ -36,12 +39,14 @@ from typing import Any
 
 import lmdb
 
+from .backends import is_url
+from .backends.lmdb.files import SIDECAR
 from .backends.lmdb.store import Store
 from .errors import DamagedLogError, StorageError, UsageError
 from .log import Log
 from .scan import Progress
 
-_LMDB_FILES = ("data.mdb", "lock.mdb")
+_LMDB_FILES = ("data.mdb", "lock.mdb", SIDECAR)
 _COMPACT_BATCH = 50_000
 """Entries per write transaction of a compacting copy."""
 _WATCH_EVERY = 0.1
@@ -62,6 +67,18 @@ def backup(
     target = os.fspath(dest)
     if not target:
         raise UsageError("the backup destination is empty; name a new or empty directory")
+    if log.is_remote:
+        log.backend()  # the source must exist before anything is created
+        _check_destination(log.path, target)
+        created = _claim(target)
+        try:
+            from .backup_server import copy_from_server
+
+            copy_from_server(log, target, progress)
+        except BaseException:
+            _release(target, created)
+            raise
+        return _facts(target, created, compact)
     store = log.store()  # the source must exist before anything is created
     _check_destination(log.path, target)
     created = _claim(target)
@@ -78,6 +95,11 @@ def backup(
             raise StorageError(f"cannot copy {log.path} to {target}: {exc}") from exc
         raise
     _private(os.path.join(target, "data.mdb"))  # LMDB's copy leaves it to the umask
+    return _facts(target, created, compact)
+
+
+def _facts(target: str, created: bool, compact: bool) -> dict[str, Any]:
+    """What the finished copy holds, read back from it as a log of its own."""
     try:
         with Log(target) as copy:
             facts = copy.info()
@@ -191,6 +213,8 @@ def _check_destination(log_path: str, target: str) -> None:
             f"cannot back up to {target}: it is a symbolic link; name the real directory "
             f"({os.path.realpath(target)}) if that is where the copy should go"
         )
+    if is_url(log_path):
+        return  # a log on a server has no directory to be inside
     log_real, dest_real = os.path.realpath(log_path), os.path.realpath(target)
     if dest_real == log_real or dest_real.startswith(log_real.rstrip(os.sep) + os.sep):
         raise UsageError(

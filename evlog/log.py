@@ -98,17 +98,21 @@ class Log:
             )
         return self._backend
 
-    def backend(self, *, write: bool = False) -> Backend:
-        """The open backend of an existing log (for the modules that read through it)."""
-        return self._open(write=write)
+    def backend(self, *, write: bool = False, check_format: bool = True) -> Backend:
+        """The open backend of an existing log (for the modules that read through it).
+
+        ``check_format=False`` opens a log whose marker is damaged or whose
+        stream config was changed (for verify, which reports it).
+        """
+        return self._open(write=write, check_format=check_format)
 
     def store(self, *, write: bool = False, check_format: bool = True) -> Store:
         """The LMDB :class:`~evlog.backends.lmdb.store.Store` of an existing local log (for extensions).
 
         ``check_format=False`` opens a log whose format marker is damaged (for
         verify, which reports it); everything else refuses such a log. What
-        needs it (groups, stats, verify, backup) is not yet built
-        for a log on a server, which says so (:class:`UsageError`).
+        needs it is built for a log on a server through the backend; the rest
+        says so (:class:`UsageError`).
         """
         backend = self._open(write=write, check_format=check_format)
         store: Store | None = getattr(backend, "store", None)

@@ -3,9 +3,11 @@
 :func:`stats` answers "what is in this log (or this part of it)?" without
 reading more than it must. Times never decrease along the seqs, so without
 stream or type filters the number of events in a time bin is the difference
-of two seqs found by binary search. Over the whole log the type counts are
-the stored ``types`` counters and the stream counts are the number of
-duplicates under each key of the stream index, so no record is read at all.
+of two seqs found by binary search. Over the whole log the type and stream
+counts are the backend's (:meth:`~evlog.backends.Backend.totals`: on LMDB
+the ``types`` counters and the number of duplicates under each key of the
+stream index; on a server the derived index and the per-subject message
+counts), so no record is read at all.
 A sub-range, or a selection by stream or type, is one scan of the records'
 headers (payloads stay undecoded) that counts types and streams and keeps a
 histogram of times in bounded memory.
@@ -23,17 +25,15 @@ each stream's version and its first and last seq and time.
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .backends.lmdb import type_counts as stored_type_counts
-from .backends.lmdb.reading import check_contiguous
-from .backends.lmdb.store import Store
-from .errors import DamagedLogError, UsageError
+from .backends import Backend, StreamEntry, Totals
+from .errors import UsageError
 from .log import Log
-from .record import decode_body, key_seq, seq_key
 from .timefmt import format_ts
 
 NS = 1_000_000_000
@@ -185,22 +185,27 @@ def stats(
         raise UsageError(f"max_bins must be at least 1, not {max_bins}")
     if top < 0:
         raise UsageError(f"top must be 0 or more, not {top}")
-    store = log.store()
+    backend = log.backend()
     first, last_wanted = log.range(from_, until)  # a reversed range is refused, as in replay
-    with store.reading() as txn:
-        head = _head(txn, store)
-        last = min(last_wanted, head)
-        if first > last:
-            return _empty(utc_offset)
-        first_ts, last_ts = _ts(txn, store, first), _ts(txn, store, last)
-        offset = local_utc_offset(first_ts) if utc_offset is None else utc_offset
-        if not streams and not types:
-            origin = bin_origin(first_ts)
-            size = choose_bin_seconds(first_ts, last_ts, origin, max_bins)
-            bins = _bins_by_search(txn, store, first, last, first_ts, last_ts, origin, size)
-            if first == 1 and last == head:
-                # The whole log: the stored counters, read in the same transaction as the head.
-                return _whole_log(txn, store, head, first_ts, last_ts, size, bins, top, offset)
+    head = backend.head()
+    totals = None
+    if not streams and not types and first == 1 and last_wanted >= head:
+        # The whole log: the stored counters, taken with the head they describe.
+        totals = backend.totals(top)
+        head = totals.head
+        if last_wanted < head:  # appended since: a part of the log after all
+            totals = None
+    last = min(last_wanted, head)
+    if first > last:
+        return _empty(utc_offset)
+    first_ts, last_ts = backend.ts_of([first, last])
+    offset = local_utc_offset(first_ts) if utc_offset is None else utc_offset
+    if not streams and not types:
+        origin = bin_origin(first_ts)
+        size = choose_bin_seconds(first_ts, last_ts, origin, max_bins)
+        bins = _bins_by_search(backend.ts_at, first, last, first_ts, last_ts, origin, size)
+        if totals is not None:
+            return _whole_log(totals, first_ts, last_ts, size, bins, top, offset)
     if not streams and not types:
         # A part of the log: its bins are known, its types and streams need a scan of its headers.
         tally = _Tally(None)
@@ -217,17 +222,14 @@ def stats(
 
 
 def _whole_log(
-    txn: Any, store: Store, head: int, first_ts: int, last_ts: int, size: int, bins: tuple[Bin, ...], top: int,
-    offset: int,
+    totals: Totals, first_ts: int, last_ts: int, size: int, bins: tuple[Bin, ...], top: int, offset: int,
 ) -> Stats:
-    """Stats of every event from the stored type counts and the stream index: no record is read."""
-    check_contiguous(txn, store, head)  # the counts below take the head for the number of events
-    type_counts = stored_type_counts(txn, store.dbs[b"types"])
-    in_streams, distinct_streams, top_streams = _indexed_stream_counts(txn, store, top)
+    """Stats of every event from the stored type counts and the stream counts: no record is read."""
+    head = totals.head
     return Stats(
         head, 1, head, first_ts, last_ts, size, bins,
-        _top(type_counts.items(), top, head), _shares(top_streams, head),
-        len(type_counts), distinct_streams, head - in_streams, offset,
+        _top(totals.types.items(), top, head), _shares(totals.top_streams, head),
+        len(totals.types), totals.streams, head - totals.in_streams, offset,
     )
 
 
@@ -236,20 +238,8 @@ def _empty(utc_offset: int | None) -> Stats:
     return Stats(0, None, None, None, None, None, (), (), (), 0, 0, 0, offset)
 
 
-def _head(txn: Any, store: Store) -> int:
-    cursor = txn.cursor(db=store.dbs[b"events"])
-    return key_seq(bytes(cursor.key())) if cursor.last() else 0
-
-
-def _ts(txn: Any, store: Store, seq: int) -> int:
-    value = txn.get(seq_key(seq), db=store.dbs[b"events"])
-    if value is None:
-        raise DamagedLogError("missing: the log has a gap here", seq=seq)
-    return decode_body(value, seq)[1]
-
-
 def _bins_by_search(
-    txn: Any, store: Store, first: int, last: int, first_ts: int, last_ts: int, origin: int, size: int
+    ts_at: Callable[[int], int], first: int, last: int, first_ts: int, last_ts: int, origin: int, size: int
 ) -> tuple[Bin, ...]:
     """Bins of ``first..last`` (every event selected): each count is a difference of two seqs."""
     step = size * NS
@@ -263,35 +253,13 @@ def _bins_by_search(
         lo, hi = low, last + 1
         while lo < hi:
             mid = (lo + hi) // 2
-            if _ts(txn, store, mid) >= edge:
+            if ts_at(mid) >= edge:
                 hi = mid
             else:
                 lo = mid + 1
         bins.append(Bin(origin + index * step, lo - low))
         low = lo
     return tuple(bins)
-
-
-def _indexed_stream_counts(txn: Any, store: Store, top: int) -> tuple[int, int, list[tuple[str, int]]]:
-    """Events in any stream, the number of streams, and the ``top`` streams, from the stream index."""
-    cursor = txn.cursor(db=store.dbs[b"streams"])
-    distinct = 0
-
-    def keys() -> Iterator[tuple[int, bytes]]:
-        nonlocal distinct
-        found = cursor.first()
-        while found:
-            distinct += 1
-            yield int(cursor.count()), bytes(cursor.key())
-            found = cursor.next_nodup()
-
-    # UTF-8 bytes sort like the text, so ties break by name as in _top.
-    ranked = keys()
-    best = heapq.nsmallest(top, ranked, key=lambda item: (-item[0], item[1]))
-    for _ in ranked:  # nsmallest(0, ...) reads nothing, and every key must be counted
-        pass
-    in_streams = int(txn.stat(store.dbs[b"streams"])["entries"])  # every duplicate: one per event
-    return in_streams, distinct, [(key.decode(), count) for count, key in best]
 
 
 def _top(counts: Iterable[tuple[str, int]], top: int, events: int) -> tuple[Count, ...]:
@@ -449,10 +417,6 @@ class StreamSummary:
         }
 
 
-_Entry = tuple[bytes, int, int, int]
-"""A stream index entry: the key, the version, the first and the last seq."""
-
-
 def stream_summaries(
     log: Log, prefix: str | None = None, *, sort: Sort = "name", limit: int | None = None
 ) -> Iterator[StreamSummary]:
@@ -464,78 +428,41 @@ def stream_summaries(
     Ties go by name. ``limit`` keeps the first N; for the other sorts it also
     bounds the memory used to N entries.
     """
-    store = log.store()
+    backend = log.backend()
     if sort not in ("name", "version", "last"):
         raise UsageError(f"sort {sort!r} is unknown; use name, version or last")
     if limit is not None and limit <= 0:
         return iter(())
-    key_prefix = (prefix or "").removesuffix("*").encode()
-    entries = _index_entries(store, key_prefix)
+    entries = backend.stream_index((prefix or "").removesuffix("*"))
     if sort == "name":
         if limit is not None:
             entries = _first(entries, limit)
-        return _with_times(store, entries)
+        return _with_times(backend, entries)
 
-    def rank(entry: _Entry) -> tuple[int, bytes]:
+    # UTF-8 bytes sort like the text: ties go by name as in the index.
+    def rank(entry: StreamEntry) -> tuple[int, str]:
         return (-entry[1] if sort == "version" else -entry[3]), entry[0]
 
     chosen = sorted(entries, key=rank) if limit is None else heapq.nsmallest(limit, entries, key=rank)
-    return _with_times(store, chosen)
+    return _with_times(backend, chosen)
 
 
-def _first(entries: Iterator[_Entry], limit: int) -> Iterator[_Entry]:
+def _first(entries: Iterator[StreamEntry], limit: int) -> Iterator[StreamEntry]:
     for number, entry in enumerate(entries, 1):
         yield entry
         if number >= limit:
             return
 
 
-def _index_entries(store: Store, prefix: bytes) -> Iterator[_Entry]:
-    """The stream index under ``prefix`` in key order, read in short transactions of :data:`CHUNK` keys."""
-    streams_db = store.dbs[b"streams"]
-    after: bytes | None = None
-    while True:
-        chunk: list[_Entry] = []
-        done = False
-        with store.reading() as txn:
-            cursor = txn.cursor(db=streams_db)
-            if after is not None:
-                found = cursor.set_range(after)
-                if found and bytes(cursor.key()) == after:
-                    found = cursor.next_nodup()
-            else:
-                found = cursor.set_range(prefix) if prefix else cursor.first()
-            while found and len(chunk) < CHUNK:
-                key = bytes(cursor.key())
-                if not key.startswith(prefix):
-                    found = False
-                    break
-                version = int(cursor.count())
-                first_seq = key_seq(bytes(cursor.value()))  # a new key starts at its first duplicate
-                cursor.last_dup()
-                chunk.append((key, version, first_seq, key_seq(bytes(cursor.value()))))
-                found = cursor.next_nodup()
-            done = not found
-        yield from chunk
-        if done or not chunk:
-            return
-        after = chunk[-1][0]
-
-
-def _with_times(store: Store, entries: Iterable[_Entry]) -> Iterator[StreamSummary]:
-    """Summaries of index entries, the times read from their first and last records in chunks."""
+def _with_times(backend: Backend, entries: Iterable[StreamEntry]) -> Iterator[StreamSummary]:
+    """Summaries of index entries, the times of their first and last events read in chunks."""
     iterator = iter(entries)
     while True:
-        chunk: list[_Entry] = []
-        for entry in iterator:
-            chunk.append(entry)
-            if len(chunk) >= CHUNK:
-                break
+        chunk = list(itertools.islice(iterator, CHUNK))
         if not chunk:
             return
-        with store.reading() as txn:
-            summaries = [
-                StreamSummary(key.decode(), version, first, last, _ts(txn, store, first), _ts(txn, store, last))
-                for key, version, first, last in chunk
-            ]
-        yield from summaries
+        times = backend.ts_of([seq for _, _, first, last in chunk for seq in (first, last)])
+        yield from (
+            StreamSummary(name, version, first, last, times[2 * n], times[2 * n + 1])
+            for n, (name, version, first, last) in enumerate(chunk)
+        )

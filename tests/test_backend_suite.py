@@ -455,3 +455,111 @@ def test_two_adds_of_one_projection_at_once_keep_one(any_log: str) -> None:
     listed = run_evlog("projection", "list", "-o", "ndjson", log=any_log).stdout.splitlines()
     winner = codes.index(0)
     assert [json.loads(line)["definition"]["clauses"] for line in listed] == [[[None, f"s + {winner}"]]]
+
+
+def _small_log(location: str) -> None:
+    """Twelve events at known times: three streams, two types, ids, and one event without a stream."""
+    events = [dict(event, ts=1_700_000_000 * 10**9 + n * 10**9, id=f"e-{n}") for n, event in enumerate(_bank(11))]
+    with Log(location) as log:
+        log.append_many(events)
+        log.append("note", {"text": "no stream"})
+
+
+def test_verify_is_clean_on_a_fresh_log_and_checks_a_part(any_log: str) -> None:
+    _small_log(any_log)
+    with Log(any_log) as log:
+        head = log.info()["head_hash"]
+    result = run_evlog("verify", log=any_log)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+    assert f"ok: 12 events (seq 1-12) verified; head hash {head}" in result.stderr.decode()
+    part = run_evlog("verify", "--from", "5", "-o", "json", log=any_log)
+    assert part.returncode == 0, part.stderr
+    assert json.loads(part.stdout) == {
+        "findings": [], "ok": True, "events": 8, "first_seq": 5, "last_seq": 12, "problems": 0,
+        "head_hash": head, "stored_head_hash": head,
+    }
+    with Log(any_log) as log:  # the library: the type counts read, then verified against the events again
+        assert log.types() == {"deposit": 8, "withdraw": 3, "note": 1}
+        from evlog.verify import verify
+
+        run = verify(log)
+        assert list(run) == [] and run.ok and run.head_hash == head
+
+
+def test_verify_on_an_empty_range_and_a_missing_log(any_log: str) -> None:
+    missing = run_evlog("verify", log=any_log)
+    assert missing.returncode == 66, missing.stderr
+    _small_log(any_log)
+    past = run_evlog("verify", "--from", "13", log=any_log)
+    assert past.returncode == 0, past.stderr
+    assert "ok: no events from seq 13" in past.stderr.decode()
+
+
+def test_backup_to_a_local_log_has_the_same_head_and_verifies(any_log: str, tmp_path: Any) -> None:
+    _small_log(any_log)
+    dest = tmp_path / "copy"
+    result = run_evlog("backup", str(dest), "-o", "json", log=any_log)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    with Log(any_log) as log, Log(str(dest)) as copy:
+        source, copied = log.info(), copy.info()
+        assert facts["head_hash"] == source["head_hash"] == copied["head_hash"]
+        assert facts["events"] == facts["last_seq"] == 12
+        for fact in ("events", "streams", "types", "log_id", "created", "first_ts", "last_ts"):
+            assert copied[fact] == source[fact], fact
+        assert copy.resolve("id:e-4") == log.resolve("id:e-4") == 5
+        assert [e.seq for e in copy.read(streams=["account-1"])] == [e.seq for e in log.read(streams=["account-1"])]
+    assert (dest.stat().st_mode & 0o777) == 0o700
+    assert ((dest / "data.mdb").stat().st_mode & 0o777) == 0o600
+    verified = run_evlog("verify", log=str(dest))
+    assert verified.returncode == 0, verified.stderr
+    assert facts["head_hash"] in verified.stderr.decode()
+    assert run_evlog("replay", log=str(dest)).stdout == run_evlog("replay", log=any_log).stdout
+    again = run_evlog("backup", str(dest), log=any_log)  # never over anything
+    assert again.returncode == 2 and b"not empty" in again.stderr
+
+
+def test_stats_and_streams_on_a_small_log(any_log: str) -> None:
+    _small_log(any_log)
+    whole = run_evlog("stats", "-o", "json", log=any_log)
+    assert whole.returncode == 0, whole.stderr
+    stats = json.loads(whole.stdout)
+    assert (stats["events"], stats["first_seq"], stats["last_seq"]) == (12, 1, 12)
+    assert stats["types"][:2] == [{"type": "deposit", "count": 8, "percent": 66.67},
+                                  {"type": "withdraw", "count": 3, "percent": 25.0}]
+    assert stats["streams"][0] == {"stream": "account-1", "count": 3, "percent": 25.0}
+    assert (stats["distinct_types"], stats["distinct_streams"], stats["events_without_stream"]) == (3, 4, 1)
+    assert sum(b["count"] for b in stats["bins"]) == 12
+    part = json.loads(run_evlog("stats", "--from", "2", "--until", "5", "-o", "json", log=any_log).stdout)
+    assert (part["events"], part["distinct_streams"]) == (4, 4)
+    listed = run_evlog("streams", "-o", "json", log=any_log)
+    assert listed.returncode == 0, listed.stderr
+    streams = json.loads(listed.stdout)
+    assert [(s["stream"], s["version"], s["first_seq"], s["last_seq"]) for s in streams] == [
+        ("account-0", 2, 4, 8), ("account-1", 3, 1, 9), ("account-2", 3, 2, 10), ("account-3", 3, 3, 11),
+    ]
+    assert streams[1]["first_ts"].startswith("2023-11-14T22:13:20")
+    top = run_evlog("streams", "account-*", "--sort", "last", "--limit", "2", "-o", "json", log=any_log)
+    assert [s["stream"] for s in json.loads(top.stdout)] == ["account-3", "account-2"]
+
+
+def test_verify_while_another_process_appends_is_clean(any_log: str) -> None:
+    import subprocess
+    import sys
+
+    _small_log(any_log)
+    lines = "".join(json.dumps({"type": "tick", "stream": f"s-{n % 7}", "id": f"t-{n}"}) + "\n" for n in range(4000))
+    appender = subprocess.Popen([sys.executable, "-m", "evlog", "append", "--batch", "100", "--log", any_log],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert appender.stdin is not None
+    appender.stdin.write(lines.encode())
+    appender.stdin.close()
+    runs = 0
+    while appender.poll() is None or runs == 0:
+        result = run_evlog("verify", log=any_log)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        runs += 1
+    assert appender.wait() == 0
+    final = run_evlog("verify", log=any_log)
+    assert final.returncode == 0 and b"4,012 events" in final.stderr, final.stderr

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import run_evlog
 from running import clean_env
 
@@ -191,13 +190,3 @@ def test_info_says_where_and_how_the_log_is_kept(nats_log_url: str) -> None:
     assert info["path"] == nats_log_url
     assert (info["replicas"], info["storage"]) == (1, "file")
     assert info["events"] == 1 and info["streams"] == 1
-
-
-@pytest.mark.parametrize("command", [("stats",), ("group", "list"), ("snapshot", "list")])
-def test_what_is_not_built_for_a_server_log_says_so(nats_log_url: str, command: tuple[str, ...]) -> None:
-    run_evlog("append", "x", log=nats_log_url)
-    result = run_evlog(*command, log=nats_log_url)
-    if result.returncode == 0:
-        return  # built since
-    assert result.returncode == 2
-    assert "not yet available for a log on a NATS server" in result.stderr.decode()

@@ -308,23 +308,23 @@ class Follower:
 
 VERIFY_HOOK = """
 import subprocess, sys
-import evlog.verify
+from evlog.backends.lmdb.verify import LmdbChecker
 from evlog.cli import main
 
 log, more = sys.argv[1:]
-original = evlog.verify.Verification._snapshot
+original = LmdbChecker.start
 
 
-def snapshot_then_another_process_appends(self, store):
+def snapshot_then_another_process_appends(self, run):
     # verify has taken the head it checks up to; then another process appends.
-    yield from original(self, store)
+    yield from original(self, run)
     with open(more, "rb") as stdin:
         appended = subprocess.run([sys.executable, "-m", "evlog", "append", "--log", log],
                                   stdin=stdin, capture_output=True)
     assert appended.returncode == 0, appended.stderr
 
 
-evlog.verify.Verification._snapshot = snapshot_then_another_process_appends
+LmdbChecker.start = snapshot_then_another_process_appends
 main(["verify", "--log", log])
 """
 

@@ -23,6 +23,7 @@ imported only when a log of its kind is opened.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -32,6 +33,23 @@ T = TypeVar("T")
 
 Chunks = Iterator[tuple["int | Iterable[int]", list[bytes]]]
 """Record bytes in chunks: ``(first seq, records)`` of a contiguous run, or ``(seqs, records)``."""
+
+
+StreamEntry = tuple[str, int, int, int]
+"""A stream as its index knows it: name, version (its number of events), first seq, last seq."""
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What a whole log holds, as of one head, without reading its records (for ``evlog stats``)."""
+
+    head: int
+    types: dict[str, int]
+    in_streams: int
+    """Events that belong to a stream."""
+    streams: int
+    top_streams: list[tuple[str, int]]
+    """The streams with the most events (most first, ties by name) and their counts."""
 
 
 class WriteTxn(Protocol):
@@ -207,6 +225,15 @@ class Backend(Protocol):
     def type_counts(self) -> dict[str, int]:
         """Each type's number of events."""
 
+    def totals(self, top: int) -> Totals:
+        """The head, type and stream counts of the whole log, consistent with each other."""
+
+    def stream_index(self, prefix: str) -> Iterator[StreamEntry]:
+        """The streams whose name starts with ``prefix``, in name order."""
+
+    def ts_of(self, seqs: Sequence[int]) -> list[int]:
+        """The ts of each of these events (which must exist: a missing one is damage)."""
+
     def describe(self) -> dict[str, Any]:
         """Facts for ``evlog info``: see :meth:`evlog.Log.info`."""
 
@@ -239,7 +266,7 @@ def open_backend(location: str, *, create: bool, writable: bool, check_format: b
     if is_url(location):
         from .jetstream.backend import open_jetstream
 
-        return open_jetstream(location, create=create, writable=writable)
+        return open_jetstream(location, create=create, writable=writable, check_config=check_format)
     from .lmdb import LmdbBackend
 
     return LmdbBackend(location, create=create, writable=writable, check_format=check_format)

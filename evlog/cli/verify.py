@@ -80,11 +80,13 @@ def _describe(run: Verification, timing: str = "") -> str:
         "Check the records, the hash chain and the indexes.\n\n"
         "Checks seqs without gaps, every record readable in a known format, times never going "
         "backwards, stream versions counting up, the hash chain recomputed record by record, "
-        "and the streams, ids and types indexes against the events.\n\n"
+        "and the streams, ids and types indexes against the events. On a log on a server (nats://), "
+        "also each message's subject and Nats-Msg-Id header against its event, the stream's config "
+        "(no deletes, no limits) and the index kept in the log's meta and ids buckets.\n\n"
         "With --snapshots, every saved fold state is checked too: it decodes, the definition it carries "
         "hashes to its key, the chain hash it carries is the one of the event at its seq, and its state "
         "equals its definition folded again from the start (the slow part). A bad one is a line "
-        "(snapshot 3f9a2c4e1b7d at seq 1200: ...) that says how to drop it.\n\n"
+        "(snapshot 3f9a2c4e1b7d at seq 1200: ...) that says how to drop it (local logs only, for now).\n\n"
         "Each problem is a line on stdout (seq 1234: ...), the summary goes to stderr; "
         "exit status 0 when all holds, 1 otherwise. Events appended meanwhile are left for the next run.\n\n"
         "Examples:\n\n"
@@ -125,7 +127,7 @@ def verify(
     drawn = not (output is VerifyOutput.json and stdout_is_terminal())
     with Log(log) as opened, progress("verifying", "verified", enabled=drawn,
                                       report=output is VerifyOutput.json) as bar:
-        opened.store(check_format=False)  # a missing log fails here, before a JSON document is begun
+        opened.backend(check_format=False)  # a missing log fails here, before a JSON document is begun
         run = run_verify(opened, from_=from_, progress=bar)
         checked = None
         if snapshots:

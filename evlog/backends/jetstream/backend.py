@@ -52,7 +52,7 @@ from ...errors import DamagedLogError, LogNotFoundError, ServerUnavailableError,
 from ...record import DECODE_ERRORS, GENESIS_HASH, decode_body, key_seq, record_hash
 from ...scan import CHUNK, Progress, Row
 from ...timefmt import format_ts
-from .. import Chunks
+from .. import Chunks, StreamEntry, Totals
 from .client import MAX_BATCH, LogClient, run
 from .messages import (
     EXPECTED_LAST_SEQ,
@@ -69,6 +69,7 @@ from .url import event_subject, kv_key, parse_location, streams_filter
 if TYPE_CHECKING:
     from .group_entries import JetStreamGroups
     from .kv import Bucket
+    from .overview import StreamIndex
     from .tables import JetStreamTable
 
 T = TypeVar("T")
@@ -87,9 +88,13 @@ class _HeadMoved(Exception):
     """The batch was computed against a head that is no longer the log's: compute it again."""
 
 
-def open_jetstream(text: str, *, create: bool, writable: bool) -> JetStreamBackend:
-    """Open (with ``create``, make) the log a ``nats://`` location names."""
-    return JetStreamBackend(text, create=create)
+def open_jetstream(text: str, *, create: bool, writable: bool, check_config: bool = True) -> JetStreamBackend:
+    """Open (with ``create``, make) the log a ``nats://`` location names.
+
+    ``check_config=False`` (verify only) opens an evlog stream whose config was
+    changed (deletes allowed, limits set), so that the change is reported.
+    """
+    return JetStreamBackend(text, create=create, check_config=check_config)
 
 
 class JetStreamBackend:
@@ -97,11 +102,12 @@ class JetStreamBackend:
 
     max_batch = MAX_BATCH
 
-    def __init__(self, text: str, *, create: bool) -> None:
+    def __init__(self, text: str, *, create: bool, check_config: bool = True) -> None:
         self.where = parse_location(text)
         self.location = self.where.display
         self.writable = True  # what may be written is the server's to say, per request
         self.client = LogClient.connect(self.where)
+        self.client.check_config = check_config
         try:
             try:
                 self.info = self.client.open_log_stream()
@@ -119,6 +125,7 @@ class JetStreamBackend:
         self.last_written: tuple[int, bytes] | None = None
         self._buckets: dict[str, Bucket] = {}
         self._tables: dict[str, JetStreamTable] = {}
+        self._streams: StreamIndex | None = None  # the last stream listing, whose times it kept
 
     def close(self) -> None:
         for table in self._tables.values():
@@ -336,6 +343,22 @@ class JetStreamBackend:
 
     def type_counts(self) -> dict[str, int]:
         return dict(self._index().types)
+
+    def totals(self, top: int) -> Totals:
+        from .overview import totals
+
+        return totals(self, top)
+
+    def stream_index(self, prefix: str) -> Iterator[StreamEntry]:
+        from .overview import StreamIndex
+
+        self._streams = StreamIndex(self)
+        return self._streams.entries(prefix)
+
+    def ts_of(self, seqs: Sequence[int]) -> list[int]:
+        if self._streams is not None:
+            return self._streams.ts_of(seqs)
+        return [self.ts_at(seq) for seq in seqs]
 
     def describe(self) -> dict[str, Any]:
         info = self.client.stream_info()

@@ -109,6 +109,8 @@ class LogClient:
         self.server_version = version
         self.timeout = timeout
         self.stream = location.stream_name
+        self.check_config = True
+        """Refuse a stream whose config was changed (False only for verify, which reports it)."""
         self._nats = import_nats()
         self._sender: _publish.BatchSender | None = None
 
@@ -323,21 +325,8 @@ class LogClient:
                                "evlog writes only to streams it created")
         if int(fmt) > FORMAT:
             raise NotALogError(f"{where} has evlog format {fmt}, newer than this evlog's {FORMAT}: upgrade evlog")
-        problems = []
-        if not config.get("deny_delete") or not config.get("deny_purge"):
-            problems.append("deletes or purges are allowed (seq would have gaps)")
-        for limit in ("max_msgs", "max_bytes", "max_msgs_per_subject"):
-            if int(config.get(limit, -1)) not in (-1, 0):
-                problems.append(f"{limit} is set (events would be dropped)")
-        if int(config.get("max_age", 0)) != 0:
-            problems.append("max_age is set (events would expire)")
-        if config.get("retention", "limits") != "limits":
-            problems.append(f"retention is {config.get('retention')!r}, not limits")
-        if config.get("subjects") != [log_subjects(self.location.name)]:
-            problems.append(f"its subjects are {config.get('subjects')!r}, not [{log_subjects(self.location.name)!r}]")
-        if not config.get("allow_direct") or not config.get("allow_atomic"):
-            problems.append("direct gets or atomic batches are off")
-        if problems:
+        problems = config_problems(config, self.location.name)
+        if problems and self.check_config:
             raise NotALogError(f"{where} is marked as an evlog log but changed: {'; '.join(problems)}; "
                                "evlog will not write to it")
         cluster = body.get("cluster") or {}
@@ -393,6 +382,10 @@ class LogClient:
         if leader:
             return self._leader_get({"last_by_subj": subject})
         return run(self._direct(f"$JS.API.DIRECT.GET.{self.stream}.{subject}", b""))
+
+    def get_next(self, seq: int, subjects: str) -> StoredMsg | None:
+        """The first message at or after ``seq`` on a subject matching ``subjects`` (the leader's answer)."""
+        return self._leader_get({"seq": max(seq, 1), "next_by_subj": subjects})
 
     def next_seq(self, seq: int, subjects: str) -> int | None:
         """The seq of the first message at or after ``seq`` on a subject matching ``subjects`` (the leader's
@@ -493,6 +486,25 @@ class LogClient:
         from .groups import Groups
 
         return Groups(self)
+
+
+def config_problems(config: dict[str, Any], log_name: str) -> list[str]:
+    """What in a log stream's config breaks evlog's guarantees (gapless seqs, nothing dropped)."""
+    problems = []
+    if not config.get("deny_delete") or not config.get("deny_purge"):
+        problems.append("deletes or purges are allowed (seq would have gaps)")
+    for limit in ("max_msgs", "max_bytes", "max_msgs_per_subject"):
+        if int(config.get(limit, -1)) not in (-1, 0):
+            problems.append(f"{limit} is set (events would be dropped)")
+    if int(config.get("max_age", 0)) != 0:
+        problems.append("max_age is set (events would expire)")
+    if config.get("retention", "limits") != "limits":
+        problems.append(f"retention is {config.get('retention')!r}, not limits")
+    if config.get("subjects") != [log_subjects(log_name)]:
+        problems.append(f"its subjects are {config.get('subjects')!r}, not [{log_subjects(log_name)!r}]")
+    if not config.get("allow_direct") or not config.get("allow_atomic"):
+        problems.append("direct gets or atomic batches are off")
+    return problems
 
 
 def _replace_subjects(info: LogStreamInfo, subjects: dict[str, int]) -> LogStreamInfo:

@@ -164,13 +164,13 @@ class Bucket:
         result: list[str] = self._call(f"listing keys of {self.name}", keys())
         return result
 
-    def items(self, prefix: str) -> list[tuple[str, Entry]]:
-        """Keys under ``prefix`` (whole '.'-separated parts) with their values and revisions, sorted by key.
+    def items(self, prefix: str = "") -> list[tuple[str, Entry]]:
+        """Keys (all, or under ``prefix``: whole '.'-separated parts) with their values and revisions, by key.
 
         One watcher delivers them all, instead of one request per key.
         """
         async def items() -> list[tuple[str, Entry]]:
-            watcher = await self._kv.watch(f"{prefix}.>", ignore_deletes=True)
+            watcher = await self._kv.watch(f"{prefix}.>" if prefix else ">", ignore_deletes=True)
             found: list[tuple[str, Entry]] = []
             try:
                 async for entry in watcher:

@@ -20,8 +20,9 @@ from ...errors import DamagedLogError, StorageError
 from ...record import GENESIS_HASH, decode_body, key_seq, record_hash, seq_key
 from ...scan import Progress, Row
 from ...timefmt import format_ts
-from .. import Chunks
+from .. import Chunks, StreamEntry, Totals
 from . import reading
+from .reading import type_counts
 from .store import U64, Store, parse_format
 
 if TYPE_CHECKING:
@@ -88,6 +89,15 @@ class LmdbBackend:
     def type_counts(self) -> dict[str, int]:
         with self.store.reading() as txn:
             return type_counts(txn, self.store.dbs[b"types"])
+
+    def totals(self, top: int) -> Totals:
+        return reading.totals(self.store, top)
+
+    def stream_index(self, prefix: str) -> Iterator[StreamEntry]:
+        return reading.stream_index(self.store, prefix)
+
+    def ts_of(self, seqs: Sequence[int]) -> list[int]:
+        return reading.ts_of(self.store, seqs)
 
     def describe(self) -> dict[str, Any]:
         store = self.store
@@ -205,20 +215,6 @@ class _WriteTxn:
         _add_counts(txn, dbs[b"types"], {name.encode(): count for name, count in type_counts.items()})
         if new_streams:
             _add_counts(txn, dbs[b"meta"], {b"streams": new_streams})
-
-
-def type_counts(txn: lmdb.Transaction, types_db: Any) -> dict[str, int]:
-    """The stored count of each event type, read in ``txn``; a bad name or count is damage."""
-    counts: dict[str, int] = {}
-    for key, value in txn.cursor(db=types_db):
-        try:
-            name = bytes(key).decode()
-        except UnicodeDecodeError:
-            raise DamagedLogError(f"the types index has a name that is not UTF-8: {bytes(key)[:40]!r}") from None
-        if len(value) != 8:
-            raise DamagedLogError(f"the types index counts {name!r} in {len(value)} bytes, not 8")
-        counts[name] = U64.unpack(bytes(value))[0]
-    return counts
 
 
 def _meta_counter(raw: bytes | None, what: str) -> int | None:

@@ -14,14 +14,16 @@ chunk is checked, and a gap anywhere in a chunk shows there as a later seq.
 
 from __future__ import annotations
 
+import heapq
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ...errors import DamagedLogError
 from ...record import decode_body, key_seq, seq_key
 from ...scan import CHUNK, Progress, Row
-from .store import Store
+from .. import StreamEntry, Totals
+from .store import U64, Store
 
 RAW_CHUNK = 4096
 
@@ -237,3 +239,99 @@ def raw_seqs(
             progress(done, None)
 
 
+
+
+# -- overviews: counts and the stream index, without reading records ----------
+
+_INDEX_CHUNK = 1024
+
+
+def totals(store: Store, top: int) -> Totals:
+    """The head, type counts and stream counts in one read transaction, so they describe the same events.
+
+    No record is read: the types come from their counters, the streams from
+    the number of duplicates under each key of the stream index (UTF-8 keys
+    sort like the text, so ties among the ``top`` break by name).
+    """
+    with store.reading() as txn:
+        cursor = txn.cursor(db=store.dbs[b"events"])
+        head = key_seq(bytes(cursor.key())) if cursor.last() else 0
+        check_contiguous(txn, store, head)  # the counts take the head for the number of events
+        types = type_counts(txn, store.dbs[b"types"])
+        streams = txn.cursor(db=store.dbs[b"streams"])
+        distinct = 0
+
+        def keys() -> Iterator[tuple[int, bytes]]:
+            nonlocal distinct
+            found = streams.first()
+            while found:
+                distinct += 1
+                yield int(streams.count()), bytes(streams.key())
+                found = streams.next_nodup()
+
+        ranked = keys()
+        best = heapq.nsmallest(top, ranked, key=lambda item: (-item[0], item[1]))
+        for _ in ranked:  # nsmallest(0, ...) reads nothing, and every key must be counted
+            pass
+        in_streams = int(txn.stat(store.dbs[b"streams"])["entries"])  # every duplicate: one per event
+    return Totals(head, types, in_streams, distinct, [(key.decode(), count) for count, key in best])
+
+
+def stream_index(store: Store, prefix: str) -> Iterator[StreamEntry]:
+    """The stream index under ``prefix`` in name order, read in short transactions of a chunk of keys each."""
+    key_prefix = prefix.encode()
+    streams_db = store.dbs[b"streams"]
+    after: bytes | None = None
+    while True:
+        chunk: list[StreamEntry] = []
+        done = False
+        with store.reading() as txn:
+            cursor = txn.cursor(db=streams_db)
+            if after is not None:
+                found = cursor.set_range(after)
+                if found and bytes(cursor.key()) == after:
+                    found = cursor.next_nodup()
+            else:
+                found = cursor.set_range(key_prefix) if key_prefix else cursor.first()
+            while found and len(chunk) < _INDEX_CHUNK:
+                key = bytes(cursor.key())
+                if not key.startswith(key_prefix):
+                    found = False
+                    break
+                version = int(cursor.count())
+                first_seq = key_seq(bytes(cursor.value()))  # a new key starts at its first duplicate
+                cursor.last_dup()
+                chunk.append((key.decode(), version, first_seq, key_seq(bytes(cursor.value()))))
+                found = cursor.next_nodup()
+            done = not found
+            after = key if chunk else None
+        yield from chunk
+        if done or not chunk:
+            return
+
+
+def ts_of(store: Store, seqs: Sequence[int]) -> list[int]:
+    """The ts of each of these events, in one read transaction; a missing one is damage."""
+    events = store.dbs[b"events"]
+    out = []
+    with store.reading() as txn:
+        for seq in seqs:
+            value = txn.get(seq_key(seq), db=events)
+            if value is None:
+                raise DamagedLogError("missing: the log has a gap here", seq=seq)
+            out.append(decode_body(value, seq)[1])
+    return out
+
+
+def type_counts(txn: Any, types_db: Any) -> dict[str, int]:
+    """The stored count of each event type, read in ``txn``; a bad name or count is damage."""
+    counts: dict[str, int] = {}
+    for key, value in txn.cursor(db=types_db):
+        try:
+            name = bytes(key).decode()
+        except UnicodeDecodeError:
+            raise DamagedLogError(f"the types index has a name that is not UTF-8: {bytes(key)[:40]!r}") from None
+        if len(value) != 8:
+            raise DamagedLogError(f"the types index counts {name!r} in {len(value)} bytes, not 8")
+        counts[name] = U64.unpack(bytes(value))[0]
+    return counts

@@ -1,0 +1,8 @@
+"""Read models and exports in SQL databases: projections and events kept in tables, exactly once.
+
+:func:`sync_projection` and :func:`export_events` are the library API (the
+``evlog projection sync`` and ``evlog export`` commands call them);
+:mod:`evlog.sinks.target` is the interface each database implements
+(:mod:`evlog.sinks.sqlite`, :mod:`evlog.sinks.postgres`). Nothing here is
+imported by ``import evlog``: a database client loads only when a sync runs.
+"""

@@ -16,12 +16,14 @@ table is exactly the state at the checkpoint's seq, which is what makes a
 restart continue exactly once.
 
 Names. The engine hands a target only names it has checked
-(:func:`check_identifier`: ASCII letters, digits and ``_``, not starting
-with a digit, at most :data:`MAX_IDENTIFIER` bytes, not starting with
-``evlog_``); a target still quotes every identifier it writes into SQL.
-Tables evlog creates are recorded in the target's checkpoint table
-:data:`CHECKPOINT_TABLE`; a table of the same name that is not recorded
-there is the user's and is never dropped, altered or written
+(:func:`check_identifier`: 1 to :data:`MAX_IDENTIFIER` bytes of UTF-8
+without control characters, not starting with ``evlog_`` in any case, and
+no two columns of a table equal but for case); a state's keys such as
+``order.created`` are fine. A target quotes every identifier it writes into
+SQL (double quotes, a ``"`` doubled), so any such name works as a table or
+column name. Tables evlog creates are recorded in the target's checkpoint
+table :data:`CHECKPOINT_TABLE`; a table of the same name that is not
+recorded there is the user's and is never dropped, altered or written
 (:class:`~evlog.errors.ForeignTableError`).
 
 Values. The engine converts every value before it reaches a target:
@@ -70,24 +72,32 @@ dropped."""
 MAX_IDENTIFIER = 63
 """The longest table or column name, in bytes (PostgreSQL's limit; SQLite has none)."""
 
-BUILD_SUFFIX = "_evlog_build"
-"""A table being rebuilt is built under ``NAME + BUILD_SUFFIX`` and swapped in (:meth:`Batch.swap`)."""
+BUILD_PREFIX = "evlog_build_"
+"""A table being rebuilt is built under ``BUILD_PREFIX + NAME`` and swapped in (:meth:`Batch.swap`).
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+No user table can have that name (names starting with ``evlog_`` are refused), so
+table names are at most ``MAX_IDENTIFIER - len(BUILD_PREFIX)`` bytes."""
+MAX_TABLE = MAX_IDENTIFIER - len(BUILD_PREFIX)
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def check_identifier(name: str, what: str, *, max_bytes: int = MAX_IDENTIFIER) -> str:
-    """``name`` if a target can use it as a table or column name as it is, else :class:`UsageError`.
+    """``name`` if a target can use it, quoted, as a table or column name; else :class:`UsageError`.
 
     ``what`` says what the name is for the message (``"--table"``,
-    ``"column of projection 'balances'"``). Names are compared by targets
-    case-insensitively (SQLite folds case), so the engine also refuses two
-    columns of one table that differ only in case.
+    ``"state key"``). Targets compare names case-insensitively (SQLite folds
+    ASCII case), so the engine also refuses two columns of one table that
+    differ only in case.
     """
-    if not _IDENTIFIER.match(name) or len(name) > max_bytes or name.lower().startswith("evlog_"):
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        size = 0
+    if not 0 < size <= max_bytes or _CONTROL.search(name) or name.lower().startswith("evlog_"):
         raise UsageError(
-            f"{what} {name!r} cannot be a table or column name: use 1 to {max_bytes} ASCII letters, digits "
-            "and _, not starting with a digit or with evlog_"
+            f"{what} {name!r} cannot be a table or column name: use 1 to {max_bytes} bytes of text without "
+            "control characters, not starting with evlog_"
         )
     return name
 
@@ -236,8 +246,10 @@ class Target(ABC):
         finally:
             target.close()                        # releases the lock too
 
-    ``display`` is the URL to show in messages and status: the one given with
-    any password removed.
+    ``display`` is the URL to show in messages and to record in the log's list
+    of its targets (:mod:`evlog.sinks.registry`): the one given with any
+    password removed, and a relative SQLite path made absolute, so that it
+    names the same database from any directory.
     """
 
     display: str

@@ -6,3 +6,8 @@
 (:mod:`evlog.sinks.sqlite`, :mod:`evlog.sinks.postgres`). Nothing here is
 imported by ``import evlog``: a database client loads only when a sync runs.
 """
+
+from .export import export_events
+from .sync import SyncReport, sync_projection
+
+__all__ = ["SyncReport", "export_events", "sync_projection"]

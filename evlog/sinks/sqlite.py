@@ -38,7 +38,7 @@ import orjson
 
 from ..errors import SyncBusyError, TargetError, TargetValueError, UsageError
 from ..textsafe import visible
-from .target import CHECKPOINT_TABLE, Batch, Checkpoint, Column, ColumnType, TableSpec, Target
+from .target import BUILD_PREFIX, CHECKPOINT_TABLE, Batch, Checkpoint, Column, ColumnType, TableSpec, Target
 
 SQL_TYPES: dict[ColumnType, str] = {
     "integer": "INTEGER", "real": "REAL", "text": "TEXT", "boolean": "BOOLEAN", "json": "TEXT",
@@ -49,7 +49,10 @@ LOCK_POLL = 0.1
 
 
 def sqlite_path(url: str) -> str:
-    """The file a ``sqlite:`` URL names: ``sqlite:///relative.db`` -> ``relative.db``, ``sqlite:////a.db`` -> ``/a.db``."""
+    """The file a ``sqlite:`` URL names.
+
+    ``sqlite:///relative.db`` is ``relative.db``, ``sqlite:////a.db`` is ``/a.db``.
+    """
     rest = url[len("sqlite:"):]
     if not rest.startswith("///") or len(rest) == 3 or "?" in rest or "#" in rest:
         raise UsageError(
@@ -201,7 +204,7 @@ class SQLiteBatch(Batch):
         self.cursor.execute(f"CREATE TABLE {quote(spec.name)} ({', '.join(parts)})")
         for columns in spec.indexes:
             # A random token keeps index names apart from those of an earlier build of the same table.
-            index = f"{spec.name}_{'_'.join(columns)}_{secrets.token_hex(4)}"
+            index = f"{spec.name.removeprefix(BUILD_PREFIX)}_{'_'.join(columns)}_{secrets.token_hex(4)}"
             self.cursor.execute(
                 f"CREATE INDEX {quote(index)} ON {quote(spec.name)} ({', '.join(quote(c) for c in columns)})"
             )
@@ -252,13 +255,19 @@ class SQLiteBatch(Batch):
     def _many(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]], *, keyed: bool, verb: str) -> None:
         sql = (f"{verb} INTO {quote(table)} ({', '.join(quote(c) for c in columns)}) "
                f"VALUES ({', '.join('?' * len(columns))})")
+        # A savepoint lets a failed bulk statement be retried row by row, to name the row that failed.
+        self.cursor.execute("SAVEPOINT evlog_many")
         try:
             self.cursor.executemany(sql, rows)
-        except (OverflowError, UnicodeEncodeError, ValueError, sqlite3.DataError) as exc:
-            # Which row? Try them one by one (this transaction is rolled back anyway).
+        except _VALUE_ERRORS as exc:
+            self.cursor.execute("ROLLBACK TO evlog_many")
             for row in rows:
                 try:
                     self.cursor.execute(sql, row)
-                except (OverflowError, UnicodeEncodeError, ValueError, sqlite3.DataError) as one:
+                except _VALUE_ERRORS as one:
                     raise TargetValueError(f"SQLite cannot store it: {one}", key=row[0] if keyed else None) from one
             raise TargetValueError(f"SQLite cannot store it: {exc}") from exc
+        self.cursor.execute("RELEASE evlog_many")
+
+
+_VALUE_ERRORS = (OverflowError, UnicodeEncodeError, ValueError, sqlite3.DataError)

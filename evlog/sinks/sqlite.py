@@ -69,8 +69,10 @@ def quote(name: str) -> str:
 class SQLiteTarget(Target):
     """A SQLite database file as a target."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.path = sqlite_path(url)
+        if not create and not os.path.exists(self.path):
+            raise TargetError(f"there is no SQLite database {self.path!r}")
         self.display = "sqlite:///" + os.path.abspath(self.path)  # names the same file from anywhere
         self._locks: list[int] = []
         try:

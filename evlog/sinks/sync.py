@@ -60,6 +60,7 @@ from .target import (
     Target,
     check_identifier,
     open_target,
+    without_password,
 )
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ def open_place(
     except BaseException:
         target.close()
         raise
-    report = SyncReport(source=source, target=target.display, table=table, head=log.head())
+    report = SyncReport(source=source, target=without_password(url), table=table, head=log.head())
     if checkpoint is not None and not build:
         report.last_seq = checkpoint.last_seq
     return Place(target, table, source, log_id, definition, checkpoint, build, report, describe)

@@ -248,8 +248,8 @@ class Target(ABC):
 
     ``display`` is the URL to show in messages and to record in the log's list
     of its targets (:mod:`evlog.sinks.registry`): the one given with any
-    password removed, and a relative SQLite path made absolute, so that it
-    names the same database from any directory.
+    password removed (:func:`without_password`), and a relative SQLite path
+    made absolute, so that it names the same database from any directory.
     """
 
     display: str
@@ -305,8 +305,33 @@ class Target(ABC):
         raise NotImplementedError
 
 
-def open_target(url: str) -> Target:
+def without_password(url: str) -> str:
+    """``url`` with any password left out (``postgresql://app:secret@host/db`` -> ``postgresql://app@host/db``).
+
+    What is shown in messages, reports and status, and what the log records:
+    a password is never written anywhere by evlog.
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        query = urlencode([(key, value) for key, value in pairs if key != "password"])
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # as given (urlunsplit would also shorten sqlite:///x to sqlite:/x)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def open_target(url: str, *, create: bool = True) -> Target:
     """Connect to the target a URL names: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://…``.
+
+    ``create=False`` is for looking only (status): a SQLite file that does not
+    exist is then a :class:`~evlog.errors.TargetError` instead of a new empty
+    database. (PostgreSQL never creates a database, so its target ignores it.)
 
     The PostgreSQL target lives in :mod:`evlog.sinks.postgres` (class
     ``PostgresTarget(url)``), imported only here, only for such a URL, so
@@ -318,7 +343,7 @@ def open_target(url: str) -> Target:
     if scheme == "sqlite":
         from .sqlite import SQLiteTarget
 
-        return SQLiteTarget(url)
+        return SQLiteTarget(url, create=create)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresTarget  # type: ignore[import-not-found,unused-ignore]
 

@@ -1,0 +1,145 @@
+"""``evlog export``: the events themselves in a database table, one row each, exactly once.
+
+Rows are inserted in statements of :data:`EXPORT_CHUNK` events, and
+committed with the checkpoint every few seconds and at the end, so a long
+export keeps its progress; a table being rebuilt (other filters, or
+``rebuild``) is built whole under another name and swapped in by the
+transaction that writes its checkpoint, as for projections
+(:mod:`evlog.sinks.sync`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from hashlib import blake2b
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .rows import JSON_OPTIONS
+from .sync import COMMIT_SECONDS, EVENTS, Stop, SyncReport, live_seqs, new_checkpoint, open_place, record_place
+from .target import BUILD_PREFIX, Column, TableSpec
+
+if TYPE_CHECKING:
+    from ..log import Log
+
+EXPORT_CHUNK = 10_000
+"""Event rows per insert statement."""
+EVENT_COLUMNS = (
+    Column("ts", "text"), Column("type", "text"), Column("stream", "text"), Column("version", "integer"),
+    Column("id", "text"), Column("data", "json"), Column("meta", "json"),
+)
+EVENT_INDEXES = (("type",), ("stream",))
+
+
+def export_definition(streams: Iterable[str], types: Iterable[str], where: str | None) -> str:
+    """The definition hash of an export: its filters (another filter is another table's content)."""
+    canonical = orjson.dumps({"export": 1, "streams": list(streams), "types": list(types), "where": where})
+    return blake2b(canonical, digest_size=16).hexdigest()
+
+
+def export_events(
+    log: Log,
+    url: str,
+    *,
+    streams: Iterable[str] = (),
+    types: Iterable[str] = (),
+    where: str | None = None,
+    follow: bool = False,
+    table: str = EVENTS,
+    rebuild: bool = False,
+    wait: bool = False,
+    stop: Stop | None = None,
+    on_commit: Callable[[SyncReport], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> SyncReport:
+    """Copy the log's events into the table ``table`` at ``url``, one row each, exactly once.
+
+    Columns: ``seq`` (primary key), ``ts`` (RFC 3339 UTC text, as evlog prints
+    it), ``type``, ``stream``, ``version``, ``id``, ``data`` and ``meta``
+    (JSON). ``streams``, ``types`` (names or globs) and ``where`` (an
+    expression, as ``--where``) choose the events; other filters than the
+    table's make it be rebuilt. ``follow``, ``stop``, ``wait`` and ``rebuild``
+    as for :func:`sync_projection`.
+    """
+    from ..output import event_dicts
+
+    streams, types = list(streams), list(types)
+    test = None
+    if where is not None:
+        from ..fold import compile_where
+
+        test = compile_where(where)
+    place = open_place(
+        log, url, table=table, source=EVENTS, definition=export_definition(streams, types, where),
+        rebuild=rebuild, wait=wait, what="evlog export", describe="the events",
+    )
+    stopped = stop or (lambda: False)
+    dumps = orjson.dumps
+
+    def rows_after(done: int, until: int) -> Iterator[tuple[int, list[Any]]]:
+        if until <= done:
+            return
+        found = log.rows(from_=done + 1, until=until, streams=streams or None, types=types or None)
+        if test is not None:
+            found = (row for row in found if test(*row))
+        for event in event_dicts(found):
+            yield event["seq"], [
+                event["seq"], event["ts"], event["type"], event["stream"], event["version"], event["id"],
+                dumps(event["data"], option=JSON_OPTIONS).decode(),
+                dumps(event["meta"], option=JSON_OPTIONS).decode(),
+            ]
+
+    def write(done: int, until: int) -> int:
+        """Export the events of ``done+1..until``; returns the seq the table reached (``until`` unless stopped)."""
+        if until <= done and not place.build:
+            return done
+        rows = rows_after(done, until)
+        names = ["seq"] + [column.name for column in EVENT_COLUMNS]
+        finished = False
+        while not finished:
+            started = time.monotonic()
+            reached = done
+            with place.target.transaction() as batch:
+                name = BUILD_PREFIX + place.table if place.build else place.table
+                if place.build:
+                    batch.drop_table(name)
+                    batch.create_table(TableSpec(name, Column("seq", "integer"), EVENT_COLUMNS, EVENT_INDEXES))
+                while True:
+                    chunk = [row for _, row in zip(range(EXPORT_CHUNK), rows, strict=False)]
+                    if chunk:
+                        batch.insert(name, names, [row[1] for row in chunk])
+                        reached = chunk[-1][0]
+                        place.report.rows_written += len(chunk)
+                    if len(chunk) < EXPORT_CHUNK:
+                        finished, reached = True, until
+                        break
+                    if stopped() or (not place.build and time.monotonic() - started > COMMIT_SECONDS):
+                        break
+                if place.build:
+                    batch.swap(name, place.table)
+                    batch.forget_checkpoint(name)
+                    place.build = False
+                    place.report.rebuilt = True
+                batch.write_checkpoint(new_checkpoint(place, reached, "seq", EVENT_COLUMNS))
+            done = place.report.last_seq = reached
+            place.report.commits += 1
+            if on_commit is not None:
+                on_commit(place.report)
+            if stopped():
+                break
+        return done
+
+    try:
+        record_place(log, place, on_warning)
+        done = place.report.last_seq
+        done = write(done, log.head())
+        if follow and not stopped():
+            for last in live_seqs(log, done, stopped):
+                done = write(done, last)
+        place.report.stopped = stopped()
+        place.report.head = max(place.report.head, log.head())
+        return place.report
+    finally:
+        place.target.close()

@@ -157,8 +157,9 @@ class SQLiteTarget(Target):
             self._rollback(cursor)
             raise
 
-    def read_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
-        yield from self.connection.execute(f"SELECT * FROM {quote(table)}")
+    def read_rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        names = ", ".join(quote(name) for name in columns)
+        return self._query(f"SELECT {names} FROM {quote(table)} ORDER BY {quote(columns[0])}")
 
     def _rollback(self, cursor: sqlite3.Cursor) -> None:
         with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have ended the transaction itself

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -297,12 +297,14 @@ class Target(ABC):
         (database errors translated as in :class:`Batch`).
         """
 
-    def read_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
-        """Every row of ``table`` as the database returns it (tests and status; not on the sync's path).
+    @abstractmethod
+    def read_rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The values of ``columns`` of every row of ``table``, ordered by the first column.
 
-        Targets may override it with a faster form; the default raises.
+        Values as the database's driver returns them (booleans may come back
+        as 0/1, JSON as text or decoded): for status, tests and tools, not on
+        the sync's path. Database errors are :class:`~evlog.errors.TargetError`.
         """
-        raise NotImplementedError
 
 
 def without_password(url: str) -> str:

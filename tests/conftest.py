@@ -90,9 +90,21 @@ def pg_server() -> Iterator[Any]:
         server = pgserver.start()
     except pgserver.ServerUnavailable as exc:
         _unavailable(f"PostgreSQL cannot start here: {exc}")
+    # A password file, as a user keeps in ~/.pgpass: commands that reconnect with a URL evlog shows or
+    # records (without its password, such as projection status) log in with it. A password given in a
+    # URL still comes first, so wrong passwords are still refused.
+    passfile = server.root / "pgpass"
+    passfile.write_text(f"127.0.0.1:{server.port}:*:{pgserver.APP_USER}:{pgserver.APP_PASSWORD}\n")
+    passfile.chmod(0o600)
+    saved = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(passfile)
     try:
         yield server
     finally:
+        if saved is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = saved
         server.stop()
 
 

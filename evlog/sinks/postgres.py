@@ -40,7 +40,6 @@ import hashlib
 import re
 import secrets
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +47,7 @@ import orjson
 
 from ..errors import SyncBusyError, TargetError, TargetValueError, UsageError
 from ..textsafe import visible
-from .target import CHECKPOINT_TABLE, Batch, Checkpoint, Column, ColumnType, TableSpec, Target
+from .target import CHECKPOINT_TABLE, Batch, Checkpoint, Column, ColumnType, TableSpec, Target, without_password
 
 if TYPE_CHECKING:
     import psycopg
@@ -80,20 +79,12 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def display_url(url: str) -> str:
-    """The URL without its password (in the user part or as a ``password=`` parameter), for messages."""
+def _shown(url: str) -> str:
+    """The URL for messages, without its password."""
     try:
-        parts = urllib.parse.urlsplit(url)
+        return without_password(url)
     except ValueError:  # not a URL urllib reads: keep only what follows the user part
         return "postgresql://" + url.rpartition("@")[2] if "@" in url else url
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = user.split(":", 1)[0] + "@" + host
-    query = "&".join(
-        pair for pair in parts.query.split("&") if pair and pair.split("=", 1)[0].lower() != "password"
-    )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def one_line(exc: BaseException) -> str:
@@ -117,10 +108,10 @@ class PostgresTarget(Target):
         from psycopg.conninfo import conninfo_to_dict
 
         try:
-            self.display = display_url(url)
             given = conninfo_to_dict(url)
         except pg.Error as exc:
-            raise UsageError(f"--into {self.display!r} is not a PostgreSQL URL: {one_line(exc)}") from None
+            raise UsageError(f"--into {_shown(url)!r} is not a PostgreSQL URL: {one_line(exc)}") from None
+        self.display = _shown(url)
         options: dict[str, Any] = {"autocommit": True, "client_encoding": "UTF8", "application_name": "evlog"}
         if "connect_timeout" not in given:
             options["connect_timeout"] = CONNECT_TIMEOUT
@@ -145,7 +136,7 @@ class PostgresTarget(Target):
 
     def lock(self, table: str, *, wait: bool, holder: str) -> None:
         key = _lock_key(self.schema, table)
-        name = ("evlog " + holder).encode("ascii", "replace")[:_APPLICATION_NAME].decode()
+        name = holder.encode("ascii", "replace")[:_APPLICATION_NAME].decode()
         self._query("SELECT set_config('application_name', %s, false)", (name,))
         while not self._query("SELECT pg_try_advisory_lock(%s)", (key,))[0][0]:
             if not wait:
@@ -216,8 +207,19 @@ class PostgresTarget(Target):
             raise TargetError(f"writing to {self.display} failed: {one_line(exc)}") from None
         self._has_checkpoints = True
 
-    def read_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
-        yield from self._query(f"SELECT * FROM {self.qualified(table)}")
+    def read_rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        from psycopg.types.string import TextLoader
+
+        names = ", ".join(quote(name) for name in columns)
+        try:
+            with self.connection.cursor() as cursor:
+                # JSON as its text, as SQLite gives it: a decoded JSON string could not be told from JSON text.
+                cursor.adapters.register_loader("jsonb", TextLoader)
+                rows: list[tuple[Any, ...]] = cursor.execute(
+                    f"SELECT {names} FROM {self.qualified(table)} ORDER BY 1").fetchall()
+                return rows
+        except self._psycopg.Error as exc:
+            raise TargetError(f"reading {self.display} failed: {one_line(exc)}") from None
 
     def qualified(self, table: str) -> str:
         return f"{quote(self.schema)}.{quote(table)}"

@@ -325,11 +325,48 @@ class PostgresBatch(Batch):
         self.cursor.execute(f"DELETE FROM {qualified} WHERE {quote(key_column)} = ANY(%s)", (list(keys),))
 
     def swap(self, build: str, table: str) -> None:
-        self.cursor.execute(f"DROP TABLE IF EXISTS {self.target.qualified(table)}")
-        self.cursor.execute(f"ALTER TABLE {self.target.qualified(build)} RENAME TO {quote(table)}")
+        new, old = self.target.qualified(build), self.target.qualified(table)
+        grants: list[tuple[str, bool, str, bool]] = []
+        replaced = self._layout(old)
+        if replaced:
+            if sorted(replaced) == sorted(self._layout(new)):
+                # The same columns: refill the table in place, so that what users built on it (views,
+                # grants, foreign keys, their own indexes) stays. Readers wait for the commit either way.
+                names = ", ".join(quote(name) for name, _ in self._layout(new))
+                self.cursor.execute(f"TRUNCATE {old}")
+                self.cursor.execute(f"INSERT INTO {old} ({names}) SELECT {names} FROM {new}")
+                self.cursor.execute(f"DROP TABLE {new}")
+                self.created.discard(build)
+                return
+            grants = self.cursor.execute(
+                "SELECT grantee::regrole::text, grantee = 0, privilege_type, is_grantable "
+                "FROM pg_class c, aclexplode(c.relacl) WHERE c.oid = %s::regclass AND grantee <> c.relowner",
+                (old,),
+            ).fetchall()
+            try:
+                self.cursor.execute(f"DROP TABLE {old}")
+            except self.target._psycopg.errors.DependentObjectsStillExist as exc:
+                detail = " ".join((exc.diag.message_detail or "").split())
+                raise TargetError(
+                    f"the table {table!r} must be rebuilt with other columns, and other objects depend on it "
+                    f"({detail}); evlog never drops them: drop them, sync, and create them again"
+                ) from None
+        self.cursor.execute(f"ALTER TABLE {new} RENAME TO {quote(table)}")
         if build in self.created:
             self.created.discard(build)
             self.created.add(table)
+        for role, public, privilege, grantable in grants:  # readers granted the old table keep reading
+            option = " WITH GRANT OPTION" if grantable else ""
+            self.cursor.execute(f"GRANT {privilege} ON {old} TO {'PUBLIC' if public else role}{option}")
+
+    def _layout(self, qualified: str) -> list[tuple[str, str]]:
+        """The columns and types of a table, in order; [] if there is no such table."""
+        rows: list[tuple[str, str]] = self.cursor.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (qualified,),
+        ).fetchall()
+        return rows
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         columns = orjson.dumps([[column.name, column.type] for column in checkpoint.columns]).decode()

@@ -29,6 +29,12 @@ noise hits all alike; each figure is a median of R runs (more for start-up).
   --at`` random positions, from its snapshots, beside the trivial ``replay
   --until 1``; and the balance fold's peak memory over N and 2N events (RSS,
   and the anonymous memory the target is on: the process's own).
+* sync: ``evlog projection sync`` of the per-stream balance into a new
+  SQLite table (no snapshots) beside ``evlog replay --by stream`` printing
+  the same states as JSON (the table's balances checked against it); and
+  ``evlog export`` of all events into a new SQLite table beside a plain
+  Python loop reading the log's NDJSON and ``executemany``-ing the same rows,
+  10,000 at a time, into the same table with the same indexes.
 * follow: ``evlog tail -f -n 0``, the bench reading its stdout pipe: the
   latency of 1,000 single-event appends 5 ms apart by another process (p50,
   p99) beside GNU ``tail -f`` of a plain file fed alike; the rate at which it
@@ -239,9 +245,45 @@ def peer_tick(target: str, kind: str, count: str, interval_ms: str) -> None:
     print(json.dumps(stamps))
 
 
+def peer_export_sqlite(path: str, ndjson: str) -> None:
+    """The log's NDJSON (``evlog replay -o ndjson``) into the table ``evlog export`` makes: same columns,
+    JSON text, indexes on type and stream, WAL; rows inserted by executemany in batches of 10,000, in one
+    transaction. Prints the rows stored."""
+    import itertools
+    import sqlite3
+
+    import orjson
+
+    loads, dumps = orjson.loads, orjson.dumps
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("BEGIN IMMEDIATE")
+    db.execute('CREATE TABLE events (seq INTEGER PRIMARY KEY, ts TEXT, type TEXT, stream TEXT, version INTEGER, '
+               'id TEXT, data TEXT, meta TEXT)')
+    db.execute("CREATE INDEX events_type ON events (type)")
+    db.execute("CREATE INDEX events_stream ON events (stream)")
+    count = 0
+    with open(ndjson, "rb") as lines:
+        while True:
+            batch = [
+                (e["seq"], e["ts"], e["type"], e["stream"], e["version"], e["id"], dumps(e["data"]).decode(),
+                 dumps(e["meta"]).decode())
+                for e in map(loads, itertools.islice(lines, 10_000))
+            ]
+            if not batch:
+                break
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            count += len(batch)
+    db.execute("COMMIT")
+    db.close()
+    print(count)
+
+
 PEERS: dict[str, Callable[..., None]] = {
     "append-lmdb": peer_append_lmdb, "append-sqlite": peer_append_sqlite, "replay": peer_replay,
     "count-types": peer_count_types, "balance-sqlite": peer_balance_sqlite, "tick": peer_tick,
+    "export-sqlite": peer_export_sqlite,
 }
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--peer"]:
@@ -1175,6 +1217,66 @@ def follow_idle(bench: Bench, log: Path, lines: Path, tail: tuple[list[str], str
         f" | {name} {value:.2f}%" for name, value in share.items() if name != ours))
 
 
+def section_sync(bench: Bench) -> None:
+    """Read models in SQLite: a projection's catch-up and the events' export, each beside its peer."""
+    log = bench.full_log()
+    sync_balance(bench, log)
+    say()
+    sync_export(bench, log)
+
+
+def sync_balance(bench: Bench, log: Path) -> None:
+    say(f"sync balance: projection sync of the per-stream balance into a new SQLite table, {bench.n:,} events, "
+        f"median of {bench.repeat}; ratio = evlog rate / peer rate")
+    where = ("--log", str(log))
+    run([*EVLOG, "projection", "add", "sync_balances", *where, *BALANCE_FOLD, "--replace"])
+    db = bench.workdir / "sync.db"
+    # No snapshots on either side: the same fold, from the first event; the sync then writes every row.
+    sync = [*EVLOG, "projection", "sync", "sync_balances", *where, "--into", f"sqlite:///{db}",
+            "--snapshot-every", "0", "-o", "ndjson"]
+    replay = fold_cmd(log, *BALANCE_FOLD)
+
+    def synced() -> Timing:
+        remove(db)
+        return run(sync)[0]
+
+    synced()
+    connection = sqlite3.connect(db)
+    stored = {key: balance for key, balance in connection.execute("SELECT key, balance FROM sync_balances")}
+    connection.close()
+    seconds = interleaved({"evlog projection sync --into sqlite": synced,
+                           "evlog replay --by stream --on ... (JSON)": timer(replay)}, bench.repeat)
+    bench.report("sync", seconds, {"evlog replay --by stream --on ... (JSON)": (">=", 0.70)}, per_event=True)
+    difference = first_difference(stored, balances(run(replay, capture=True)[1]))
+    say(f"  table: {'the same balances as replay' if difference is None else 'first difference: ' + difference} "
+        f"({len(stored):,} rows)")
+    remove(db)
+
+
+def sync_export(bench: Bench, log: Path) -> None:
+    say(f"sync export: the {bench.n:,} events into a new SQLite table, median of {bench.repeat}; "
+        "ratio = evlog rate / peer rate")
+    db, ndjson = bench.workdir / "export.db", bench.workdir / "export.ndjson"
+    with open(ndjson, "wb") as out:  # the peer's input, untimed
+        subprocess.run([*EVLOG, "replay", "--log", str(log), "-o", "ndjson"], stdout=out, check=True, env=ENV)
+    commands = {
+        "evlog export --into sqlite": [*EVLOG, "export", "--log", str(log), "--into", f"sqlite:///{db}",
+                                       "-o", "ndjson"],
+        "python NDJSON loop, executemany 10,000": [*PEER, "export-sqlite", str(db), str(ndjson)],
+    }
+
+    def job(cmd: list[str]) -> Callable[[], Timing]:
+        def timed() -> Timing:
+            remove(db)
+            return run(cmd)[0]
+        return timed
+
+    seconds = interleaved({name: job(cmd) for name, cmd in commands.items()}, bench.repeat)
+    bench.report("sync", seconds, {"python NDJSON loop, executemany 10,000": (">=", 0.70)}, per_event=True)
+    remove(db)
+    ndjson.unlink()
+
+
 def warm_caches(bench: Bench) -> None:
     """Run every kind of process once on a few events, so that no timed run compiles bytecode."""
     sample, log = bench.workdir / "warm.ndjson", str(bench.workdir / "warm.lmdb")
@@ -1201,7 +1303,7 @@ def machine_facts(bench: Bench, size: int) -> None:
 
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "append": section_append, "replay": section_replay, "startup": section_startup, "until": section_until,
-    "fold": section_fold, "follow": section_follow,
+    "fold": section_fold, "follow": section_follow, "sync": section_sync,
 }
 
 

@@ -10,13 +10,17 @@ transaction that writes its checkpoint, as for projections
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import orjson
 
+from ..errors import DamagedLogError
+from ..timefmt import format_ts
 from .rows import JSON_OPTIONS
 from .sync import COMMIT_SECONDS, EVENTS, Stop, SyncReport, live_seqs, new_checkpoint, open_place, record_place
 from .target import BUILD_PREFIX, Column, TableSpec
@@ -63,8 +67,6 @@ def export_events(
     table's make it be rebuilt. ``follow``, ``stop``, ``wait`` and ``rebuild``
     as for :func:`sync_projection`.
     """
-    from ..output import event_dicts
-
     streams, types = list(streams), list(types)
     test = None
     if where is not None:
@@ -76,20 +78,24 @@ def export_events(
         rebuild=rebuild, wait=wait, what="evlog export", describe="the events",
     )
     stopped = stop or (lambda: False)
-    dumps = orjson.dumps
+    dumps, unpack = orjson.dumps, msgpack.unpackb
 
-    def rows_after(done: int, until: int) -> Iterator[tuple[int, list[Any]]]:
+    def rows_after(done: int, until: int) -> Iterator[list[Any]]:
         if until <= done:
             return
         found = log.rows(from_=done + 1, until=until, streams=streams or None, types=types or None)
         if test is not None:
             found = (row for row in found if test(*row))
-        for event in event_dicts(found):
-            yield event["seq"], [
-                event["seq"], event["ts"], event["type"], event["stream"], event["version"], event["id"],
-                dumps(event["data"], option=JSON_OPTIONS).decode(),
-                dumps(event["meta"], option=JSON_OPTIONS).decode(),
-            ]
+        # Rows straight from the envelopes (the export's hot loop): a payload that does not decode
+        # or convert takes the way of evlog's own output, which names the damaged seq.
+        for row in found:
+            seq, (_, ts, version, etype, stream, id_, meta, data) = row
+            try:
+                payload = dumps(unpack(data, ext_hook=_no_ext), option=JSON_OPTIONS).decode()
+            except (ValueError, TypeError):
+                payload = _payload_of(row)
+            yield [seq, format_ts(ts), etype, stream, version, id_, payload,
+                   dumps(meta, option=JSON_OPTIONS).decode() if meta else "{}"]
 
     def write(done: int, until: int) -> int:
         """Export the events of ``done+1..until``; returns the seq the table reached (``until`` unless stopped)."""
@@ -107,9 +113,9 @@ def export_events(
                     batch.drop_table(name)
                     batch.create_table(TableSpec(name, Column("seq", "integer"), EVENT_COLUMNS, EVENT_INDEXES))
                 while True:
-                    chunk = [row for _, row in zip(range(EXPORT_CHUNK), rows, strict=False)]
+                    chunk = list(itertools.islice(rows, EXPORT_CHUNK))
                     if chunk:
-                        batch.insert(name, names, [row[1] for row in chunk])
+                        batch.insert(name, names, chunk)
                         reached = chunk[-1][0]
                         place.report.rows_written += len(chunk)
                     if len(chunk) < EXPORT_CHUNK:
@@ -143,3 +149,18 @@ def export_events(
         return place.report
     finally:
         place.target.close()
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError("an extension type")
+
+
+def _payload_of(row: Any) -> str:
+    """The JSON of a row's payload by evlog's output path: :class:`DamagedLogError` naming the seq if it has none."""
+    from ..output import event_dicts
+
+    event = next(event_dicts([row]))
+    try:
+        return orjson.dumps(event["data"], option=JSON_OPTIONS).decode()
+    except TypeError:
+        raise DamagedLogError("the payload is not a JSON value", seq=row[0]) from None

@@ -87,6 +87,7 @@ class Layout:
         self.columns: dict[str, ColumnType] = {column.name: column.type for column in columns}
         self.keyed = keyed
         self._folded = {name.lower(): name for name in self.columns}
+        self._plan: tuple[list[str], list[ColumnType | None]] | None = None
         if keyed:
             self._folded[KEY_COLUMN.name] = KEY_COLUMN.name
 
@@ -120,6 +121,18 @@ class Layout:
     def add(self, name: str, kind: ColumnType) -> None:
         self.columns[name] = kind
         self._folded[name.lower()] = name
+        self._plan = None
+
+    def cells(self, fields: dict[Any, Any]) -> list[Any]:
+        """A state's values for every column in order (see :func:`cell`); ValueError for one that cannot be stored."""
+        plan = self._plan
+        if plan is None:
+            # Text and boolean values go as they are; the other kinds are converted or checked.
+            plan = self._plan = (list(self.columns), [None if kind in ("text", "boolean") else kind
+                                                      for kind in self.columns.values()])
+        names, kinds = plan
+        return [value if value is None or kind is None else cell(value, kind)
+                for value, kind in zip(map(fields.get, names), kinds, strict=True)]
 
 
 def state_fields(state: Any) -> dict[Any, Any]:
@@ -149,6 +162,7 @@ def infer_layout(states: Iterable[Any], *, keyed: bool) -> Layout:
     for name, seen in kinds.items():
         if len(seen) > 1:
             layout.columns[name] = "real" if seen == {"integer", "real"} and name not in big else "json"
+    layout._plan = None
     return layout
 
 

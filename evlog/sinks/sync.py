@@ -49,7 +49,7 @@ from ..errors import ForeignTableError, TargetValueError, UsageError
 from ..snapshot_limits import DEFAULT_SNAPSHOT_EVERY
 from ..textsafe import visible
 from ..timefmt import format_ts
-from .rows import KEY_COLUMN, Layout, TouchedStates, cell, column_type, infer_layout, key_text, state_fields
+from .rows import KEY_COLUMN, Layout, TouchedStates, column_type, infer_layout, key_text, state_fields
 from .target import (
     BUILD_PREFIX,
     MAX_TABLE,
@@ -241,9 +241,10 @@ def sync_projection(
 
     try:
         record_place(log, place, on_warning)
+        states: dict[Any, Any]
         if place.build:
             done = first - 1
-            states = TouchedStates({})
+            states = {}  # a build writes every key: no need to learn which the fold reached
         else:
             assert place.checkpoint is not None
             done = place.checkpoint.last_seq
@@ -260,18 +261,17 @@ def sync_projection(
         head = log.head()
         if not keyed and done < first and head < first:
             # Nothing to fold yet: the one row is the initial state, as replay would print it.
-            dict.__setitem__(states, None, orjson.loads(orjson.dumps(spec.init)))
-            states.touched.add(None)
+            states[None] = orjson.loads(orjson.dumps(spec.init))
         while done < head and not stopped():
             end = min(head, done + SPAN)
-            fold(states, done, end)
+            fold(writer.states, done, end)
             done = end
             if not place.build and time.monotonic() - place.last_commit > COMMIT_SECONDS:
                 writer.commit(done)
         writer.commit(done)
         if follow and not stopped():
             for last in live_seqs(log, done, stopped):
-                fold(states, place.report.last_seq, last)
+                fold(writer.states, place.report.last_seq, last)  # the writer swaps in a tracking dict after a build
                 writer.commit(last)
         place.report.stopped = stopped()
         place.report.head = max(place.report.head, log.head())
@@ -312,7 +312,7 @@ def _nothing(_: str | None) -> bool:
 class _StateWriter:
     """Writes the keys a fold touched, with the checkpoint, one transaction per commit."""
 
-    def __init__(self, place: Place, states: TouchedStates, *, keyed: bool,
+    def __init__(self, place: Place, states: dict[Any, Any], *, keyed: bool,
                  on_commit: Callable[[SyncReport], None] | None) -> None:
         self.place = place
         self.states = states
@@ -322,7 +322,7 @@ class _StateWriter:
 
     def commit(self, done: int) -> None:
         place = self.place
-        touched = self.states.take()
+        touched = self.states.take() if isinstance(self.states, TouchedStates) else set()
         if not place.build and not touched and done == place.report.last_seq:
             return
         first_seq = place.report.last_seq + 1
@@ -333,11 +333,12 @@ class _StateWriter:
                 else:
                     self._update(batch, touched, done)
         except TargetValueError as exc:
-            self.states.touched |= touched  # not written: still to write
             raise self._located(exc, first_seq, done) from exc
         except UsageError as exc:  # a state key that cannot be a column
-            self.states.touched |= touched
             raise self._located(TargetValueError(str(exc)), first_seq, done) from exc
+        if not isinstance(self.states, TouchedStates):
+            # Built: from now on only the keys the fold reaches are written.
+            self.states = TouchedStates(self.states)
         place.report.last_seq = done
         place.report.commits += 1
         place.last_commit = time.monotonic()
@@ -354,11 +355,13 @@ class _StateWriter:
             key=exc.key,
         )
 
-    def _rows(self, keys: Iterable[Any], layout: Layout) -> tuple[list[list[Any]], list[Any]]:
-        """Rows to upsert and keys to delete; a value that does not fit its column raises :class:`_Conflict`."""
+    def _rows(self, keys: Iterable[Any], layout: Layout, *, fitted: bool = False) -> tuple[list[list[Any]], list[Any]]:
+        """Rows to upsert and keys to delete; a value that does not fit its column raises :class:`_Conflict`.
+
+        ``fitted``: the layout was inferred from these very states, so every value fits it.
+        """
         rows: list[list[Any]] = []
         removed: list[Any] = []
-        names = list(layout.columns)
         for key in keys:
             state = dict.get(self.states, key)
             shown = key_text(key) if self.keyed else None
@@ -366,20 +369,19 @@ class _StateWriter:
                 removed.append(shown)
                 continue
             fields = state_fields(state)
-            for name, value in fields.items():
-                if value is not None:
-                    fits = layout.fits(name, value)
-                    if fits is None:
-                        layout.add(layout.check_new(name), column_type(value))
-                        names.append(name)
-                    elif not fits:
-                        raise _Conflict(name)
-            row: list[Any] = [shown] if self.keyed else []
+            if not fitted:
+                for name, value in fields.items():
+                    if value is not None:
+                        fits = layout.fits(name, value)
+                        if fits is None:
+                            layout.add(layout.check_new(name), column_type(value))
+                        elif not fits:
+                            raise _Conflict(name)
             try:
-                row += [cell(fields.get(name), kind) for name, kind in layout.columns.items()]
+                values = layout.cells(fields)
             except ValueError as exc:
                 raise TargetValueError(str(exc), key=key) from None
-            rows.append(row)
+            rows.append([shown, *values] if self.keyed else values)
         return rows, removed
 
     def _update(self, batch: Batch, touched: set[Any], done: int) -> None:
@@ -408,7 +410,7 @@ class _StateWriter:
     def _build(self, batch: Batch, done: int) -> None:
         place = self.place
         layout = infer_layout(dict.values(self.states), keyed=self.keyed)
-        rows, _ = self._rows(list(dict.keys(self.states)), layout)
+        rows, _ = self._rows(list(dict.keys(self.states)), layout, fitted=True)
         build = BUILD_PREFIX + place.table
         batch.drop_table(build)  # left by a build that was killed before its commit
         batch.create_table(TableSpec(build, KEY_COLUMN if self.keyed else None, layout.as_columns()))

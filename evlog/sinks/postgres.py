@@ -200,7 +200,9 @@ class PostgresTarget(Target):
                         "source text NOT NULL, log_id text NOT NULL, definition text NOT NULL, "
                         "last_seq bigint NOT NULL, key_column text, columns jsonb NOT NULL, updated text NOT NULL)"
                     )
-                yield PostgresBatch(self, cursor)
+                batch = PostgresBatch(self, cursor)
+                yield batch
+                batch.finish()
         except psycopg.DataError as exc:
             raise TargetValueError(f"PostgreSQL cannot store it: {one_line(exc)}") from None
         except psycopg.Error as exc:
@@ -258,6 +260,7 @@ class PostgresBatch(Batch):
         self.target = target
         self.cursor = cursor
         self.created: set[str] = set()  # tables created by this transaction: still empty
+        self.indexes: dict[str, list[tuple[str, ...]]] = {}  # of the tables created, to build at the end
         self._staged = 0
 
     def create_table(self, spec: TableSpec) -> None:
@@ -265,14 +268,22 @@ class PostgresBatch(Batch):
         if spec.key is not None:
             parts.append(f"{quote(spec.key.name)} {SQL_TYPES[spec.key.type]} PRIMARY KEY")
         parts += [f"{quote(column.name)} {SQL_TYPES[column.type]}" for column in spec.columns]
-        table = self.target.qualified(spec.name)
-        self.cursor.execute(f"CREATE TABLE {table} ({', '.join(parts)})")
-        for columns in spec.indexes:
-            # Index names share the schema's namespace with tables: a random token keeps them apart
-            # from those of an earlier build of the same table.
-            index = _truncate(f"{spec.name}_{'_'.join(columns)}", 50) + "_" + secrets.token_hex(4)
-            self.cursor.execute(f"CREATE INDEX {quote(index)} ON {table} ({', '.join(quote(c) for c in columns)})")
+        self.cursor.execute(f"CREATE TABLE {self.target.qualified(spec.name)} ({', '.join(parts)})")
         self.created.add(spec.name)
+        # Indexes are built when the table is full (at the end of the transaction, see finish()): building
+        # one over the rows costs less than keeping it up to date row by row.
+        self.indexes[spec.name] = list(spec.indexes)
+
+    def finish(self) -> None:
+        """Build the indexes of the tables this transaction created; called before it commits."""
+        for table, indexes in self.indexes.items():
+            for columns in indexes:
+                # Index names share the schema's namespace with tables: a random token keeps them apart
+                # from those of an earlier build of the same table.
+                index = _truncate(f"{table}_{'_'.join(columns)}", 50) + "_" + secrets.token_hex(4)
+                self.cursor.execute(f"CREATE INDEX {quote(index)} ON {self.target.qualified(table)} "
+                                    f"({', '.join(quote(c) for c in columns)})")
+        self.indexes = {}
 
     def add_column(self, table: str, column: Column) -> None:
         self.cursor.execute(
@@ -282,6 +293,7 @@ class PostgresBatch(Batch):
     def drop_table(self, table: str) -> None:
         self.cursor.execute(f"DROP TABLE IF EXISTS {self.target.qualified(table)}")
         self.created.discard(table)
+        self.indexes.pop(table, None)
 
     def upsert(
         self, table: str, key_column: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]
@@ -337,6 +349,7 @@ class PostgresBatch(Batch):
                 self.cursor.execute(f"INSERT INTO {old} ({names}) SELECT {names} FROM {new}")
                 self.cursor.execute(f"DROP TABLE {new}")
                 self.created.discard(build)
+                self.indexes.pop(build, None)  # the table keeps its own
                 return
             grants = self.cursor.execute(
                 "SELECT grantee::regrole::text, grantee = 0, privilege_type, is_grantable "
@@ -355,6 +368,8 @@ class PostgresBatch(Batch):
         if build in self.created:
             self.created.discard(build)
             self.created.add(table)
+        if build in self.indexes:
+            self.indexes[table] = self.indexes.pop(build)
         for role, public, privilege, grantable in grants:  # readers granted the old table keep reading
             option = " WITH GRANT OPTION" if grantable else ""
             self.cursor.execute(f"GRANT {privilege} ON {old} TO {'PUBLIC' if public else role}{option}")

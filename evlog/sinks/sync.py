@@ -98,7 +98,7 @@ class SyncReport:
         return max(self.head - self.last_seq, 0)
 
     def record(self) -> dict[str, Any]:
-        return {"source": self.source, "target": self.target, "table": self.table, "last_seq": self.last_seq,
+        return {"table": self.table, "source": self.source, "target": self.target, "last_seq": self.last_seq,
                 "lag": self.lag, "rows_written": self.rows_written, "rows_deleted": self.rows_deleted,
                 "commits": self.commits, "rebuilt": self.rebuilt}
 

@@ -98,7 +98,8 @@ class Example:
     def missing_tool(self, path: str) -> str | None:
         """A command the block runs that is not on ``path`` (jq, the sqlite3 shell), or None."""
         for tool, pattern in (("jq", USES_JQ), ("sqlite3", USES_SQLITE3)):
-            if any(pattern.search(command.source) for command in self.commands) and shutil.which(tool, path=path) is None:
+            runs = any(pattern.search(command.source) for command in self.commands)
+            if runs and shutil.which(tool, path=path) is None:
                 return tool
         return None
 

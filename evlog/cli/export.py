@@ -15,8 +15,8 @@ app = typer.Typer(add_completion=False, context_settings={"help_option_names": [
 
 @app.command(
     help=(
-        "Copy the events into a SQL table (SQLite or PostgreSQL), one row each, exactly once.\n\n"
-        "Columns: seq (the primary key), ts (RFC 3339 UTC text, as evlog prints it), type, stream, "
+        "Copy the events into a SQL table, one row each, exactly once.\n\n"
+        "SQLite or PostgreSQL. Columns: seq (the primary key), ts (RFC 3339 UTC text, as evlog prints it), type, stream, "
         "version, id, data and meta (JSON), with indexes on type and stream, so that sqlite3, psql, "
         "Datasette or Metabase can query the log. -s, -t and --where choose the events; a table "
         "exported with other filters is rebuilt and swapped in by one transaction. Rows and the "

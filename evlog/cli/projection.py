@@ -46,7 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
-        "Named folds (read models): add, list, show at any position, sync into SQL, remove.\n\n"
+        "Named folds (read models): add, list, show at any position, sync to SQL, remove.\n\n"
         "A projection is a fold definition stored in the log under a name, the read model of "
         "CQRS. Its state can be asked for at any position; snapshots saved as it folds keep "
         "each question cheap.\n\n"

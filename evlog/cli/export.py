@@ -46,12 +46,12 @@ def export(
     from .._tuning import for_streaming
     from ..log import Log
     from ..sinks.export import export_events
-    from ._sync import finish, stop_on_signals, warn
+    from ._sync import finish, stop_on_signals, waiting, warn
 
     for_streaming()
     with Log(log) as opened, stop_on_signals() as stop:
         report = export_events(
             opened, into, streams=stream or (), types=event_type or (), where=where, follow=follow, table=table,
-            rebuild=rebuild, wait=wait, stop=stop, on_warning=warn,
+            rebuild=rebuild, wait=wait, stop=stop, on_warning=warn, on_wait=waiting,
         )
     finish(report, stop, output)

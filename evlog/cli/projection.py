@@ -296,7 +296,7 @@ def sync(
     from ..log import Log
     from ..sinks.sync import sync_projection
     from ._common import parse_size
-    from ._sync import finish, stop_on_signals, warn
+    from ._sync import finish, stop_on_signals, waiting, warn
 
     for_streaming()
     max_size = parse_size(snapshot_max_size, "--snapshot-max-size")
@@ -304,7 +304,7 @@ def sync(
         report = sync_projection(
             opened, name, into, follow=follow, table=table, rebuild=rebuild, wait=wait,
             snapshot_every=snapshot_every, snapshot_max_size=max_size, timeout=fold_timeout(opened.path, timeout),
-            stop=stop, on_warning=warn,
+            stop=stop, on_warning=warn, on_wait=waiting,
         )
     finish(report, stop, output)
 

@@ -24,8 +24,8 @@ How it runs, and why:
   variables, HOME in the temporary directory, and the directory of this
   Python's ``evlog`` script first on PATH. stdout is a pipe, so ``auto`` output
   is NDJSON/JSON, as when a reader pipes it.
-- A block that uses ``jq`` is skipped (and says so) when jq is not installed;
-  the other blocks never depend on jq.
+- A block that uses ``jq`` or the ``sqlite3`` shell is skipped (and says so)
+  when that command is not installed; the other blocks never depend on them.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]
 SHELL_LANGUAGES = {"sh", "bash", "shell", "zsh", "ksh", "fish", "shell-session", "shellsession"}
 INSTALLATION_SECTION = "Quick start"
 USES_JQ = re.compile(r"(?<![\w.-])jq(?![\w.-])")
+USES_SQLITE3 = re.compile(r"(?<![\w.-])sqlite3(?![\w.-])")
 ANY_LINES = "..."
 
 
@@ -94,8 +95,13 @@ class Example:
     def id(self) -> str:
         return f"README.md:{self.line}"
 
-    def uses_jq(self) -> bool:
-        return any(USES_JQ.search(command.source) for command in self.commands)
+    def missing_tool(self, path: str) -> str | None:
+        """A command the block runs that is not on ``path`` (jq, the sqlite3 shell), or None."""
+        for tool, pattern in (("jq", USES_JQ), ("sqlite3", USES_SQLITE3)):
+            runs = any(pattern.search(command.source) for command in self.commands)
+            if runs and shutil.which(tool, path=path) is None:
+                return tool
+        return None
 
 
 # -- reading the README --------------------------------------------------------
@@ -232,7 +238,7 @@ class Session:
         for earlier in range(index):
             if earlier not in self.done:
                 example = self.examples[earlier]
-                if example.uses_jq() and shutil.which("jq", path=self.env["PATH"]) is None:
+                if example.missing_tool(self.env["PATH"]) is not None:
                     self.done[earlier] = None
                     continue
                 self.done[earlier] = self.check(example)
@@ -357,8 +363,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 @pytest.mark.parametrize("index", range(len(EXAMPLES)), ids=[example.id for example in EXAMPLES])
 def test_readme_example(session: Session, index: int) -> None:
     example = EXAMPLES[index]
-    if example.uses_jq() and shutil.which("jq", path=session.env["PATH"]) is None:
-        pytest.skip(f"{example.id} pipes into jq, which is not on PATH")
+    missing = example.missing_tool(session.env["PATH"])
+    if missing is not None:
+        pytest.skip(f"{example.id} runs {missing}, which is not on PATH")
     session.run_up_to(index)
     problem = session.check(example)
     session.done[index] = problem

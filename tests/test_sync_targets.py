@@ -233,15 +233,23 @@ def test_a_second_syncer_of_the_table_is_refused_naming_the_holder_or_waits(log_
         result = run_evlog("projection", "sync", "balances", "--into", target_url, log=log_path)
         assert result.returncode == 1
         assert b"pid 4242 on elsewhere" in result.stderr and b"--wait" in result.stderr
-        waiting = Running(["projection", "sync", "balances", "--into", target_url, "--wait", "--log", log_path])
+        args = ["projection", "sync", "balances", "--into", target_url, "--wait", "--log", log_path]
+        waiting = Running(args)
+        stopped = Running(args)
         try:
-            with pytest.raises(AssertionError, match="no output line"):
-                waiting.line(timeout=1.0)  # still waiting for the lock: nothing committed, nothing printed
+            for process in (waiting, stopped):  # each says once that it waits, and for whom
+                wait_for(lambda p=process: b"waiting (--wait)" in p.stderr, "the note that it waits")
+                assert b"pid 4242 on elsewhere" in process.stderr
+            stopped.proc.send_signal(signal.SIGTERM)
+            assert stopped.finish() == 143, stopped.describe()
+            assert b"while waiting" in stopped.stderr and b"nothing was written" in stopped.stderr
+            assert stopped.received == []
             holder.close()
             report = json.loads(waiting.line())
-            assert waiting.finish() == 0
+            assert waiting.finish() == 0, waiting.describe()
         finally:
             waiting.stop()
+            stopped.stop()
         assert report["last_seq"] == 1
     finally:
         holder.close()

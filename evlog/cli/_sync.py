@@ -79,10 +79,15 @@ def finish(report: SyncReport, request: StopRequest, output: Output) -> None:
     """Print the report; a stop asked by a signal then ends with its exit status and where the table is."""
     from ..textsafe import visible
 
-    if request.signal is None or report.commits or report.last_seq:
+    if report.locked:
         print_records([report.record()], output, REPORT_COLUMNS, noun="syncs")
     if request.signal is not None:
         name, code = _SIGNALS.get(request.signal, ("a signal", 130))
+        if not report.locked:
+            raise Interrupted(
+                f"interrupted by {name} while waiting for another sync of the table {visible(report.table)!r}; "
+                "nothing was written", exit_code=code,
+            )
         raise Interrupted(
             f"interrupted by {name}: the table {visible(report.table)!r} of {visible(report.target)} is at seq "
             f"{report.last_seq}, all of it committed",
@@ -94,3 +99,9 @@ def warn(message: str) -> None:
     from ._common import note
 
     note(f"warning: {message}")
+
+
+def waiting(message: str) -> None:
+    from ._common import note
+
+    note(f"waiting (--wait): {message}")

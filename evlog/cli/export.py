@@ -15,14 +15,14 @@ app = typer.Typer(add_completion=False, context_settings={"help_option_names": [
 
 @app.command(
     help=(
-        "Copy the events into a SQL table (SQLite or PostgreSQL), one row each, exactly once.\n\n"
-        "Columns: seq (the primary key), ts (RFC 3339 UTC text, as evlog prints it), type, stream, "
-        "version, id, data and meta (JSON), with indexes on type and stream, so that sqlite3, psql, "
-        "Datasette or Metabase can query the log. -s, -t and --where choose the events; a table "
-        "exported with other filters is rebuilt and swapped in by one transaction. Rows and the "
-        "checkpoint are committed together: killed at any moment, a restart goes on from the last "
-        "commit. With -f it stays and exports events as they are appended; SIGTERM and Ctrl-C commit "
-        "what was read, then exit 143 and 130.\n\n"
+        "Copy the events into a SQL table, one row each, exactly once.\n\n"
+        "Into SQLite or PostgreSQL. Columns: seq (the primary key), ts (RFC 3339 UTC text, as "
+        "evlog prints it), type, stream, version, id, data and meta (JSON), with indexes on type "
+        "and stream, so that sqlite3, psql, Datasette or Metabase can query the log. -s, -t and "
+        "--where choose the events; a table exported with other filters is rebuilt and swapped in "
+        "by one transaction. Rows and the checkpoint are committed together: killed at any moment, "
+        "a restart goes on from the last commit. With -f it stays and exports events as they are "
+        "appended; SIGTERM and Ctrl-C commit what was read, then exit 143 and 130.\n\n"
         "Examples:\n\n"
         "  evlog export --into sqlite:///events.db\n\n"
         "  evlog export --into sqlite:///orders.db -t 'order.*' --table orders -f\n\n"
@@ -46,12 +46,12 @@ def export(
     from .._tuning import for_streaming
     from ..log import Log
     from ..sinks.export import export_events
-    from ._sync import finish, stop_on_signals, warn
+    from ._sync import finish, stop_on_signals, waiting, warn
 
     for_streaming()
     with Log(log) as opened, stop_on_signals() as stop:
         report = export_events(
             opened, into, streams=stream or (), types=event_type or (), where=where, follow=follow, table=table,
-            rebuild=rebuild, wait=wait, stop=stop, on_warning=warn,
+            rebuild=rebuild, wait=wait, stop=stop, on_warning=warn, on_wait=waiting,
         )
     finish(report, stop, output)

@@ -46,7 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
-        "Named folds (read models): add, list, show at any position, sync into SQL, remove.\n\n"
+        "Named folds (read models): add, list, show at any position, sync to SQL, remove.\n\n"
         "A projection is a fold definition stored in the log under a name, the read model of "
         "CQRS. Its state can be asked for at any position; snapshots saved as it folds keep "
         "each question cheap.\n\n"
@@ -296,7 +296,7 @@ def sync(
     from ..log import Log
     from ..sinks.sync import sync_projection
     from ._common import parse_size
-    from ._sync import finish, stop_on_signals, warn
+    from ._sync import finish, stop_on_signals, waiting, warn
 
     for_streaming()
     max_size = parse_size(snapshot_max_size, "--snapshot-max-size")
@@ -304,7 +304,7 @@ def sync(
         report = sync_projection(
             opened, name, into, follow=follow, table=table, rebuild=rebuild, wait=wait,
             snapshot_every=snapshot_every, snapshot_max_size=max_size, timeout=fold_timeout(opened.path, timeout),
-            stop=stop, on_warning=warn,
+            stop=stop, on_warning=warn, on_wait=waiting,
         )
     finish(report, stop, output)
 

@@ -22,7 +22,18 @@ import orjson
 from ..errors import DamagedLogError
 from ..timefmt import format_ts
 from .rows import JSON_OPTIONS
-from .sync import COMMIT_SECONDS, EVENTS, Stop, SyncReport, live_seqs, new_checkpoint, open_place, record_place
+from .sync import (
+    COMMIT_SECONDS,
+    EVENTS,
+    Stop,
+    StoppedWaiting,
+    SyncReport,
+    live_seqs,
+    new_checkpoint,
+    open_place,
+    record_place,
+    waited_out,
+)
 from .target import BUILD_PREFIX, Column, TableSpec
 
 if TYPE_CHECKING:
@@ -57,6 +68,7 @@ def export_events(
     stop: Stop | None = None,
     on_commit: Callable[[SyncReport], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> SyncReport:
     """Copy the log's events into the table ``table`` at ``url``, one row each, exactly once.
 
@@ -64,8 +76,8 @@ def export_events(
     it), ``type``, ``stream``, ``version``, ``id``, ``data`` and ``meta``
     (JSON). ``streams``, ``types`` (names or globs) and ``where`` (an
     expression, as ``--where``) choose the events; other filters than the
-    table's make it be rebuilt. ``follow``, ``stop``, ``wait`` and ``rebuild``
-    as for :func:`sync_projection`.
+    table's make it be rebuilt. ``follow``, ``stop``, ``wait``, ``rebuild`` and
+    the callbacks as for :func:`sync_projection`.
     """
     streams, types = list(streams), list(types)
     test = None
@@ -73,11 +85,15 @@ def export_events(
         from ..fold import compile_where
 
         test = compile_where(where)
-    place = open_place(
-        log, url, table=table, source=EVENTS, definition=export_definition(streams, types, where),
-        rebuild=rebuild, wait=wait, what="evlog export", describe="the events",
-    )
     stopped = stop or (lambda: False)
+    try:
+        place = open_place(
+            log, url, table=table, source=EVENTS, definition=export_definition(streams, types, where),
+            rebuild=rebuild, wait=wait, what="evlog export", describe="the events", stop=stopped,
+            on_wait=on_wait,
+        )
+    except StoppedWaiting:
+        return waited_out(url, table, EVENTS)
     dumps, unpack = orjson.dumps, msgpack.unpackb
 
     def rows_after(done: int, until: int) -> Iterator[list[Any]]:

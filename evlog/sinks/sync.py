@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import ForeignTableError, TargetValueError, UsageError
+from ..errors import ForeignTableError, SyncBusyError, TargetValueError, UsageError
 from ..snapshot_limits import DEFAULT_SNAPSHOT_EVERY
 from ..textsafe import visible
 from ..timefmt import format_ts
@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 
 SPAN = 1 << 17
 """Events folded per call of the fold: the granularity of stopping and of periodic commits."""
+LOCK_POLL = 0.1
+"""Seconds between looks at a lock another syncer holds (``wait``)."""
 COMMIT_SECONDS = 5.0
 """During a long catch-up, commit what was folded at least this often (except into a table being built)."""
 EVENTS = "events"
@@ -91,6 +93,7 @@ class SyncReport:
     commits: int = 0
     rebuilt: bool = False
     stopped: bool = False
+    locked: bool = True  # False: stopped while waiting for another syncer, nothing done
 
     @property
     def lag(self) -> int:
@@ -98,7 +101,7 @@ class SyncReport:
         return max(self.head - self.last_seq, 0)
 
     def record(self) -> dict[str, Any]:
-        return {"source": self.source, "target": self.target, "table": self.table, "last_seq": self.last_seq,
+        return {"table": self.table, "source": self.source, "target": self.target, "last_seq": self.last_seq,
                 "lag": self.lag, "rows_written": self.rows_written, "rows_deleted": self.rows_deleted,
                 "commits": self.commits, "rebuilt": self.rebuilt}
 
@@ -135,16 +138,35 @@ class Place:
     last_commit: float = field(default_factory=time.monotonic)
 
 
+class StoppedWaiting(Exception):
+    """``stop()`` said so while the sync waited for another syncer's lock (``wait``)."""
+
+
 def open_place(
     log: Log, url: str, *, table: str, source: str, definition: str, rebuild: bool, wait: bool, what: str,
-    describe: str,
+    describe: str, stop: Stop, on_wait: Callable[[str], None] | None = None,
 ) -> Place:
-    """Connect, lock the table, read its checkpoint, and decide whether it must be (re)built."""
+    """Connect, lock the table, read its checkpoint, and decide whether it must be (re)built.
+
+    Waiting for another syncer polls the lock, so that ``stop()`` is heard meanwhile (:class:`StoppedWaiting`).
+    """
     check_identifier(table, "the table name", max_bytes=MAX_TABLE)
     log_id = str(log.info()["log_id"])
     target = open_target(url)
     try:
-        target.lock(table, wait=wait, holder=holder_text(what))
+        while True:
+            try:
+                target.lock(table, wait=False, holder=holder_text(what))
+                break
+            except SyncBusyError as busy:
+                if not wait:
+                    raise
+                if on_wait is not None:
+                    on_wait(str(busy).split("; ")[0])
+                    on_wait = None  # said once
+                if stop():
+                    raise StoppedWaiting from None
+                time.sleep(LOCK_POLL)
         checkpoint = target.checkpoint(table)
         exists = target.table_exists(table)
         if checkpoint is None and exists:
@@ -171,6 +193,11 @@ def open_place(
     if checkpoint is not None and not build:
         report.last_seq = checkpoint.last_seq
     return Place(target, table, source, log_id, definition, checkpoint, build, report, describe)
+
+
+def waited_out(url: str, table: str, source: str) -> SyncReport:
+    """The report of a sync stopped while it waited for the lock: nothing was done."""
+    return SyncReport(source=source, target=without_password(url), table=table, stopped=True, locked=False)
 
 
 def _source_words(source: str) -> str:
@@ -206,6 +233,7 @@ def sync_projection(
     stop: Stop | None = None,
     on_commit: Callable[[SyncReport], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> SyncReport:
     """Bring the table of projection ``name`` in the database at ``url`` up to the log's head.
 
@@ -216,7 +244,9 @@ def sync_projection(
     ``wait`` waits for another syncer of the same table instead of raising
     :class:`~evlog.errors.SyncBusyError`. ``snapshot_every`` is the reader's
     snapshot interval (the projection's own can only make it rarer), as for
-    ``projection show``. ``on_commit`` hears of every commit.
+    ``projection show``. ``on_commit`` hears of every commit, ``on_warning``
+    of what does not stop the sync (snapshots not saved, say), ``on_wait`` of
+    the syncer it waits for (once).
     """
     from ..runner import run_fold
     from ..snapshot_limits import allowed_interval
@@ -228,10 +258,15 @@ def sync_projection(
     definition = spec.digest(first).hex()
     keyed = spec.by is not None
     describe = f"projection {name!r}"
-    place = open_place(
-        log, url, table=table if table is not None else name, source=f"projection {name}", definition=definition,
-        rebuild=rebuild, wait=wait, what=f"evlog projection sync {name}", describe=describe,
-    )
+    stopped = stop or (lambda: False)
+    try:
+        place = open_place(
+            log, url, table=table if table is not None else name, source=f"projection {name}",
+            definition=definition, rebuild=rebuild, wait=wait, what=f"evlog projection sync {name}",
+            describe=describe, stop=stopped, on_wait=on_wait,
+        )
+    except StoppedWaiting:
+        return waited_out(url, table if table is not None else name, f"projection {name}")
     every = allowed_interval(projection.snapshot_every, snapshot_every)
     max_size = DEFAULT_SNAPSHOT_MAX_SIZE if snapshot_max_size is None else snapshot_max_size
 
@@ -256,7 +291,6 @@ def sync_projection(
             else:
                 states = TouchedStates({})
         writer = _StateWriter(place, states, keyed=keyed, on_commit=on_commit)
-        stopped = stop or (lambda: False)
         # Catch up in spans, committing now and then (a table being built commits once, at the end).
         head = log.head()
         if not keyed and done < first and head < first:

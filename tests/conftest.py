@@ -94,7 +94,7 @@ def pg_server() -> Iterator[Any]:
     # records (without its password, such as projection status) log in with it. A password given in a
     # URL still comes first, so wrong passwords are still refused.
     passfile = server.root / "pgpass"
-    passfile.write_text(f"127.0.0.1:{server.port}:*:{pgserver.APP_USER}:{pgserver.APP_PASSWORD}\n")
+    passfile.write_text(f"*:{server.port}:*:{pgserver.APP_USER}:{pgserver.APP_PASSWORD}\n")
     passfile.chmod(0o600)
     saved = os.environ.get("PGPASSFILE")
     os.environ["PGPASSFILE"] = str(passfile)

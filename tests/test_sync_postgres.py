@@ -282,3 +282,18 @@ def test_two_first_syncs_into_one_database_at_once_both_succeed(log_path: str, p
     for run in runs:
         assert run.finish() == 0, run.describe()
         assert json.loads(run.line())[0]["last_seq"] == 100
+
+
+def test_a_state_key_named_like_a_system_column_is_refused_naming_it(bank: str, pg_database_url: str) -> None:
+    add_projection(bank, "profile", "--by", "stream", "--on", "set", "s.update(d)")
+    with Log(bank) as log:
+        log.append("set", {"name": "a"}, stream="p")
+    sync(bank, pg_database_url, "profile")
+    with Log(bank) as log:
+        log.append("set", {"xmin": 1}, stream="p")
+    result = run_evlog("projection", "sync", "profile", "--into", pg_database_url, log=bank)
+    assert result.returncode == 65
+    message = one_line_error(result)
+    assert "'xmin'" in message and "system column" in message and "seq 202" in message
+    last_seq, states = table_states(pg_database_url, "profile")
+    assert (last_seq, states["p"]) == (201, {"name": "a"})

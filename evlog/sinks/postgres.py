@@ -61,6 +61,8 @@ LOCK_POLL = 0.1
 """Seconds between two tries of a busy lock with ``--wait``."""
 _APPLICATION_NAME = 63
 """PostgreSQL keeps the first 63 bytes of ``application_name``."""
+SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
+"""Names every PostgreSQL table has already: no column of a state can take one."""
 _COPY_LINE = re.compile(r"COPY [^,]*, line (\d+)(?:, column ([^:]*))?")
 
 
@@ -264,6 +266,8 @@ class PostgresBatch(Batch):
         self._staged = 0
 
     def create_table(self, spec: TableSpec) -> None:
+        for column in spec.columns:
+            _check_column(column)
         parts = []
         if spec.key is not None:
             parts.append(f"{quote(spec.key.name)} {SQL_TYPES[spec.key.type]} PRIMARY KEY")
@@ -286,6 +290,7 @@ class PostgresBatch(Batch):
         self.indexes = {}
 
     def add_column(self, table: str, column: Column) -> None:
+        _check_column(column)
         self.cursor.execute(
             f"ALTER TABLE {self.target.qualified(table)} ADD COLUMN {quote(column.name)} {SQL_TYPES[column.type]}"
         )
@@ -425,6 +430,14 @@ class PostgresBatch(Batch):
                 where.append(f"column {column!r}")
             raise TargetValueError(": ".join([", ".join(where), _reason(exc)] if where else [_reason(exc)]),
                                    key=key) from None
+
+
+def _check_column(column: Column) -> None:
+    if column.name in SYSTEM_COLUMNS:
+        raise TargetValueError(
+            f"the state key {column.name!r} cannot be a column in PostgreSQL, where every table has a system "
+            "column of that name; rename the key in the fold"
+        )
 
 
 def _refused_column(psycopg: Any, columns: list[str], row: Sequence[Any]) -> str | None:

@@ -97,6 +97,14 @@ def _run_as() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def _reachable_tmp() -> str:
+    """A temporary directory every user can pass through: $TMPDIR if it is one, else /tmp."""
+    place = Path(tempfile.gettempdir()).resolve()
+    if all(os.stat(part).st_mode & 0o001 for part in (place, *place.parents)):
+        return str(place)
+    return "/tmp"
+
+
 def _as_user(ids: tuple[int, int] | None) -> dict[str, object]:
     if ids is None:
         return {}
@@ -109,7 +117,7 @@ def start() -> PgServer:
     ids = _run_as()
     # Not under pytest's tmp_path: its directories are 0700 root's, which the
     # server's user could not enter.
-    root = Path(tempfile.mkdtemp(prefix="evlog-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="evlog-pg-", dir=_reachable_tmp() if ids is not None else None))
     try:
         if ids is not None:
             os.chown(root, *ids)

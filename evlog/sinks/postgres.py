@@ -9,7 +9,14 @@ How it keeps the interface's promises (:mod:`evlog.sinks.target`):
   ~190,000 rows/s, deleting the keys then ``COPY`` ~150,000, ``executemany``
   in pipeline mode ~60,000. Binary ``COPY`` was not faster than text (the
   rows are Python values either way). A table created in the same
-  transaction (a rebuild) is empty, so its rows are copied straight in.
+  transaction (a rebuild) is empty, so its rows are copied straight in, and
+  its indexes are built once it is full (cheaper than row by row).
+- A rebuild's swap keeps what users built on the table where it can: with
+  the same columns the old table is emptied and refilled from the build in
+  the swapping transaction, so views, grants, foreign keys and indexes of
+  theirs stay (this writes the rows twice); with other columns it is dropped
+  and the build renamed, its grants given again, and a view that depends on
+  it stops the sync with its name (evlog never drops what it did not create).
 - One transaction per batch; the connection is in autocommit mode otherwise,
   so reading a checkpoint never leaves a transaction open on the server.
 - One syncer per table: a session-level advisory lock keyed by a hash of
@@ -21,10 +28,11 @@ How it keeps the interface's promises (:mod:`evlog.sinks.target`):
   tables in (``current_schema()``), so a table named like a catalog table is
   still the one evlog means.
 - JSON columns are ``jsonb``. PostgreSQL cannot store the character NUL in
-  text or ``jsonb`` (SQLite can): such a value is a
-  :class:`~evlog.errors.TargetValueError` naming the row's key and column,
-  found from the line number ``COPY`` reports, not by checking every value
-  on the way in.
+  text or ``jsonb`` (SQLite can), nor a column named like a system column
+  (``xmin``, ``ctid``, …): such a value or key is a
+  :class:`~evlog.errors.TargetValueError` naming the row's key and column
+  (found from the line number ``COPY`` reports, not by checking every value
+  on the way in).
 - A server that cannot be reached or refuses the login is one line, after at
   most :data:`CONNECT_TIMEOUT` seconds (unless the URL sets
   ``connect_timeout``), never a traceback.
@@ -423,7 +431,7 @@ class PostgresBatch(Batch):
                 index = int(found.group(1)) - 1
                 column = found.group(2)
             else:  # refused on the way out, while writing the row at ``index``
-                column = _refused_column(psycopg, columns, rows[index]) if 0 <= index < len(rows) else None
+                column = _refused_column(columns, rows[index]) if 0 <= index < len(rows) else None
             key = rows[index][0] if key_column is not None and 0 <= index < len(rows) else None
             where = [f"{key_column} {key}"] if located and key is not None else []  # no engine names an inserted row
             if column:
@@ -440,7 +448,7 @@ def _check_column(column: Column) -> None:
         )
 
 
-def _refused_column(psycopg: Any, columns: list[str], row: Sequence[Any]) -> str | None:
+def _refused_column(columns: list[str], row: Sequence[Any]) -> str | None:
     """Which value of a row psycopg refused to send: the first text holding NUL or not encodable."""
     for name, value in zip(columns, row, strict=False):
         if isinstance(value, str) and ("\x00" in value or not _encodes(value)):

@@ -5,12 +5,10 @@ database does it):
 
 - **Rows from states.** A ``--by`` projection is one row per key (the key,
   as text, is the primary key ``key``); one without ``--by`` is a table of
-  one row. An object state's top-level keys are columns; any other state is
-  the column ``value``. A column's type is that of its values (integer, real,
-  text, boolean; lists and objects are JSON); a column whose values have more
-  than one type is JSON, so nothing is converted or truncated (1 and 1.5 are
-  two types: give ``--init`` a float where a sum may become one). A key with
-  no value (absent or null) is NULL.
+  one row. An object state's top-level keys are columns, typed by their
+  values; any other state is the column ``value`` (:mod:`evlog.sinks.rows`
+  has the rules, and keeps every value as it is: a column whose values stop
+  sharing a type becomes JSON, by a rebuild).
 - **Removed keys.** A fold cannot delete a ``--by`` key: it ends one by
   setting its state to None (``s = None``), after which the key starts again
   from ``--init`` (DESIGN.md, Folds). A key whose state is None has no row.
@@ -29,9 +27,10 @@ database does it):
   a signal never lands inside a half-applied event.
 
 The log is read only through :class:`evlog.Log`, :func:`evlog.runner.run_fold`,
-:func:`evlog.follow.follow` and the projection definitions
-(:func:`projection_definition`, the one place that reaches into the log's
-store for them).
+:func:`evlog.follow.follow` and the projection definitions; the only code
+that reaches into the log's store is :func:`projection_definition` and
+:mod:`evlog.sinks.registry` (where the log records its targets), so both
+move with the storage layer in one step each.
 """
 
 from __future__ import annotations

@@ -247,6 +247,7 @@ def sync_projection(
     of what does not stop the sync (snapshots not saved, say), ``on_wait`` of
     the syncer it waits for (once).
     """
+    from ..fold import CompiledFold
     from ..runner import run_fold
     from ..snapshot_limits import allowed_interval
     from ..snapshots import DEFAULT_SNAPSHOT_MAX_SIZE
@@ -269,9 +270,11 @@ def sync_projection(
     every = allowed_interval(projection.snapshot_every, snapshot_every)
     max_size = DEFAULT_SNAPSHOT_MAX_SIZE if snapshot_max_size is None else snapshot_max_size
 
+    compiled = CompiledFold(spec, snapshots=every > 0)  # once: a live sync folds a few events per wake-up
+
     def fold(states: dict[Any, Any], done: int, until: int) -> None:
         run_fold(log, spec, from_=first, until=until, start_state=(done, states), snapshot_every=every,
-                 snapshot_max_size=max_size, on_snapshot_error=on_warning, timeout=timeout)
+                 snapshot_max_size=max_size, on_snapshot_error=on_warning, timeout=timeout, compiled=compiled)
 
     try:
         record_place(log, place, on_warning)

@@ -398,6 +398,7 @@ class _StateWriter:
         """
         rows: list[list[Any]] = []
         removed: list[Any] = []
+        present: list[tuple[Any, Any, dict[Any, Any]]] = []
         for key in keys:
             state = dict.get(self.states, key)
             shown = key_text(key) if self.keyed else None
@@ -405,7 +406,8 @@ class _StateWriter:
                 removed.append(shown)
                 continue
             fields = state_fields(state)
-            if not fitted:
+            present.append((key, shown, fields))
+            if not fitted:  # every new column first: all rows of a batch have the same columns
                 for name, value in fields.items():
                     if value is not None:
                         fits = layout.fits(name, value)
@@ -413,6 +415,7 @@ class _StateWriter:
                             layout.add(layout.check_new(name), column_type(value))
                         elif not fits:
                             raise _Conflict(name)
+        for key, shown, fields in present:
             try:
                 values = layout.cells(fields)
             except ValueError as exc:

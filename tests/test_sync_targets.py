@@ -127,6 +127,18 @@ def test_a_value_that_changes_type_is_stored_faithfully(
     assert checkpoint is not None and checkpoint.columns == (Column("v", kind),)  # type: ignore[arg-type]
 
 
+def test_a_column_that_appears_mid_batch_is_in_every_row_of_the_batch(log_path: str, target_url: str) -> None:
+    with Log(log_path) as log:
+        log.append("set", None, stream="a")
+    add_projection(log_path, "plain", "--by", "stream", "--fold", "s = d")
+    synced(log_path, target_url, "plain")  # a table of keys only
+    with Log(log_path) as log:
+        log.append_many([{"type": "set", "stream": "a", "data": {}}, {"type": "set", "stream": "b", "data": 0},
+                         {"type": "set", "stream": "c", "data": {"x": [1]}}])
+    synced(log_path, target_url, "plain")
+    assert table_states(target_url, "plain")[1] == {"a": {}, "b": {"value": 0}, "c": {"x": [1]}}
+
+
 def test_a_projection_without_by_is_one_row_and_a_plain_state_one_column(log_path: str, target_url: str) -> None:
     with Log(log_path) as log:
         log.append("deposit", {"amount": 5}, stream="a")

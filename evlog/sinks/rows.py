@@ -7,8 +7,8 @@ column ``key`` (a string as it is, any other value as JSON); one without
 state is the column ``value``. A column's type is that of its values:
 integer, real, text, boolean, or JSON for lists and objects; integers and
 reals together make a real column while every integer is one a double holds
-exactly, and any other mix makes a JSON column, so no value is converted
-into something else or truncated. A key with no value (absent or null) is
+exactly (the same number), and any other mix makes a JSON column, so no value
+is changed or truncated. A key with no value (absent or null) is
 NULL. A state of None is a removed key: it has no row.
 
 Which keys changed is learnt from the fold itself (:class:`TouchedStates`),

@@ -5,12 +5,10 @@ database does it):
 
 - **Rows from states.** A ``--by`` projection is one row per key (the key,
   as text, is the primary key ``key``); one without ``--by`` is a table of
-  one row. An object state's top-level keys are columns; any other state is
-  the column ``value``. A column's type is that of its values (integer, real,
-  text, boolean; lists and objects are JSON); a column whose values have more
-  than one type is JSON, so nothing is converted or truncated (1 and 1.5 are
-  two types: give ``--init`` a float where a sum may become one). A key with
-  no value (absent or null) is NULL.
+  one row. An object state's top-level keys are columns, typed by their
+  values; any other state is the column ``value`` (:mod:`evlog.sinks.rows`
+  has the rules, and keeps every value as it is: a column whose values stop
+  sharing a type becomes JSON, by a rebuild).
 - **Removed keys.** A fold cannot delete a ``--by`` key: it ends one by
   setting its state to None (``s = None``), after which the key starts again
   from ``--init`` (DESIGN.md, Folds). A key whose state is None has no row.
@@ -29,9 +27,10 @@ database does it):
   a signal never lands inside a half-applied event.
 
 The log is read only through :class:`evlog.Log`, :func:`evlog.runner.run_fold`,
-:func:`evlog.follow.follow` and the projection definitions
-(:func:`projection_definition`, the one place that reaches into the log's
-store for them).
+:func:`evlog.follow.follow` and the projection definitions; the only code
+that reaches into the log's store is :func:`projection_definition` and
+:mod:`evlog.sinks.registry` (where the log records its targets), so both
+move with the storage layer in one step each.
 """
 
 from __future__ import annotations
@@ -248,6 +247,7 @@ def sync_projection(
     of what does not stop the sync (snapshots not saved, say), ``on_wait`` of
     the syncer it waits for (once).
     """
+    from ..fold import CompiledFold
     from ..runner import run_fold
     from ..snapshot_limits import allowed_interval
     from ..snapshots import DEFAULT_SNAPSHOT_MAX_SIZE
@@ -270,9 +270,11 @@ def sync_projection(
     every = allowed_interval(projection.snapshot_every, snapshot_every)
     max_size = DEFAULT_SNAPSHOT_MAX_SIZE if snapshot_max_size is None else snapshot_max_size
 
+    compiled = CompiledFold(spec, snapshots=every > 0)  # once: a live sync folds a few events per wake-up
+
     def fold(states: dict[Any, Any], done: int, until: int) -> None:
         run_fold(log, spec, from_=first, until=until, start_state=(done, states), snapshot_every=every,
-                 snapshot_max_size=max_size, on_snapshot_error=on_warning, timeout=timeout)
+                 snapshot_max_size=max_size, on_snapshot_error=on_warning, timeout=timeout, compiled=compiled)
 
     try:
         record_place(log, place, on_warning)
@@ -396,6 +398,7 @@ class _StateWriter:
         """
         rows: list[list[Any]] = []
         removed: list[Any] = []
+        present: list[tuple[Any, Any, dict[Any, Any]]] = []
         for key in keys:
             state = dict.get(self.states, key)
             shown = key_text(key) if self.keyed else None
@@ -403,7 +406,8 @@ class _StateWriter:
                 removed.append(shown)
                 continue
             fields = state_fields(state)
-            if not fitted:
+            present.append((key, shown, fields))
+            if not fitted:  # every new column first: all rows of a batch have the same columns
                 for name, value in fields.items():
                     if value is not None:
                         fits = layout.fits(name, value)
@@ -411,6 +415,7 @@ class _StateWriter:
                             layout.add(layout.check_new(name), column_type(value))
                         elif not fits:
                             raise _Conflict(name)
+        for key, shown, fields in present:
             try:
                 values = layout.cells(fields)
             except ValueError as exc:

@@ -314,18 +314,18 @@ class PostgresBatch(Batch):
         qualified = self.target.qualified(table)
         if key_column is None:
             self.cursor.execute(f"DELETE FROM {qualified}")
-            self._copy(qualified, list(columns), rows, key_column)
+            self._copy(qualified, list(columns), rows, key_column, shape=qualified)
             return
         names = [key_column, *columns]
         if table in self.created:  # empty, and the keys of one call are distinct
-            self._copy(qualified, names, rows, key_column)
+            self._copy(qualified, names, rows, key_column, shape=qualified)
             return
         # COPY into a temporary table shaped like the target (unlisted columns stay NULL there, as the
         # interface wants them), then one upsert of all of it.
         self._staged += 1
         staged = quote(f"evlog_staged_{self._staged}")
         self.cursor.execute(f"CREATE TEMPORARY TABLE {staged} (LIKE {qualified}) ON COMMIT DROP")
-        self._copy(staged, names, rows, key_column)
+        self._copy(staged, names, rows, key_column, shape=qualified)
         every = [name for (name,) in self.cursor.execute(
             "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
             "ORDER BY attnum", (qualified,)).fetchall()]
@@ -340,7 +340,8 @@ class PostgresBatch(Batch):
         self.cursor.execute(f"DROP TABLE {staged}")
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self._copy(self.target.qualified(table), list(columns), rows, columns[0] if columns else None, located=True)
+        qualified = self.target.qualified(table)
+        self._copy(qualified, list(columns), rows, columns[0] if columns else None, shape=qualified, located=True)
 
     def delete(self, table: str, key_column: str | None, keys: Sequence[Any]) -> None:
         qualified = self.target.qualified(table)
@@ -387,6 +388,13 @@ class PostgresBatch(Batch):
             option = " WITH GRANT OPTION" if grantable else ""
             self.cursor.execute(f"GRANT {privilege} ON {old} TO {'PUBLIC' if public else role}{option}")
 
+    def _json_columns(self, qualified: str) -> set[str]:
+        names = self.cursor.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND atttypid = 'jsonb'::regtype "
+            "AND attnum > 0 AND NOT attisdropped", (qualified,),
+        ).fetchall()
+        return {name for (name,) in names}
+
     def _layout(self, qualified: str) -> list[tuple[str, str]]:
         """The columns and types of a table, in order; [] if there is no such table."""
         rows: list[tuple[str, str]] = self.cursor.execute(
@@ -413,16 +421,27 @@ class PostgresBatch(Batch):
 
     def _copy(
         self, table: str, columns: list[str], rows: Sequence[Sequence[Any]], key_column: str | None, *,
-        located: bool = False,
+        shape: str, located: bool = False,
     ) -> None:
-        """COPY rows in; a value PostgreSQL refuses is a TargetValueError naming its row's key and column."""
+        """COPY rows in; a value PostgreSQL refuses is a TargetValueError naming its row's key and column.
+
+        ``shape`` is the table whose column types ``table`` has (itself, or the one a staging table is like).
+        """
         if not rows:
             return
         psycopg = self.target._psycopg
+        json_columns = self._json_columns(shape)
+        exact = [number for number, name in enumerate(columns) if name in json_columns]
         index = -1
         try:
             with self.cursor.copy(f"COPY {table} ({', '.join(quote(c) for c in columns)}) FROM STDIN") as copy:
                 for index, row in enumerate(rows):  # noqa: B007 - the except clause reads index
+                    for number in exact:
+                        text = row[number]
+                        # Only a float of 1e16 or more is written with an exponent and no point (cheap test
+                        # first; a string that merely holds "e1" takes the slow path, which finds nothing).
+                        if text is not None and ("e1" in text or "e2" in text or "e3" in text):
+                            row = [*row[:number], jsonb_text(text), *row[number + 1:]]
                     copy.write_row(row)
         except (psycopg.DataError, UnicodeError, ValueError) as exc:
             column = None
@@ -438,6 +457,39 @@ class PostgresBatch(Batch):
                 where.append(f"column {column!r}")
             raise TargetValueError(": ".join([", ".join(where), _reason(exc)] if where else [_reason(exc)]),
                                    key=key) from None
+
+
+def jsonb_text(text: str) -> str:
+    """JSON text that ``jsonb`` reads back as the same JSON values, floats included.
+
+    ``jsonb`` keeps numbers as exact decimals with the scale they were written with: ``3.6e16``
+    (orjson's form of a float of 1e16 or more) has no digits after the point and would read back as the
+    integer ``36000000000000000``. Written ``36000000000000000.0`` it reads back as a float.
+    """
+    value = orjson.loads(text)
+    return _exact_json(value) if _has_big_float(value) else text
+
+
+def _has_big_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return "e" in repr(value) and value == int(value)
+    if kind is dict:
+        return any(_has_big_float(item) for item in value.values())
+    if kind is list:
+        return any(_has_big_float(item) for item in value)
+    return False
+
+
+def _exact_json(value: Any) -> str:
+    kind = type(value)
+    if kind is float and "e" in repr(value) and value == int(value):
+        return f"{int(value)}.0"
+    if kind is dict:
+        return "{" + ",".join(orjson.dumps(key).decode() + ":" + _exact_json(item) for key, item in value.items()) + "}"
+    if kind is list:
+        return "[" + ",".join(_exact_json(item) for item in value) + "]"
+    return orjson.dumps(value).decode()
 
 
 def _check_column(column: Column) -> None:

@@ -438,9 +438,10 @@ class PostgresBatch(Batch):
                 for index, row in enumerate(rows):  # noqa: B007 - the except clause reads index
                     for number in exact:
                         text = row[number]
-                        # Only a float of 1e16 or more is written with an exponent and no point (cheap test
-                        # first; a string that merely holds "e1" takes the slow path, which finds nothing).
-                        if text is not None and ("e1" in text or "e2" in text or "e3" in text):
+                        # Only a float of 1e16 or more is written with an exponent and no point, as "e+16"
+                        # (cheap test first; a string that merely holds "e+" takes the slow path, which
+                        # finds nothing to change).
+                        if text is not None and "e+" in text:
                             row = [*row[:number], jsonb_text(text), *row[number + 1:]]
                     copy.write_row(row)
         except (psycopg.DataError, UnicodeError, ValueError) as exc:
@@ -462,7 +463,7 @@ class PostgresBatch(Batch):
 def jsonb_text(text: str) -> str:
     """JSON text that ``jsonb`` reads back as the same JSON values, floats included.
 
-    ``jsonb`` keeps numbers as exact decimals with the scale they were written with: ``3.6e16``
+    ``jsonb`` keeps numbers as exact decimals with the scale they were written with: ``3.6e+16``
     (orjson's form of a float of 1e16 or more) has no digits after the point and would read back as the
     integer ``36000000000000000``. Written ``36000000000000000.0`` it reads back as a float.
     """

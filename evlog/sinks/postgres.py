@@ -13,7 +13,7 @@ How it keeps the interface's promises (:mod:`evlog.sinks.target`):
   its indexes are built once it is full (cheaper than row by row).
 - A rebuild's swap keeps what users built on the table where it can: with
   the same columns the old table is emptied and refilled from the build in
-  the swapping transaction, so views, grants, foreign keys and indexes of
+  the swapping transaction, so views, grants, triggers and indexes of
   theirs stay (this writes the rows twice); with other columns it is dropped
   and the build renamed, its grants given again, and a view that depends on
   it stops the sync with its name (evlog never drops what it did not create).
@@ -98,10 +98,12 @@ def _shown(url: str) -> str:
 
 
 def one_line(exc: BaseException) -> str:
-    """A psycopg error as one line: its message without the server's CONTEXT (which may quote a whole row)."""
+    """A psycopg error as one line: its message without the server's CONTEXT (which may quote a whole row)
+    and HINT (which may advise a CASCADE that would drop a user's objects)."""
     text = str(exc).split("\nCONTEXT:", 1)[0]
     text = text.removeprefix("connection failed: ")
-    return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip()) or type(exc).__name__
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip() and not line.startswith("HINT:")]
+    return "; ".join(lines) or type(exc).__name__
 
 
 def _lock_key(schema: str, table: str) -> int:
@@ -357,7 +359,7 @@ class PostgresBatch(Batch):
         if replaced:
             if sorted(replaced) == sorted(self._layout(new)):
                 # The same columns: refill the table in place, so that what users built on it (views,
-                # grants, foreign keys, their own indexes) stays. Readers wait for the commit either way.
+                # grants, their own indexes) stays. Readers wait for the commit either way.
                 names = ", ".join(quote(name) for name, _ in self._layout(new))
                 self.cursor.execute(f"TRUNCATE {old}")
                 self.cursor.execute(f"INSERT INTO {old} ({names}) SELECT {names} FROM {new}")

@@ -150,7 +150,7 @@ def open_place(
 
     Waiting for another syncer polls the lock, so that ``stop()`` is heard meanwhile (:class:`StoppedWaiting`).
     """
-    check_identifier(table, "the table name", max_bytes=MAX_TABLE)
+    check_identifier(table, "the table name (choose one with --table)", max_bytes=MAX_TABLE)
     log_id = str(log.info()["log_id"])
     target = open_target(url)
     try:

@@ -162,3 +162,19 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_a_damaged_record_of_a_target_is_damage_not_a_traceback(bank: str, tmp_path: Path) -> None:
+    import lmdb
+
+    with Log(bank) as log:
+        sync_projection(log, "balances", f"sqlite:///{tmp_path / 'read.db'}")
+    env = lmdb.open(bank, subdir=True, max_dbs=8, lib_version=0)
+    try:
+        with env.begin(write=True) as txn:  # a crafted entry, as a log from someone else may hold
+            txn.put(b"sync-target:\xc1", b"\xc1", db=env.open_db(b"meta", txn=txn))
+    finally:
+        env.close()
+    result = run_evlog("projection", "status", log=bank)
+    assert result.returncode == 74
+    assert b"damaged log" in result.stderr and b"Traceback" not in result.stderr

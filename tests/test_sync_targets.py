@@ -312,6 +312,27 @@ def test_ctrl_c_commits_what_was_folded_and_exits_130(log_path: str, target_url:
     assert_fresh(log_path, target_url)
 
 
+def test_a_stop_during_catch_up_commits_what_was_folded_and_the_next_run_goes_on(
+    log_path: str, target_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evlog.sinks.sync
+
+    monkeypatch.setattr(evlog.sinks.sync, "SPAN", 100)  # the fold's spans, where a stop is heard
+    with Log(log_path) as log:
+        log.append_many(bank_events(1000, 30))
+    add_projection(log_path, "balances", *BALANCES)
+    polls = iter(range(1_000_000))
+    stop = lambda: next(polls) >= 3  # noqa: E731 - the third look after the start: two spans folded
+    for rebuild in (False, True):  # the first build, then a rebuild that must swap in a whole table
+        report = synced(log_path, target_url, stop=stop, rebuild=rebuild)
+        assert (report.stopped, report.last_seq, report.rebuilt) == (True, 300, True)
+        assert assert_fresh(log_path, target_url) == 300
+        polls = iter(range(1_000_000))
+    report = synced(log_path, target_url)
+    assert (report.last_seq, report.rebuilt) == (1000, False)
+    assert assert_fresh(log_path, target_url) == 1000
+
+
 def _seq_of(url: str, table: str = "balances") -> int | None:
     target = open_target(url)
     try:

@@ -43,7 +43,7 @@ SyncOutputOption = Annotated[
     Output,
     typer.Option("--output", "-o", help="The report at the end. auto: a table on a terminal, NDJSON when piped."),
 ]
-REPORT_COLUMNS = ["table", "source", "target", "last_seq", "lag", "rows_written", "rows_deleted", "rebuilt"]
+REPORT_COLUMNS = ["table", "source", "last_seq", "lag", "rows_written", "rows_deleted", "rebuilt"]
 _SIGNALS: dict[int, tuple[str, int]] = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
 

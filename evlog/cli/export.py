@@ -49,9 +49,13 @@ def export(
     from ._sync import finish, stop_on_signals, waiting, warn
 
     for_streaming()
-    with Log(log) as opened, stop_on_signals() as stop:
+    from ._progress import progress
+
+    # A bar for a long catch-up on a terminal; none with -f, whose catch-up never ends.
+    with Log(log) as opened, stop_on_signals() as stop, \
+            progress("exporting", "exported", enabled=not follow) as meter:
         report = export_events(
             opened, into, streams=stream or (), types=event_type or (), where=where, follow=follow, table=table,
-            rebuild=rebuild, wait=wait, stop=stop, on_warning=warn, on_wait=waiting,
+            rebuild=rebuild, wait=wait, stop=stop, on_warning=warn, on_wait=waiting, progress=meter,
         )
     finish(report, stop, output)

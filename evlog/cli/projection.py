@@ -300,11 +300,15 @@ def sync(
 
     for_streaming()
     max_size = parse_size(snapshot_max_size, "--snapshot-max-size")
-    with Log(log) as opened, stop_on_signals() as stop:
+    from ._progress import progress
+
+    # A bar for a long catch-up on a terminal; none with -f, whose catch-up never ends.
+    with Log(log) as opened, stop_on_signals() as stop, \
+            progress("syncing", "synced", enabled=not follow) as meter:
         report = sync_projection(
             opened, name, into, follow=follow, table=table, rebuild=rebuild, wait=wait,
             snapshot_every=snapshot_every, snapshot_max_size=max_size, timeout=fold_timeout(opened.path, timeout),
-            stop=stop, on_warning=warn, on_wait=waiting,
+            stop=stop, on_warning=warn, on_wait=waiting, progress=meter,
         )
     finish(report, stop, output)
 

@@ -25,6 +25,7 @@ from .rows import JSON_OPTIONS
 from .sync import (
     COMMIT_SECONDS,
     EVENTS,
+    Progress,
     Stop,
     StoppedWaiting,
     SyncReport,
@@ -69,6 +70,7 @@ def export_events(
     on_commit: Callable[[SyncReport], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> SyncReport:
     """Copy the log's events into the table ``table`` at ``url``, one row each, exactly once.
 
@@ -86,6 +88,7 @@ def export_events(
 
         test = compile_where(where)
     stopped = stop or (lambda: False)
+    catching_up = True  # progress is for the catch-up, not for the events followed after it
     try:
         place = open_place(
             log, url, table=table, source=EVENTS, definition=export_definition(streams, types, where),
@@ -99,7 +102,8 @@ def export_events(
     def rows_after(done: int, until: int) -> Iterator[list[Any]]:
         if until <= done:
             return
-        found = log.rows(from_=done + 1, until=until, streams=streams or None, types=types or None)
+        found = log.rows(from_=done + 1, until=until, streams=streams or None, types=types or None,
+                         progress=progress if catching_up else None)
         if test is not None:
             found = (row for row in found if test(*row))
         # Rows straight from the envelopes (the export's hot loop): a payload that does not decode
@@ -157,6 +161,7 @@ def export_events(
         record_place(log, place, on_warning)
         done = place.report.last_seq
         done = write(done, log.head())
+        catching_up = False
         if follow and not stopped():
             for last in live_seqs(log, done, stopped):
                 done = write(done, last)

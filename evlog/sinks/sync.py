@@ -76,6 +76,7 @@ EVENTS = "events"
 """The source name of the event export in checkpoints."""
 
 Stop = Callable[[], bool]
+Progress = Callable[[int, "int | None"], None]
 
 
 @dataclass
@@ -149,7 +150,7 @@ def open_place(
 
     Waiting for another syncer polls the lock, so that ``stop()`` is heard meanwhile (:class:`StoppedWaiting`).
     """
-    check_identifier(table, "the table name", max_bytes=MAX_TABLE)
+    check_identifier(table, "the table name (choose one with --table)", max_bytes=MAX_TABLE)
     log_id = str(log.info()["log_id"])
     target = open_target(url)
     try:
@@ -233,6 +234,7 @@ def sync_projection(
     on_commit: Callable[[SyncReport], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> SyncReport:
     """Bring the table of projection ``name`` in the database at ``url`` up to the log's head.
 
@@ -245,7 +247,8 @@ def sync_projection(
     snapshot interval (the projection's own can only make it rarer), as for
     ``projection show``. ``on_commit`` hears of every commit, ``on_warning``
     of what does not stop the sync (snapshots not saved, say), ``on_wait`` of
-    the syncer it waits for (once).
+    the syncer it waits for (once), ``progress`` of the catch-up: ``(events
+    folded, events to fold)`` now and then.
     """
     from ..fold import CompiledFold
     from ..runner import run_fold
@@ -272,9 +275,10 @@ def sync_projection(
 
     compiled = CompiledFold(spec, snapshots=every > 0)  # once: a live sync folds a few events per wake-up
 
-    def fold(states: dict[Any, Any], done: int, until: int) -> None:
+    def fold(states: dict[Any, Any], done: int, until: int, meter: Progress | None = None) -> None:
         run_fold(log, spec, from_=first, until=until, start_state=(done, states), snapshot_every=every,
-                 snapshot_max_size=max_size, on_snapshot_error=on_warning, timeout=timeout, compiled=compiled)
+                 snapshot_max_size=max_size, on_snapshot_error=on_warning, timeout=timeout, compiled=compiled,
+                 progress=meter)
 
     try:
         record_place(log, place, on_warning)
@@ -298,9 +302,13 @@ def sync_projection(
         if not keyed and done < first and head < first:
             # Nothing to fold yet: the one row is the initial state, as replay would print it.
             states[None] = orjson.loads(orjson.dumps(spec.init))
+        start = done
         while done < head and not stopped():
             end = min(head, done + SPAN)
-            fold(writer.states, done, end)
+            span_start = done
+            meter = None if progress is None else (
+                lambda seqs, _total, base=span_start - start: progress(base + seqs, head - start))
+            fold(writer.states, done, end, meter)
             done = end
             if not place.build and time.monotonic() - place.last_commit > COMMIT_SECONDS:
                 writer.commit(done)

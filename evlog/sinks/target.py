@@ -139,7 +139,7 @@ class Checkpoint:
     - ``definition``: hex digest of everything that decides the table's
       content (the projection's definition, or the export's filters); a
       different one means rebuild.
-    - ``last_seq``: the table holds exactly the result of seqs 1..last_seq.
+    - ``last_seq``: the table holds exactly the result of the log up to this seq.
     - ``key_column``: the table's primary key column, None for a one-row table.
     - ``columns``: the table's columns after the key, in creation order.
     - ``updated``: when it was written, RFC 3339 UTC (for status only).
@@ -186,7 +186,8 @@ class Batch(ABC):
 
     @abstractmethod
     def drop_table(self, table: str) -> None:
-        """Drop an evlog table if it exists (a stale build table; never a user's: the engine checks)."""
+        """Drop an evlog table if it exists (a stale build table, ``evlog_build_…``: names starting
+        ``evlog_`` are evlog's, never a user's)."""
 
     @abstractmethod
     def upsert(
@@ -262,14 +263,16 @@ class Target(ABC):
     def lock(self, table: str, *, wait: bool, holder: str) -> None:
         """Become the one syncer of ``table`` in this database until :meth:`close`.
 
-        Another process holding the lock of the same table: with ``wait``,
-        block until it is free (a loop with a short sleep is fine); without,
-        raise :class:`~evlog.errors.SyncBusyError` whose message names the
-        holder (the ``holder`` text that process passed, e.g. its pid and host,
-        where the database can tell it; else whatever the database knows) and
-        says ``--wait`` waits for it. The lock must die with its holder (kill
-        -9 included): an advisory lock held by the session in PostgreSQL, a
-        ``flock`` in SQLite. Locks of different tables are independent.
+        Another process holding the lock of the same table: without ``wait``,
+        raise :class:`~evlog.errors.SyncBusyError` at once, its message naming
+        the holder (the ``holder`` text that process passed, e.g. its pid and
+        host, where the database can tell it; else whatever the database
+        knows) and saying that ``--wait`` waits for it; with ``wait``, block
+        until it is free (a loop with a short sleep is fine). The engine calls
+        it without ``wait`` and polls, so that a signal is heard while it
+        waits. The lock must die with its holder (kill -9 included): an
+        advisory lock held by the session in PostgreSQL, a ``flock`` in
+        SQLite. Locks of different tables are independent.
         """
 
     @abstractmethod

@@ -136,3 +136,25 @@ class ServerUnsupportedError(StorageError):
 
 class GroupBusyError(EvlogError):
     """Another process follows the same group (one follower per group at a time)."""
+
+
+class SyncBusyError(EvlogError):
+    """Another process syncs into the same table of the same database (the message names it)."""
+
+
+class TargetError(StorageError):
+    """A database target failed: it cannot be reached, refused the login, or its write failed."""
+
+
+class ForeignTableError(TargetError):
+    """A table of the name a sync would write exists and was not created by evlog; it is left alone."""
+
+
+class TargetValueError(EvlogError):
+    """A value the target database cannot store; ``key`` names the state's key where known."""
+
+    exit_code = 65
+
+    def __init__(self, message: str, *, key: object = None) -> None:
+        super().__init__(message)
+        self.key = key

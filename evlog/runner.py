@@ -64,6 +64,7 @@ def run_fold(
     progress: scan.Progress | None = None,
     start_state: tuple[int, dict[Any, Any]] | None = None,
     timeout: float | None = None,
+    compiled: CompiledFold | None = None,
 ) -> tuple[FoldResult, Iterator[tuple[int, int, Any, Any]] | None]:
     """Fold ``spec`` over the log up to ``until``.
 
@@ -88,6 +89,10 @@ def run_fold(
     ``timeout`` bounds the fold's run time in seconds (:func:`evlog.fold.time_limit`;
     with ``scan_mode``, the iteration of the steps). A Python fold file
     (``spec.fold_file``) is never given snapshots.
+
+    ``compiled`` is ``spec`` compiled before, reused by a caller that folds a
+    few events at a time (a live sync): used when made for the same scan mode
+    and snapshot saving as this call needs, else the fold is compiled anew.
     """
     if spec.fold_file is not None:  # the user's own Python: never given snapshots (see FoldSpec)
         use_snapshots, snapshot_every = False, 0
@@ -120,7 +125,9 @@ def run_fold(
         if found is not None:
             snapshot_seq, states = found
             start = snapshot_seq + 1
-    compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
+    if compiled is None or compiled.spec is not spec or compiled.scan != scan_mode \
+            or compiled.snapshots != (snapshot_every > 0):
+        compiled = CompiledFold(spec, scan=scan_mode, snapshots=snapshot_every > 0)
     chunks: Iterable[tuple[int | Iterable[int], list[bytes]]]
     if spec.streams and not any(scan.is_glob(name) for name in spec.streams):
         chunks = backend.raw_seqs(scan.merged_stream_seqs(backend, spec.streams, start, last), progress)

@@ -29,6 +29,16 @@ noise hits all alike; each figure is a median of R runs (more for start-up).
   --at`` random positions, from its snapshots, beside the trivial ``replay
   --until 1``; and the balance fold's peak memory over N and 2N events (RSS,
   and the anonymous memory the target is on: the process's own).
+* sync: ``evlog projection sync`` of the per-stream balance into a new
+  SQLite table (no snapshots) beside ``evlog replay --by stream`` printing
+  the same states as JSON (the table's balances checked against it); and
+  ``evlog export`` of all events into a new SQLite table beside a plain
+  Python loop reading the log's NDJSON and ``executemany``-ing the same rows,
+  10,000 at a time, into the same table with the same indexes. Beside them
+  the same two into PostgreSQL (a throwaway local cluster, as the tests start
+  one; skipped with a note where none can start): the export beside the same
+  Python loop sending its rows by ``COPY`` and by ``executemany`` in pipeline
+  mode (evlog's target uses ``COPY``, the faster as measured).
 * follow: ``evlog tail -f -n 0``, the bench reading its stdout pipe: the
   latency of 1,000 single-event appends 5 ms apart by another process (p50,
   p99) beside GNU ``tail -f`` of a plain file fed alike; the rate at which it
@@ -339,10 +349,81 @@ def peer_replay_nats(url: str, name: str) -> None:
     asyncio.run(main())
 
 
+def peer_export_sqlite(path: str, ndjson: str) -> None:
+    """The log's NDJSON (``evlog replay -o ndjson``) into the table ``evlog export`` makes: same columns,
+    JSON text, indexes on type and stream, WAL; rows inserted by executemany in batches of 10,000, in one
+    transaction. Prints the rows stored."""
+    import itertools
+    import sqlite3
+
+    import orjson
+
+    loads, dumps = orjson.loads, orjson.dumps
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("BEGIN IMMEDIATE")
+    db.execute('CREATE TABLE events (seq INTEGER PRIMARY KEY, ts TEXT, type TEXT, stream TEXT, version INTEGER, '
+               'id TEXT, data TEXT, meta TEXT)')
+    db.execute("CREATE INDEX events_type ON events (type)")
+    db.execute("CREATE INDEX events_stream ON events (stream)")
+    count = 0
+    with open(ndjson, "rb") as lines:
+        while True:
+            batch = [
+                (e["seq"], e["ts"], e["type"], e["stream"], e["version"], e["id"], dumps(e["data"]).decode(),
+                 dumps(e["meta"]).decode())
+                for e in map(loads, itertools.islice(lines, 10_000))
+            ]
+            if not batch:
+                break
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+            count += len(batch)
+    db.execute("COMMIT")
+    db.close()
+    print(count)
+
+
+def peer_export_postgres(url: str, ndjson: str, how: str) -> None:
+    """The log's NDJSON into the table ``evlog export`` makes in PostgreSQL (jsonb, indexes on type and
+    stream), 10,000 rows at a time in one transaction, by ``COPY`` or by ``executemany`` in pipeline mode
+    (``how``). Prints the rows stored."""
+    import itertools
+
+    import orjson
+    import psycopg
+
+    loads, dumps = orjson.loads, orjson.dumps
+    count = 0
+    with psycopg.connect(url) as db, db.cursor() as cursor, open(ndjson, "rb") as lines:
+        cursor.execute("CREATE TABLE events (seq bigint PRIMARY KEY, ts text, type text, stream text, "
+                       "version bigint, id text, data jsonb, meta jsonb)")
+        cursor.execute("CREATE INDEX ON events (type)")
+        cursor.execute("CREATE INDEX ON events (stream)")
+        while True:
+            batch = [
+                (e["seq"], e["ts"], e["type"], e["stream"], e["version"], e["id"], dumps(e["data"]).decode(),
+                 dumps(e["meta"]).decode())
+                for e in map(loads, itertools.islice(lines, 10_000))
+            ]
+            if not batch:
+                break
+            if how == "copy":
+                with cursor.copy("COPY events FROM STDIN") as copy:
+                    for row in batch:
+                        copy.write_row(row)
+            else:
+                with db.pipeline():
+                    cursor.executemany("INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", batch)
+            count += len(batch)
+    print(count)
+
+
 PEERS: dict[str, Callable[..., None]] = {
     "append-lmdb": peer_append_lmdb, "append-sqlite": peer_append_sqlite, "replay": peer_replay,
     "count-types": peer_count_types, "balance-sqlite": peer_balance_sqlite, "tick": peer_tick,
     "append-nats": peer_append_nats, "replay-nats": peer_replay_nats,
+    "export-sqlite": peer_export_sqlite, "export-postgres": peer_export_postgres,
 }
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--peer"]:
@@ -497,6 +578,8 @@ class Bench:
         self.events_file = workdir / "events.ndjson"
         self.log = workdir / "log.lmdb"
         self.summary: list[str] = []
+        self.postgres: Any = None  # the throwaway PostgreSQL cluster of the sync section, once started
+        self.postgres_note = ""
 
     def full_log(self) -> Path:
         """The N-event log, kept from the append section or built now by ``evlog append``."""
@@ -1283,6 +1366,153 @@ def follow_idle(bench: Bench, log: Path, lines: Path, tail: tuple[list[str], str
         f" | {name} {value:.2f}%" for name, value in share.items() if name != ours))
 
 
+def section_sync(bench: Bench) -> None:
+    """Read models in SQLite and PostgreSQL: a projection's catch-up and the events' export, each beside its peer."""
+    log = bench.full_log()
+    sync_balance(bench, log)
+    say()
+    sync_export(bench, log)
+    say()
+    server = postgres(bench)
+    if server is None:
+        say(f"sync into PostgreSQL: skipped, {bench.postgres_note}")
+        return
+    sync_balance_postgres(bench, log, server)
+    say()
+    sync_export_postgres(bench, log, server)
+
+
+def sync_balance(bench: Bench, log: Path) -> None:
+    say(f"sync balance: projection sync of the per-stream balance into a new SQLite table, {bench.n:,} events, "
+        f"median of {bench.repeat}; ratio = evlog rate / peer rate")
+    where = ("--log", str(log))
+    run([*EVLOG, "projection", "add", "sync_balances", *where, *BALANCE_FOLD, "--replace"])
+    db = bench.workdir / "sync.db"
+    # No snapshots on either side: the same fold, from the first event; the sync then writes every row.
+    sync = [*EVLOG, "projection", "sync", "sync_balances", *where, "--into", f"sqlite:///{db}",
+            "--snapshot-every", "0", "-o", "ndjson"]
+    replay = fold_cmd(log, *BALANCE_FOLD)
+
+    def synced() -> Timing:
+        remove(db)
+        return run(sync)[0]
+
+    synced()
+    connection = sqlite3.connect(db)
+    stored = {key: balance for key, balance in connection.execute("SELECT key, balance FROM sync_balances")}
+    connection.close()
+    seconds = interleaved({"evlog projection sync --into sqlite": synced,
+                           "evlog replay --by stream --on ... (JSON)": timer(replay)}, bench.repeat)
+    bench.report("sync", seconds, {"evlog replay --by stream --on ... (JSON)": (">=", 0.70)}, per_event=True)
+    difference = first_difference(stored, balances(run(replay, capture=True)[1]))
+    say(f"  table: {'the same balances as replay' if difference is None else 'first difference: ' + difference} "
+        f"({len(stored):,} rows)")
+    remove(db)
+
+
+def sync_export(bench: Bench, log: Path) -> None:
+    say(f"sync export: the {bench.n:,} events into a new SQLite table, median of {bench.repeat}; "
+        "ratio = evlog rate / peer rate")
+    db, ndjson = bench.workdir / "export.db", bench.workdir / "export.ndjson"
+    with open(ndjson, "wb") as out:  # the peer's input, untimed
+        subprocess.run([*EVLOG, "replay", "--log", str(log), "-o", "ndjson"], stdout=out, check=True, env=ENV)
+    commands = {
+        "evlog export --into sqlite": [*EVLOG, "export", "--log", str(log), "--into", f"sqlite:///{db}",
+                                       "-o", "ndjson"],
+        "python NDJSON loop, executemany 10,000": [*PEER, "export-sqlite", str(db), str(ndjson)],
+    }
+
+    def job(cmd: list[str]) -> Callable[[], Timing]:
+        def timed() -> Timing:
+            remove(db)
+            return run(cmd)[0]
+        return timed
+
+    seconds = interleaved({name: job(cmd) for name, cmd in commands.items()}, bench.repeat)
+    bench.report("sync", seconds, {"python NDJSON loop, executemany 10,000": (">=", 0.70)}, per_event=True)
+    remove(db)
+    ndjson.unlink()
+
+
+def postgres(bench: Bench) -> Any:
+    """The run's throwaway PostgreSQL cluster (started as the tests start theirs), or None with ``postgres_note``."""
+    if bench.postgres is None and not bench.postgres_note:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        try:
+            import pgserver
+
+            bench.postgres = pgserver.start()
+        except ImportError as exc:
+            bench.postgres_note = f"no PostgreSQL client ({exc}): pip install 'evlog-cli[postgres]'"
+        except pgserver.ServerUnavailable as exc:
+            bench.postgres_note = f"no PostgreSQL server could start here: {exc}"
+    return bench.postgres
+
+
+def pg_database(server: Any, make: bool) -> str:
+    """The URL of the database ``bench``, made empty anew (``make``) or dropped (not ``make``)."""
+    import pgserver
+    import psycopg
+
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS bench")
+    return pgserver.create_database(server, "bench") if make else ""
+
+
+def sync_balance_postgres(bench: Bench, log: Path, server: Any) -> None:
+    say(f"sync balance: the same projection sync into a new PostgreSQL table (a local throwaway cluster), "
+        f"{bench.n:,} events, median of {bench.repeat}; ratio = evlog rate / peer rate")
+    where = ("--log", str(log))
+    run([*EVLOG, "projection", "add", "sync_balances", *where, *BALANCE_FOLD, "--replace"])
+    replay = fold_cmd(log, *BALANCE_FOLD)
+    url = ""
+
+    def synced() -> Timing:
+        nonlocal url
+        url = pg_database(server, make=True)
+        return run([*EVLOG, "projection", "sync", "sync_balances", *where, "--into", url, "--snapshot-every", "0",
+                    "-o", "ndjson"])[0]
+
+    synced()  # untimed: caches psycopg's bytecode, which no other section loads
+    seconds = interleaved({"evlog projection sync --into postgresql": synced,
+                           "evlog replay --by stream --on ... (JSON)": timer(replay)}, bench.repeat)
+    bench.report("sync", seconds, {}, per_event=True)
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        stored = dict(connection.execute("SELECT key, balance FROM sync_balances").fetchall())
+    difference = first_difference(stored, balances(run(replay, capture=True)[1]))
+    say(f"  table: {'the same balances as replay' if difference is None else 'first difference: ' + difference} "
+        f"({len(stored):,} rows)")
+    pg_database(server, make=False)
+
+
+def sync_export_postgres(bench: Bench, log: Path, server: Any) -> None:
+    say(f"sync export: the {bench.n:,} events into a new PostgreSQL table, median of {bench.repeat}; "
+        "ratio = evlog rate / peer rate")
+    ndjson = bench.workdir / "export.ndjson"
+    with open(ndjson, "wb") as out:  # the peers' input, untimed
+        subprocess.run([*EVLOG, "replay", "--log", str(log), "-o", "ndjson"], stdout=out, check=True, env=ENV)
+
+    def job(command: Callable[[str], list[str]]) -> Callable[[], Timing]:
+        def timed() -> Timing:
+            return run(command(pg_database(server, make=True)))[0]
+        return timed
+
+    jobs = {
+        "evlog export --into postgresql": job(lambda url: [*EVLOG, "export", "--log", str(log), "--into", url,
+                                                           "-o", "ndjson"]),
+        "python NDJSON loop, COPY 10,000": job(lambda url: [*PEER, "export-postgres", url, str(ndjson), "copy"]),
+        "python NDJSON loop, executemany pipeline 10,000": job(
+            lambda url: [*PEER, "export-postgres", url, str(ndjson), "pipeline"]),
+    }
+    next(iter(jobs.values()))()  # untimed: caches psycopg's bytecode, which no other section loads
+    seconds = interleaved(jobs, bench.repeat)
+    bench.report("sync", seconds, {}, per_event=True)
+    pg_database(server, make=False)
+    ndjson.unlink()
+
+
 def warm_caches(bench: Bench) -> None:
     """Run every kind of process once on a few events, so that no timed run compiles bytecode."""
     sample, log = bench.workdir / "warm.ndjson", str(bench.workdir / "warm.lmdb")
@@ -1412,7 +1642,7 @@ def section_nats(bench: Bench) -> None:
 
 SECTIONS: dict[str, Callable[[Bench], None]] = {
     "append": section_append, "replay": section_replay, "startup": section_startup, "until": section_until,
-    "fold": section_fold, "follow": section_follow, "nats": section_nats,
+    "fold": section_fold, "follow": section_follow, "nats": section_nats, "sync": section_sync,
 }
 
 
@@ -1434,6 +1664,7 @@ def main() -> None:
     # but inside the work directory: nothing is written beside the sources.
     ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     ENV["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    bench: Bench | None = None
     try:
         bench = Bench(workdir, args.events, args.repeat)
         machine_facts(bench, generate_events(bench.events_file, bench.n))
@@ -1447,6 +1678,8 @@ def main() -> None:
             say(line)
         say(f"\ntook {time.perf_counter() - started:.0f} s")
     finally:
+        if bench is not None and bench.postgres is not None:
+            bench.postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -75,7 +75,7 @@ def test_commands_complete() -> None:
     assert set(complete("evlog ")) >= {"append", "replay", "tail", "group", "snapshot", "projection", "info",
                                       "verify", "backup"}
     assert complete("evlog group r") == ["reset", "rm", "retry"]
-    assert complete("evlog projection s") == ["show"]
+    assert complete("evlog projection s") == ["show", "sync", "status"]
 
 
 def test_options_complete() -> None:

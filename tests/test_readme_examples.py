@@ -24,8 +24,13 @@ How it runs, and why:
   variables, HOME in the temporary directory, and the directory of this
   Python's ``evlog`` script first on PATH. stdout is a pipe, so ``auto`` output
   is NDJSON/JSON, as when a reader pipes it.
-- A block that uses ``jq`` is skipped (and says so) when jq is not installed;
-  the other blocks never depend on jq.
+- A block that uses ``jq`` or the ``sqlite3`` shell is skipped (and says so)
+  when that command is not installed; the other blocks never depend on them.
+- A block that uses PostgreSQL (a ``postgresql://`` URL, ``psql``) runs against
+  the session's throwaway cluster (conftest's ``pg_server``), with a database
+  ``shop`` owned by the role ``app``, ``localhost`` meaning it through
+  ``PGPORT`` and the password in ``PGPASSFILE``; where no cluster can start it
+  is skipped, and fails in CI, as every test that needs the server.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]
 SHELL_LANGUAGES = {"sh", "bash", "shell", "zsh", "ksh", "fish", "shell-session", "shellsession"}
 INSTALLATION_SECTION = "Quick start"
 USES_JQ = re.compile(r"(?<![\w.-])jq(?![\w.-])")
+USES_SQLITE3 = re.compile(r"(?<![\w.-])sqlite3(?![\w.-])")
+USES_PSQL = re.compile(r"(?<![\w.-])psql(?![\w.-])")
+USES_POSTGRES = re.compile(r"postgresql://|(?<![\w.-])psql(?![\w.-])")
 ANY_LINES = "..."
 
 
@@ -94,8 +102,16 @@ class Example:
     def id(self) -> str:
         return f"README.md:{self.line}"
 
-    def uses_jq(self) -> bool:
-        return any(USES_JQ.search(command.source) for command in self.commands)
+    def uses_postgres(self) -> bool:
+        return any(USES_POSTGRES.search(command.source) for command in self.commands)
+
+    def missing_tool(self, path: str) -> str | None:
+        """A command the block runs that is not on ``path`` (jq, the sqlite3 shell), or None."""
+        for tool, pattern in (("jq", USES_JQ), ("sqlite3", USES_SQLITE3), ("psql", USES_PSQL)):
+            runs = any(pattern.search(command.source) for command in self.commands)
+            if runs and shutil.which(tool, path=path) is None:
+                return tool
+        return None
 
 
 # -- reading the README --------------------------------------------------------
@@ -226,13 +242,26 @@ class Session:
     env: dict[str, str]
     examples: list[Example]
     done: dict[int, str | None] = field(default_factory=dict)  # example index -> failure, if any
+    postgres: bool = False  # the PostgreSQL blocks have a server
+
+    def use_postgres(self, request: pytest.FixtureRequest) -> None:
+        """Point libpq's ``localhost`` at the session's cluster, with a database ``shop`` (once)."""
+        if self.postgres:
+            return
+        import pgserver
+
+        server = request.getfixturevalue("pg_server")  # skips, or fails in CI, where none can start
+        pgserver.create_database(server, "shop")
+        self.env.update(PGPORT=str(server.port), PGPASSFILE=os.environ["PGPASSFILE"])
+        self.postgres = True
 
     def run_up_to(self, index: int) -> None:
         """Run the examples before ``index`` that have not run yet (their failures are noted)."""
         for earlier in range(index):
             if earlier not in self.done:
                 example = self.examples[earlier]
-                if example.uses_jq() and shutil.which("jq", path=self.env["PATH"]) is None:
+                if example.missing_tool(self.env["PATH"]) is not None or (
+                        example.uses_postgres() and not self.postgres):
                     self.done[earlier] = None
                     continue
                 self.done[earlier] = self.check(example)
@@ -355,10 +384,13 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
 
 
 @pytest.mark.parametrize("index", range(len(EXAMPLES)), ids=[example.id for example in EXAMPLES])
-def test_readme_example(session: Session, index: int) -> None:
+def test_readme_example(session: Session, index: int, request: pytest.FixtureRequest) -> None:
     example = EXAMPLES[index]
-    if example.uses_jq() and shutil.which("jq", path=session.env["PATH"]) is None:
-        pytest.skip(f"{example.id} pipes into jq, which is not on PATH")
+    missing = example.missing_tool(session.env["PATH"])
+    if missing is not None:
+        pytest.skip(f"{example.id} runs {missing}, which is not on PATH")
+    if example.uses_postgres():
+        session.use_postgres(request)
     session.run_up_to(index)
     problem = session.check(example)
     session.done[index] = problem

@@ -57,8 +57,8 @@ def usage_error(*args: str, log: str) -> str:
         (["replya"], "evlog: no such command replya; did you mean replay? (see evlog --help)"),
         (["fsck"], "evlog: no such command fsck; did you mean verify? (see evlog --help)"),
         (["group", "lst"], "evlog: group: no such command lst; did you mean list? (see evlog group --help)"),
-        (["projection", "zzz"], "evlog: projection: no such command zzz; the commands are add, list, show, rm "
-                                "(see evlog projection --help)"),
+        (["projection", "zzz"], "evlog: projection: no such command zzz; the commands are add, list, show, rm, "
+                                "sync, status (see evlog projection --help)"),
         (["replay", "-n", "-1"], "evlog: replay: --limit/-n: -1 is out of range; give 0 or more "
                                  "(see evlog replay --help)"),
         (["replay", "-n", "many"], "evlog: replay: --limit/-n: 'many' is not a whole number; give 0 or more "

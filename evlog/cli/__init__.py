@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "streams": ("evlog.cli.streams", "Read"),
     "snapshot": ("evlog.cli.snapshot", "State"),
     "projection": ("evlog.cli.projection", "State"),
+    "export": ("evlog.cli.export", "Read"),
     "info": ("evlog.cli.info", "Maintenance"),
     "verify": ("evlog.cli.verify", "Maintenance"),
     "backup": ("evlog.cli.backup", "Maintenance"),
@@ -194,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("EVLOG_DEBUG", "") not in ("", "0")
     command_name = next((arg for arg in args if not arg.startswith("-")), None)
     options = args[: args.index("--")] if "--" in args else args
-    if command_name in FOLD_COMMANDS and "-f" in options:
+    # `projection sync -f` is --follow, as in tail: only the fold-taking subcommands are checked.
+    subcommand = next((arg for arg in args[args.index(command_name) + 1:] if not arg.startswith("-")), None) \
+        if command_name is not None else None
+    if command_name in FOLD_COMMANDS and "-f" in options and (command_name, subcommand) != ("projection", "sync"):
         # -f meant --fold here once; it means --follow (of tail) everywhere now. Said before
         # parsing, which would take the clause after it for a stray argument.
         print(f"evlog: {command_name} has no -f: -f is --follow in evlog tail; the fold option is --fold",

@@ -36,6 +36,7 @@ from ._fold_options import (
     spec_from_options,
 )
 from ._snapshot_limits import DEFAULT_SNAPSHOT_MAX_SIZE_TEXT, ReaderSnapshotEveryOption, SnapshotMaxSizeOption
+from ._sync import FollowOption, IntoOption, RebuildOption, SyncOutputOption, WaitOption
 
 if TYPE_CHECKING:
     from ..fold import FoldSpec
@@ -45,7 +46,7 @@ app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=(
-        "Named folds (read models): add, list, show at any position, remove.\n\n"
+        "Named folds (read models): add, list, show at any position, sync to SQL, remove.\n\n"
         "A projection is a fold definition stored in the log under a name, the read model of "
         "CQRS. Its state can be asked for at any position; snapshots saved as it folds keep "
         "each question cheap.\n\n"
@@ -255,3 +256,86 @@ def rm(
             return
         dropped = snapshots.drop_digest(tables, removed.spec.digest(opened.resolve(removed.from_)))
     note(f"removed projection {name!r} and {counted(dropped, 'snapshot')}")
+
+
+@app.command(
+    help=(
+        "Keep a projection's state in a SQL table (SQLite or PostgreSQL), exactly once.\n\n"
+        "Catches the table up with the log and exits; with -f it stays and keeps it current as events "
+        "are appended. A --by projection is one row per key (the primary key column key), one without "
+        "--by one row; an object state's top-level keys are columns, typed by their values. Only the "
+        "keys the new events changed are written, with the sync's checkpoint, in one transaction: "
+        "killed at any moment, a restart goes on from the last commit. If the projection's definition "
+        "changed since the table was built, it is rebuilt into a new table and swapped in by one "
+        "transaction; --rebuild forces that. One syncer per table: another is refused with exit 1 "
+        "naming it, or waits with --wait. SIGTERM and Ctrl-C commit what was folded, then exit 143 "
+        "and 130. Prints a report of where the table stands.\n\n"
+        "Examples:\n\n"
+        "  evlog projection sync balances --into sqlite:///read.db\n\n"
+        "  evlog projection sync balances --into sqlite:///read.db -f\n\n"
+        "  evlog projection sync balances --into postgresql://app@localhost/shop --table account_balances"
+    ),
+)
+def sync(
+    name: Annotated[str, typer.Argument(help="The projection's name.", autocompletion=complete_projections)],
+    into: IntoOption,
+    follow: FollowOption = False,
+    table: Annotated[str | None, typer.Option("--table", metavar="NAME",
+                                              help="The table's name (default: the projection's name).")] = None,
+    rebuild: RebuildOption = False,
+    wait: WaitOption = False,
+    output: SyncOutputOption = Output.auto,
+    snapshot_every: ReaderSnapshotEveryOption = DEFAULT_SNAPSHOT_EVERY,
+    snapshot_max_size: SnapshotMaxSizeOption = DEFAULT_SNAPSHOT_MAX_SIZE_TEXT,
+    timeout: FoldTimeoutOption = None,
+    no_color: NoColorOption = False,
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from .._tuning import for_streaming
+    from ..log import Log
+    from ..sinks.sync import sync_projection
+    from ._common import parse_size
+    from ._sync import finish, stop_on_signals, waiting, warn
+
+    for_streaming()
+    max_size = parse_size(snapshot_max_size, "--snapshot-max-size")
+    from ._progress import progress
+
+    # A bar for a long catch-up on a terminal; none with -f, whose catch-up never ends.
+    with Log(log) as opened, stop_on_signals() as stop, \
+            progress("syncing", "synced", enabled=not follow) as meter:
+        report = sync_projection(
+            opened, name, into, follow=follow, table=table, rebuild=rebuild, wait=wait,
+            snapshot_every=snapshot_every, snapshot_max_size=max_size, timeout=fold_timeout(opened.path, timeout),
+            stop=stop, on_warning=warn, on_wait=waiting, progress=meter,
+        )
+    finish(report, stop, output)
+
+
+@app.command(
+    help=(
+        "List the tables this log is synced into, with each one's seq and lag.\n\n"
+        "Every projection sync and export records its database and table in the log; this asks each "
+        "database for its checkpoint. lag is the number of events the table does not reflect yet. "
+        "state is ok, rebuild due (the projection changed: the next sync rebuilds the table), "
+        "projection removed, not built, or unreachable with the reason. A table on a terminal, NDJSON "
+        "when piped.\n\n"
+        "Examples:\n\n"
+        "  evlog projection status\n\n"
+        "  evlog projection status -o json | jq '.[] | select(.lag > 1000)'"
+    ),
+)
+def status(
+    output: OutputOption = Output.auto,
+    no_color: NoColorOption = False,
+    log: LogOption = DEFAULT_LOG,
+    debug: DebugOption = False,
+) -> None:
+    from ..log import Log
+    from ..sinks.status import sync_status
+
+    with Log(log) as opened:
+        records = sync_status(opened)
+    print_records(records, output, ["table", "source", "target", "last_seq", "lag", "state"], noun="syncs",
+                  wrap=("target", "state"))

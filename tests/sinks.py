@@ -80,7 +80,7 @@ def expected_states(log_path: str, name: str, until: int) -> dict[Any, Any]:
     from evlog.snapshots import get_projection
 
     with Log(log_path) as log:
-        projection = get_projection(log.store(), name)
+        projection = get_projection(log.backend(), name)
         spec: FoldSpec = projection.spec
         if until < 1:
             states: dict[Any, Any] = {} if spec.by is not None else {None: spec.init}

@@ -563,3 +563,24 @@ def test_verify_while_another_process_appends_is_clean(any_log: str) -> None:
     assert appender.wait() == 0
     final = run_evlog("verify", log=any_log)
     assert final.returncode == 0 and b"4,012 events" in final.stderr, final.stderr
+
+
+# -- read models in SQL: a sync reads through the backend, whatever keeps the log -----------------
+
+
+def test_a_projection_and_the_events_sync_into_sqlite_from_any_log(any_log: str, tmp_path: Any) -> None:
+    from sinks import BALANCES, add_projection, bank_events, expected_states, table_states
+
+    with Log(any_log) as log:
+        log.append_many(bank_events(120, 6))
+    add_projection(any_log, "balances", *BALANCES)
+    url = f"sqlite:///{tmp_path / 'read.db'}"
+    synced = run_evlog("projection", "sync", "balances", "--into", url, log=any_log)
+    assert synced.returncode == 0, synced.stderr
+    last, states = table_states(url, "balances")
+    assert last == 120 and states == expected_states(any_log, "balances", 120)
+    exported = run_evlog("export", "--into", url, "-s", "acct-1", log=any_log)
+    assert exported.returncode == 0, exported.stderr
+    status = run_evlog("projection", "status", "-o", "json", log=any_log)
+    assert status.returncode == 0, status.stderr
+    assert '"balances"' in status.stdout.decode()

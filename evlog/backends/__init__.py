@@ -244,7 +244,7 @@ class Backend(Protocol):
         """Something a follower sleeps in until the log may have grown."""
 
     def table(self, name: str) -> Table:
-        """The log's table ``name`` (``snapshots`` or ``projections``): see :class:`Table`."""
+        """The log's table ``name`` (``snapshots``, ``projections`` or ``meta``): see :class:`Table`."""
 
     def record(self, seq: int) -> bytes | None:
         """The record at ``seq``, or None when there is none."""

@@ -8,11 +8,11 @@ its checkpoint, and shows the lag against the log's head.
 
 Why in the log: the list then travels with it (backups) and every user of
 the log sees the same targets, as they see the same projections. It is one
-entry per (source, URL, table) in the log's ``meta`` database under the
-prefix ``sync-target:``; entries other code does not know are ignored by it.
-A log the user cannot write is still synced; it only cannot remember where
-(said once through ``warn``). This module is the only place that touches the
-store for it, so it moves with the storage layer in one step.
+entry per (source, URL, table) in the log's ``meta`` table (LMDB's ``meta``
+database, a server log's ``meta`` bucket) under the prefix
+``sync-target:``; entries other code does not know are ignored by it. A log
+the user cannot write is still synced; it only cannot remember where (said
+once through ``warn``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgpack
 
@@ -50,18 +50,10 @@ def _key(source: str, url: str, table: str) -> bytes:
 def record_target(log: Log, source: str, url: str, table: str, warn: Callable[[str], None] | None = None) -> None:
     """Remember that ``source`` is synced into ``table`` at ``url`` (once; later calls write nothing)."""
     key = _key(source, url, table)
-    store = log.store()
-    meta = store.dbs[b"meta"]
-    with store.reading() as txn:
-        if txn.get(key, db=meta) is not None:
-            return
+    if log.backend().table("meta").get(key) is not None:
+        return
     try:
-        writable = log.store(write=True)
-
-        def work(txn: Any) -> None:
-            txn.put(key, msgpack.packb({"added": time.time_ns()}), db=writable.dbs[b"meta"])
-
-        writable.write(work, notify=False)
+        log.backend(write=True).table("meta").put(key, msgpack.packb({"added": time.time_ns()}))
     except StorageError as exc:
         if warn is not None:
             warn(f"this sync is not recorded in the log, so evlog projection status will not list it: {exc}")
@@ -69,21 +61,20 @@ def record_target(log: Log, source: str, url: str, table: str, warn: Callable[[s
 
 def recorded_targets(log: Log) -> list[RecordedTarget]:
     """Every recorded target of the log, in key order (by source, then URL, then table)."""
-    store = log.store()
+    meta = log.backend().table("meta")
     found: list[RecordedTarget] = []
-    with store.reading(buffers=False) as txn:
-        cursor = txn.cursor(db=store.dbs[b"meta"])
-        if not cursor.set_range(PREFIX):
-            return found
-        for key, value in cursor:
-            if not key.startswith(PREFIX):
-                break
-            try:
-                source, url, table = msgpack.unpackb(key[len(PREFIX):])
-                added = msgpack.unpackb(value)["added"]
-                if not all(isinstance(part, str) for part in (source, url, table)) or type(added) is not int:
-                    raise ValueError("a field of the wrong kind")
-            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-                raise DamagedLogError(f"a sync target entry in meta does not decode ({exc})") from None
-            found.append(RecordedTarget(source, url, table, added))
+    for key in meta.list_keys():
+        if not key.startswith(PREFIX):
+            continue
+        value = meta.get(key)
+        if value is None:
+            continue  # removed meanwhile
+        try:
+            source, url, table = msgpack.unpackb(key[len(PREFIX):])
+            added = msgpack.unpackb(value)["added"]
+            if not all(isinstance(part, str) for part in (source, url, table)) or type(added) is not int:
+                raise ValueError("a field of the wrong kind")
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            raise DamagedLogError(f"a sync target entry in meta does not decode ({exc})") from None
+        found.append(RecordedTarget(source, url, table, added))
     return found

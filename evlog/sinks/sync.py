@@ -110,7 +110,7 @@ def projection_definition(log: Log, name: str) -> Projection:
     """A stored projection: the one place the sync reads the log's store directly (to be re-pointed as it moves)."""
     from ..snapshots import get_projection
 
-    return get_projection(log.store(), name)
+    return get_projection(log.backend(), name)
 
 
 def holder_text(what: str) -> str:

@@ -419,7 +419,7 @@ class JetStreamBackend:
         if table is None:
             from .tables import JetStreamTable
 
-            if name not in ("snapshots", "projections"):
+            if name not in ("snapshots", "projections", "meta"):
                 raise ValueError(f"unknown table {name!r}")
             table = self._tables[name] = JetStreamTable(self.client, name)
         return table

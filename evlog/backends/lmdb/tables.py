@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .store import Store
 
-TABLES = ("snapshots", "projections")
+TABLES = ("snapshots", "projections", "meta")
 
 
 class LmdbTable:

@@ -15,7 +15,7 @@ default) minus headers; larger values are refused with MessageTooLarge.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ...errors import LogNotFoundError
 from ._loop import run
@@ -113,14 +113,18 @@ class Bucket:
                     return int(await self._kv.create(key, value))
                 return int(await self._kv.update(key, value, last=revision))
             except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError) as error:
-                if not isinstance(error, self._errors.KeyWrongLastSequenceError) and error.err_code != 10071:
-                    raise
-                raise RevisionConflict(
-                    f"{self.client.location.display}: key {key!r} of {self.name} changed meanwhile "
-                    f"(expected revision {revision})", err_code=10071, description=str(error.description),
-                ) from error
+                self._refuse(error, key, revision)
 
         return int(self._call(f"updating key {key!r} of {self.name}", update()))
+
+    def _refuse(self, error: Any, key: str, revision: int | None) -> NoReturn:
+        """A compare-and-set refused because the key moved on is RevisionConflict; other errors go on as they are."""
+        if not isinstance(error, self._errors.KeyWrongLastSequenceError) and error.err_code != 10071:
+            raise error
+        raise RevisionConflict(
+            f"{self.client.location.display}: key {key!r} of {self.name} changed meanwhile "
+            f"(expected revision {revision})", err_code=10071, description=str(error.description),
+        ) from error
 
     def delete(self, key: str, *, revision: int | None = None) -> None:
         """Remove the key's value (a no-op for a key without one); with ``revision``, only if still at it.
@@ -135,12 +139,7 @@ class Bucket:
             try:
                 await self._kv.delete(key, last=revision)
             except (self._errors.KeyWrongLastSequenceError, self._errors.BadRequestError) as error:
-                if not isinstance(error, self._errors.KeyWrongLastSequenceError) and error.err_code != 10071:
-                    raise
-                raise RevisionConflict(
-                    f"{self.client.location.display}: key {key!r} of {self.name} changed meanwhile "
-                    f"(expected revision {revision})", err_code=10071, description=str(error.description),
-                ) from error
+                self._refuse(error, key, revision)
 
         self._call(f"deleting key {key!r} of {self.name}", delete())
 

@@ -98,7 +98,7 @@ class JetStreamBackend:
         self.client.check_config = check_config
         try:
             try:
-                self.info = self.client.open_log_stream()
+                self.info = _patiently(self.client.open_log_stream)  # waits out an election
             except LogNotFoundError:
                 if not create:
                     raise

@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,7 @@ MIN_SERVER = (2, 12)  # atomic batch publish
 TEN_YEARS = 10 * 365 * 24 * 3600.0  # seconds; the longest duplicate window the server accepts
 CONNECT_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 5.0
+ELECTION_SECONDS = 15.0  # a connected cluster that does not answer is electing a leader: ~5 s measured
 RECONNECT_WAIT = 0.25
 # Enough reconnect attempts to ride out a cluster's leader election (~5 s measured), few enough
 # that a server that is gone for good is an error in seconds.
@@ -175,7 +177,7 @@ class LogClient:
                 raise ServerUnsupportedError(f"{where}: JetStream is not enabled on the server: start "
                                              "nats-server with -js (or jetstream {} in its config)")
             try:
-                client._api("INFO", b"")  # the account can use JetStream
+                client._account_info()  # the account can use JetStream
             except nats.js.errors.APIError as error:
                 raise ServerUnsupportedError(f"{where}: JetStream is not enabled for this account "
                                              f"({error.description})") from error
@@ -183,6 +185,23 @@ class LogClient:
             client.close()
             raise
         return client
+
+    def _account_info(self) -> None:
+        """Ask for the account's JetStream info, waiting out an election of the cluster's meta leader.
+
+        The server is connected, so a missing answer here is a cluster electing
+        a new leader (after losing a node, for some seconds), not a server
+        that is gone: asked again for up to :data:`ELECTION_SECONDS`.
+        """
+        deadline = time.monotonic() + ELECTION_SECONDS
+        while True:
+            try:
+                self._api("INFO", b"")
+                return
+            except ServerUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
 
     def close(self) -> None:
         """Close the connection (pending publishes are flushed, bounded by the timeout)."""
